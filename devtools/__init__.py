@@ -1,0 +1,1 @@
+"""Tools for running the whole system locally and in tests: not deployed."""

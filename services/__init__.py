@@ -1,0 +1,1 @@
+"""The five services; each is its own package and process, importing only `shared`."""

@@ -1,0 +1,1 @@
+"""envelope: groups invoices into envelopes, drafts the emails from templates, renders PDFs."""

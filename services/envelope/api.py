@@ -1,0 +1,254 @@
+"""envelope's internal HTTP API: for the gateway (invoices, drafts, previews, client PDFs)
+and for the mailer (the content of an email)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import date, datetime
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from services.envelope.compose import AUTOFILL_FIELDS, TemplateInvalid, check_template
+from services.envelope.desk import Desk
+from services.envelope.models import Envelope, Invoice, Pdf
+from shared.runtime import Service
+
+
+class InvoiceOut(BaseModel):
+    invoice_id: str
+    number: str
+    kind: str
+    state: str
+    client_id: str
+    client_name: str
+    matter: str | None
+    issued_at: date | None
+    due_at: date | None
+    currency: str
+    total_minor: int
+    balance_minor: int
+    paid_online_minor: int
+    payment_status: str | None
+    last_sent_at: datetime | None
+    email_status: str | None
+
+
+class InvoicePage(BaseModel):
+    items: list[InvoiceOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class DraftRequest(BaseModel):
+    invoice_ids: list[str] = Field(min_length=1, max_length=1000)
+    created_by: str
+
+
+class SendOut(BaseModel):
+    send_id: str
+    requested_at: datetime
+    to: list[str]
+    subject: str
+    status: str
+    sent_at: datetime | None
+    error: str | None
+
+
+class EnvelopeOut(BaseModel):
+    id: str
+    client_id: str
+    client_name: str
+    invoice_ids: list[str]
+    to: list[str]
+    cc: list[str]
+    subject: str
+    body: str
+    delivery: str
+    status: str
+    last_sent_at: datetime | None
+    preview: dict[str, str] | None = None
+    sends: list[SendOut] = []
+
+
+class PreviewRequest(BaseModel):
+    subject: str
+    body: str
+
+
+class AttachmentOut(BaseModel):
+    filename: str
+    content_type: str
+    content_b64: str
+
+
+class EmailContent(BaseModel):
+    email_id: str
+    to: list[str]
+    cc: list[str]
+    from_name: str
+    reply_to: str | None
+    subject: str
+    html: str
+    text: str
+    attachments: list[AttachmentOut]
+
+
+def _invoice_out(i: Invoice) -> InvoiceOut:
+    snap = json.loads(i.snapshot)
+    matter = " ".join(x for x in (snap.get("matter_number"), snap.get("matter_description")) if x) or None
+    return InvoiceOut(
+        invoice_id=i.invoice_id,
+        number=i.number,
+        kind=i.kind,
+        state=i.state,
+        client_id=i.client_id,
+        client_name=i.client_name,
+        matter=matter,
+        issued_at=i.issued_at,
+        due_at=i.due_at,
+        currency=i.currency,
+        total_minor=i.total_minor,
+        balance_minor=i.balance_minor,
+        paid_online_minor=i.paid_online_minor or 0,
+        payment_status=i.payment_status,
+        last_sent_at=i.last_sent_at,
+        email_status=i.email_status,
+    )
+
+
+def _envelope_out(e: Envelope) -> EnvelopeOut:
+    return EnvelopeOut(
+        id=e.id,
+        client_id=e.client_id,
+        client_name=e.client_name,
+        invoice_ids=json.loads(e.invoice_ids),
+        to=json.loads(e.to),
+        cc=json.loads(e.cc),
+        subject=e.subject,
+        body=e.body,
+        delivery=e.delivery,
+        status=e.status,
+        last_sent_at=e.last_sent_at,
+    )
+
+
+def router(service: Service, desk: Desk) -> APIRouter:
+    r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
+
+    @r.get("/firms/{firm_id}/invoices")
+    async def invoices(
+        firm_id: str,
+        q: str = "",
+        state: str = "all",
+        kind: str = "all",
+        page: int = Query(1, ge=1),
+        per_page: int = Query(25, ge=1, le=200),
+        ids: str = "",
+    ) -> InvoicePage:
+        rows, total = await desk.list_invoices(
+            firm_id, q=q, state=state, kind=kind, page=page, per_page=per_page,
+            ids=[i for i in ids.split(",") if i] or None,
+        )
+        return InvoicePage(items=[_invoice_out(i) for i in rows], total=total, page=page, per_page=per_page)
+
+    @r.post("/firms/{firm_id}/envelopes/drafts")
+    async def drafts(firm_id: str, body: DraftRequest) -> list[EnvelopeOut]:
+        envelopes = await desk.create_drafts(firm_id, body.invoice_ids, body.created_by)
+        return [_envelope_out(e) for e in envelopes]
+
+    @r.get("/firms/{firm_id}/envelopes/{envelope_id}")
+    async def envelope(firm_id: str, envelope_id: str) -> EnvelopeOut:
+        env = await desk.envelope(firm_id, envelope_id)
+        if env is None:
+            raise HTTPException(status_code=404, detail="no such envelope")
+        out = _envelope_out(env)
+        out.preview = await desk.preview(firm_id, env)
+        out.sends = [
+            SendOut(
+                send_id=s.send_id,
+                requested_at=s.requested_at,
+                to=json.loads(s.to),
+                subject=s.subject,
+                status=s.status,
+                sent_at=s.sent_at,
+                error=s.error,
+            )
+            for s in await desk.sends(firm_id, envelope_id)
+        ]
+        return out
+
+    @r.post("/firms/{firm_id}/envelopes/{envelope_id}/preview")
+    async def preview(firm_id: str, envelope_id: str, body: PreviewRequest) -> dict[str, str]:
+        env = await desk.envelope(firm_id, envelope_id)
+        if env is None:
+            raise HTTPException(status_code=404, detail="no such envelope")
+        try:
+            check_template(body.subject)
+            check_template(body.body)
+            return await desk.preview(firm_id, env, body.subject, body.body)
+        except TemplateInvalid as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+
+    @r.get("/autofill-fields")
+    async def autofill_fields() -> dict[str, str]:
+        return AUTOFILL_FIELDS
+
+    @r.get("/emails/{email_id}")
+    async def email(email_id: str) -> EmailContent:
+        found = await desk.email_content(email_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail="no such email")
+        email, files = found
+        return EmailContent(
+            email_id=email.email_id,
+            to=json.loads(email.to),
+            cc=json.loads(email.cc),
+            from_name=email.from_name,
+            reply_to=email.reply_to,
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
+            attachments=[
+                AttachmentOut(
+                    filename=name,
+                    content_type="application/pdf",
+                    content_b64=base64.b64encode(content).decode(),
+                )
+                for name, content in files
+            ],
+        )
+
+    async def pdf_response(inv: Invoice) -> Response:
+        key = await desk.ensure_invoice_pdf(inv.firm_id, inv.invoice_id)
+        async with service.sessionmaker() as s:
+            pdf = await s.get(Pdf, key)
+        assert pdf is not None
+        filename = f"{inv.kind.replace('_', '-')}-{inv.number}.pdf"
+        return Response(
+            pdf.content,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="{filename}"'},
+        )
+
+    @r.get("/links/{token}/invoices/{invoice_id}/pdf")
+    async def link_pdf(token: str, invoice_id: str) -> Response:
+        inv = await desk.link_invoice(token, invoice_id)
+        if inv is None:
+            raise HTTPException(status_code=404, detail="this link has expired or does not exist")
+        return await pdf_response(inv)
+
+    @r.get("/firms/{firm_id}/invoices/{invoice_id}/pdf")
+    async def firm_pdf(firm_id: str, invoice_id: str) -> Response:
+        async with service.sessionmaker() as s:
+            inv = await s.scalar(
+                select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id)
+            )
+        if inv is None:
+            raise HTTPException(status_code=404, detail="no such invoice")
+        return await pdf_response(inv)
+
+    return r

@@ -1,0 +1,61 @@
+"""Wires the envelope service: its event handlers, API and PDF work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.envelope import api
+from services.envelope.desk import Desk
+from services.envelope.models import Base
+from services.envelope.settings import EnvelopeSettings
+from shared.events import (
+    EmailFailed,
+    EmailSent,
+    EnvelopeSendRequested,
+    FirmUpdated,
+    InvoiceUpdated,
+    PaymentFailed,
+    PaymentProcessing,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+from shared.runtime import Service
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
+    settings = settings or EnvelopeSettings()
+    service = Service(settings, Base.metadata, MIGRATIONS)
+    desk = Desk(service, settings)
+
+    @service.handles(FirmUpdated)
+    async def firm_updated(s: AsyncSession, ev: FirmUpdated) -> None:
+        await desk.on_firm_updated(s, ev)
+
+    @service.handles(InvoiceUpdated)
+    async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
+        await desk.on_invoice_updated(s, ev)
+
+    @service.handles(EnvelopeSendRequested)
+    async def send_requested(s: AsyncSession, ev: EnvelopeSendRequested) -> None:
+        await desk.on_send_requested(s, ev)
+
+    @service.handles(EmailSent)
+    async def email_sent(s: AsyncSession, ev: EmailSent) -> None:
+        await desk.on_email_sent(s, ev)
+
+    @service.handles(EmailFailed)
+    async def email_failed(s: AsyncSession, ev: EmailFailed) -> None:
+        await desk.on_email_failed(s, ev)
+
+    for payment_event in (PaymentProcessing, PaymentSucceeded, PaymentFailed, PaymentRefunded):
+        service.handles(payment_event)(desk.on_payment)
+
+    app = service.make_app()
+    app.include_router(api.router(service, desk))
+    app.state.desk = desk
+    return app

@@ -1,0 +1,507 @@
+"""The envelope service's work: keep invoices, draft envelopes, turn send requests into
+emails and client links, and keep PDFs rendered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.envelope.compose import (
+    DEFAULT_BODY,
+    DEFAULT_SUBJECT,
+    EmailItem,
+    TemplateInvalid,
+    compose_email,
+)
+from services.envelope.grouping import group_into_envelopes
+from services.envelope.models import Email, Envelope, EnvelopeSend, Firm, Invoice, Link, Pdf
+from services.envelope.settings import EnvelopeSettings
+from shared.events import (
+    EmailFailed,
+    EmailRequested,
+    EmailSent,
+    EnvelopeSendRequested,
+    FirmProfile,
+    FirmUpdated,
+    InvoiceSnapshot,
+    InvoiceUpdated,
+    PayLinkIssued,
+    PayLinkItem,
+    PaymentEvent,
+)
+from shared.runtime import Service
+from shared.tokens import derive_token, hash_token
+
+log = logging.getLogger(__name__)
+
+SENDABLE_STATES = {"awaiting_payment", "paid"}
+
+
+@dataclass(frozen=True)
+class InvoiceRef:
+    invoice_id: str
+    client_id: str
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value)
+
+
+class Desk:
+    def __init__(self, service: Service, settings: EnvelopeSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self._render_lock = asyncio.Semaphore(max(1, settings.pdf_workers))
+
+    # --- links ---------------------------------------------------------------------------
+
+    def send_token(self, send_id: str) -> str:
+        return derive_token(self.settings.link_secret, "send", send_id)
+
+    def invoice_token(self, firm_id: str, invoice_id: str) -> str:
+        return derive_token(self.settings.link_secret, "invoice", firm_id, invoice_id)
+
+    def view_url(self, token: str, invoice_id: str) -> str:
+        return f"{self.settings.public_base_url}/v/{token}/{invoice_id}"
+
+    def pay_url(self, token: str, invoice_id: str | None = None) -> str:
+        base = f"{self.settings.public_base_url}/pay/{token}"
+        return f"{base}?invoice={invoice_id}" if invoice_id else base
+
+    # --- firms and invoices --------------------------------------------------------------
+
+    async def firm(self, s: AsyncSession, firm_id: str) -> FirmProfile:
+        row = await s.get(Firm, firm_id)
+        if row is None:
+            return FirmProfile(name="Your law firm")
+        return FirmProfile.model_validate_json(row.profile)
+
+    async def on_firm_updated(self, s: AsyncSession, ev: FirmUpdated) -> None:
+        row = await s.get(Firm, ev.firm_id)
+        if row is None:
+            row = Firm(firm_id=ev.firm_id)
+            s.add(row)
+        elif row.updated_at and row.updated_at.replace(tzinfo=UTC) > ev.occurred_at:
+            return  # an older profile arriving late
+        row.profile = ev.firm.model_dump_json()
+        row.updated_at = ev.occurred_at
+
+    async def on_invoice_updated(self, s: AsyncSession, ev: InvoiceUpdated) -> None:
+        snap = ev.invoice
+        row = await s.scalar(
+            select(Invoice).where(Invoice.firm_id == ev.firm_id, Invoice.invoice_id == snap.invoice_id)
+        )
+        if row is None:
+            row = Invoice(firm_id=ev.firm_id, invoice_id=snap.invoice_id, paid_online_minor=0)
+            s.add(row)
+        row.snapshot = snap.model_dump_json()
+        row.client_id = snap.client_id
+        row.client_name = snap.client_name
+        row.number = snap.number
+        row.kind = snap.kind
+        row.state = snap.state
+        row.issued_at = snap.issued_at
+        row.due_at = snap.due_at
+        row.currency = snap.currency
+        row.total_minor = snap.total_minor
+        row.balance_minor = snap.balance_minor
+        row.updated_at = datetime.now(UTC)
+
+    async def list_invoices(
+        self,
+        firm_id: str,
+        *,
+        q: str = "",
+        state: str = "all",
+        kind: str = "all",
+        page: int = 1,
+        per_page: int = 25,
+        ids: list[str] | None = None,
+    ) -> tuple[list[Invoice], int]:
+        stmt: Select[Any] = select(Invoice).where(Invoice.firm_id == firm_id)
+        if ids:
+            stmt = stmt.where(Invoice.invoice_id.in_(ids))
+        if q.strip():
+            like = f"%{q.strip().lower()}%"
+            stmt = stmt.where(or_(func.lower(Invoice.client_name).like(like), func.lower(Invoice.number).like(like)))
+        if state == "unpaid":
+            stmt = stmt.where(Invoice.state == "awaiting_payment", Invoice.balance_minor > 0)
+        elif state == "paid":
+            stmt = stmt.where(or_(Invoice.state == "paid", Invoice.payment_status == "paid_online"))
+        elif state in {"draft", "awaiting_payment", "void"}:
+            stmt = stmt.where(Invoice.state == state)
+        if kind in {"invoice", "trust_request"}:
+            stmt = stmt.where(Invoice.kind == kind)
+        async with self.service.sessionmaker() as s:
+            total = await s.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+            rows = await s.scalars(
+                stmt.order_by(Invoice.issued_at.desc(), Invoice.number.desc())
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            )
+            return list(rows), total
+
+    async def _invoices(self, s: AsyncSession, firm_id: str, ids: list[str]) -> list[Invoice]:
+        rows = await s.scalars(select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id.in_(ids)))
+        by_id = {r.invoice_id: r for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    # --- drafting ------------------------------------------------------------------------
+
+    async def create_drafts(self, firm_id: str, invoice_ids: list[str], created_by: str) -> list[Envelope]:
+        async with self.service.sessionmaker() as s, s.begin():
+            firm = await self.firm(s, firm_id)
+            invoices = [i for i in await self._invoices(s, firm_id, invoice_ids) if i.state in SENDABLE_STATES]
+            refs = [InvoiceRef(i.invoice_id, i.client_id) for i in invoices]
+            groups = group_into_envelopes(
+                refs, combine=firm.combine_envelopes, max_per_envelope=self.settings.max_items_per_envelope
+            )
+            by_id = {i.invoice_id: i for i in invoices}
+            now = datetime.now(UTC)
+            envelopes = []
+            for group in groups:
+                first = by_id[group[0].invoice_id]
+                email = InvoiceSnapshot.model_validate_json(first.snapshot).client_email
+                env = Envelope(
+                    id=str(uuid.uuid4()),
+                    firm_id=firm_id,
+                    client_id=first.client_id,
+                    client_name=first.client_name,
+                    invoice_ids=_dump([g.invoice_id for g in group]),
+                    to=_dump([email] if email else []),
+                    cc="[]",
+                    subject=DEFAULT_SUBJECT,
+                    body=DEFAULT_BODY,
+                    delivery=firm.default_delivery,
+                    status="draft",
+                    created_by=created_by,
+                    created_at=now,
+                )
+                s.add(env)
+                envelopes.append(env)
+            return envelopes
+
+    async def envelope(self, firm_id: str, envelope_id: str) -> Envelope | None:
+        async with self.service.sessionmaker() as s:
+            env = await s.get(Envelope, envelope_id)
+            return env if env is not None and env.firm_id == firm_id else None
+
+    async def sends(self, firm_id: str, envelope_id: str) -> list[EnvelopeSend]:
+        async with self.service.sessionmaker() as s:
+            rows = await s.scalars(
+                select(EnvelopeSend)
+                .where(EnvelopeSend.firm_id == firm_id, EnvelopeSend.envelope_id == envelope_id)
+                .order_by(EnvelopeSend.requested_at)
+            )
+            return list(rows)
+
+    async def preview(
+        self, firm_id: str, env: Envelope, subject: str | None = None, body: str | None = None
+    ) -> dict[str, str]:
+        """The email as the client will see it, with links that lead nowhere yet."""
+        async with self.service.sessionmaker() as s:
+            firm = await self.firm(s, firm_id)
+            invoices = await self._invoices(s, firm_id, json.loads(env.invoice_ids))
+        token = "preview"
+        items = [self._item(i, token) for i in invoices]
+        composed = compose_email(
+            firm,
+            env.client_name,
+            items,
+            subject_template=subject if subject is not None else env.subject,
+            body_template=body if body is not None else env.body,
+            pay_all_url=self.pay_url(token),
+            view_all_url=self.view_url(token, invoices[0].invoice_id) if invoices else "",
+        )
+        return {"subject": composed.subject, "html": composed.html, "text": composed.text}
+
+    def _item(self, inv: Invoice, token: str) -> EmailItem:
+        snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
+        matter = " ".join(x for x in (snap.matter_number, snap.matter_description) if x) or None
+        return EmailItem(
+            invoice_id=inv.invoice_id,
+            number=inv.number,
+            kind=inv.kind,
+            matter=matter,
+            due_at=inv.due_at,
+            currency=inv.currency,
+            total_minor=inv.total_minor,
+            balance_minor=max(0, inv.balance_minor - inv.paid_online_minor),
+            view_url=self.view_url(token, inv.invoice_id),
+            pay_url=self.pay_url(token, inv.invoice_id),
+        )
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def on_send_requested(self, s: AsyncSession, ev: EnvelopeSendRequested) -> None:
+        if await s.get(EnvelopeSend, ev.send_id) is not None:
+            return  # this send was already turned into an email
+        env = await s.get(Envelope, ev.envelope_id)
+        if env is None or env.firm_id != ev.firm_id:
+            log.error("envelope %s of firm %s does not exist; send %s dropped", ev.envelope_id, ev.firm_id, ev.send_id)
+            return
+        firm = await self.firm(s, ev.firm_id)
+        invoices = await self._invoices(s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids))
+        now = datetime.now(UTC)
+        send = EnvelopeSend(
+            send_id=ev.send_id,
+            firm_id=ev.firm_id,
+            envelope_id=env.id,
+            requested_by=ev.requested_by,
+            requested_at=ev.occurred_at,
+            to=_dump(ev.to),
+            subject=ev.subject,
+            status="queued",
+        )
+        token = self.send_token(ev.send_id)
+        items = [self._item(i, token) for i in invoices]
+        failure = None
+        composed = None
+        if not items:
+            failure = "none of the envelope's bills can be sent"
+        elif not ev.to:
+            failure = "the envelope has no recipient"
+        else:
+            try:
+                composed = compose_email(
+                    firm,
+                    env.client_name,
+                    items,
+                    subject_template=ev.subject,
+                    body_template=ev.body,
+                    pay_all_url=self.pay_url(token),
+                    view_all_url=items[0].view_url,
+                )
+            except TemplateInvalid as exc:
+                failure = f"template error: {exc}"
+        attachments: list[dict[str, str]] = []
+        if composed is not None and ev.delivery == "attachment":
+            for inv in invoices:
+                key = await self.ensure_invoice_pdf(ev.firm_id, inv.invoice_id)
+                attachments.append({"filename": f"{inv.kind.replace('_', '-')}-{inv.number}.pdf", "pdf_key": key})
+        # Writes from here on.
+        s.add(send)
+        env.to, env.cc, env.subject, env.body, env.delivery = (
+            _dump(ev.to), _dump(ev.cc), ev.subject, ev.body, ev.delivery,
+        )
+        if failure or composed is None:
+            send.status = "failed"
+            send.error = failure
+            env.status = "failed" if env.status == "draft" else env.status
+            log.warning("envelope %s send %s failed: %s", env.id, ev.send_id, failure)
+            return
+        env.status = "queued" if env.status in ("draft", "failed") else env.status
+        s.add(
+            Email(
+                email_id=ev.send_id,
+                firm_id=ev.firm_id,
+                envelope_id=env.id,
+                to=_dump(ev.to),
+                cc=_dump(ev.cc),
+                from_name=firm.name,
+                reply_to=firm.email,
+                subject=composed.subject,
+                html=composed.html,
+                text=composed.text,
+                attachments=_dump(attachments),
+                created_at=now,
+            )
+        )
+        expires = now + timedelta(days=self.settings.link_ttl_days)
+        s.add(
+            Link(
+                token_hash=hash_token(token),
+                firm_id=ev.firm_id,
+                envelope_id=env.id,
+                send_id=ev.send_id,
+                invoice_ids=_dump([i.invoice_id for i in invoices]),
+                created_at=now,
+                expires_at=expires,
+            )
+        )
+        for inv in invoices:
+            inv.email_status = "queued"
+        await self.service.publish(
+            s,
+            PayLinkIssued(
+                firm_id=ev.firm_id,
+                link_id=ev.send_id,
+                token_hash=hash_token(token),
+                envelope_id=env.id,
+                client_id=env.client_id,
+                client_name=env.client_name,
+                client_email=ev.to[0],
+                items=[
+                    PayLinkItem(
+                        invoice_id=i.invoice_id,
+                        number=i.number,
+                        kind=i.kind,  # type: ignore[arg-type]
+                        currency=i.currency,
+                        balance_minor=max(0, i.balance_minor - i.paid_online_minor),
+                        due_at=i.due_at,
+                    )
+                    for i in invoices
+                ],
+                pay_all_outstanding=ev.pay_all_outstanding,
+                expires_at=expires,
+            ),
+        )
+        await self.service.publish(
+            s,
+            EmailRequested(
+                firm_id=ev.firm_id,
+                email_id=ev.send_id,
+                envelope_id=env.id,
+                to=ev.to + ev.cc,
+                subject=composed.subject,
+                content_url=f"{self.settings.internal_base_url}/internal/emails/{ev.send_id}",
+            ),
+        )
+
+    async def on_email_sent(self, s: AsyncSession, ev: EmailSent) -> None:
+        send = await s.get(EnvelopeSend, ev.email_id)
+        if send is None or send.firm_id != ev.firm_id:
+            return
+        send.status, send.sent_at, send.message_id = "sent", ev.sent_at, ev.message_id
+        env = await s.get(Envelope, send.envelope_id)
+        if env is None:
+            return
+        env.status = "sent"
+        env.last_sent_at = max(filter(None, [env.last_sent_at and env.last_sent_at.replace(tzinfo=UTC), ev.sent_at]))
+        for inv in await self._invoices(s, ev.firm_id, json.loads(env.invoice_ids)):
+            last = inv.last_sent_at.replace(tzinfo=UTC) if inv.last_sent_at else None
+            if last is None or ev.sent_at >= last:
+                inv.last_sent_at = ev.sent_at
+                inv.email_status = "sent"
+
+    async def on_email_failed(self, s: AsyncSession, ev: EmailFailed) -> None:
+        send = await s.get(EnvelopeSend, ev.email_id)
+        if send is None or send.firm_id != ev.firm_id:
+            return
+        send.status, send.error = "failed", ev.reason
+        env = await s.get(Envelope, send.envelope_id)
+        if env is not None:
+            for inv in await self._invoices(s, ev.firm_id, json.loads(env.invoice_ids)):
+                inv.email_status = "failed"
+
+    async def on_payment(self, s: AsyncSession, ev: PaymentEvent) -> None:
+        status = {
+            "payment.processing": "processing",
+            "payment.succeeded": "paid_online",
+            "payment.failed": None,
+            "payment.refunded": "refunded",
+        }[ev.routing_key]
+        for alloc in ev.allocations:
+            inv = await s.scalar(
+                select(Invoice).where(Invoice.firm_id == ev.firm_id, Invoice.invoice_id == alloc.invoice_id)
+            )
+            if inv is None:
+                continue
+            if ev.routing_key == "payment.succeeded":
+                inv.paid_online_minor = (inv.paid_online_minor or 0) + alloc.amount_minor
+            inv.payment_status = status
+
+    # --- PDFs ----------------------------------------------------------------------------
+
+    async def email_content(self, email_id: str) -> tuple[Email, list[tuple[str, bytes]]] | None:
+        async with self.service.sessionmaker() as s:
+            email = await s.get(Email, email_id)
+            if email is None:
+                return None
+            files = []
+            for att in json.loads(email.attachments):
+                pdf = await s.get(Pdf, att["pdf_key"])
+                if pdf is not None:
+                    files.append((att["filename"], pdf.content))
+            return email, files
+
+    async def link_invoice(self, token: str, invoice_id: str) -> Invoice | None:
+        """The invoice a client link may show, or None when the link does not allow it."""
+        async with self.service.sessionmaker() as s:
+            link = await s.get(Link, hash_token(token))
+            if link is None or link.revoked_at is not None:
+                return None
+            if link.expires_at.replace(tzinfo=UTC) < datetime.now(UTC):
+                return None
+            if invoice_id not in json.loads(link.invoice_ids):
+                return None
+            return await s.scalar(
+                select(Invoice).where(Invoice.firm_id == link.firm_id, Invoice.invoice_id == invoice_id)
+            )
+
+    async def ensure_invoice_pdf(self, firm_id: str, invoice_id: str) -> str:
+        """Render the invoice's PDF unless an identical one is cached; returns its key."""
+        from services.envelope import pdf  # WeasyPrint loads lazily: not every path needs it
+
+        async with self.service.sessionmaker() as s:
+            inv = await s.scalar(select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id))
+            if inv is None:
+                raise KeyError(invoice_id)
+            firm = await self.firm(s, firm_id)
+            snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
+            token = self.invoice_token(firm_id, invoice_id)
+            pay_url = self.pay_url(token) if snap.balance_minor > 0 else None
+            key = pdf.pdf_cache_key("invoice", {"invoice": snap.model_dump(mode="json"), "firm": firm.model_dump(), "pay_url": pay_url})
+            if await s.get(Pdf, key) is not None:
+                return key
+        async with self._render_lock:
+            content = await asyncio.to_thread(pdf.render_invoice_pdf, snap, firm, pay_url=pay_url)
+        try:
+            async with self.service.sessionmaker() as s, s.begin():
+                s.add(Pdf(key=key, firm_id=firm_id, invoice_id=invoice_id, content=content, created_at=datetime.now(UTC)))
+                if pay_url and await s.get(Link, hash_token(token)) is None:
+                    await self._register_invoice_link(s, firm_id, inv, snap, token)
+        except IntegrityError:
+            pass  # rendered concurrently by another task: the same bytes are already there
+        return key
+
+    async def _register_invoice_link(
+        self, s: AsyncSession, firm_id: str, inv: Invoice, snap: InvoiceSnapshot, token: str
+    ) -> None:
+        # The PDF's pay link belongs to the invoice, not to one email, so a PDF rendered
+        # ahead of time can carry it. It lives as long as the invoice is unpaid.
+        now = datetime.now(UTC)
+        expires = now + timedelta(days=365)
+        s.add(
+            Link(
+                token_hash=hash_token(token),
+                firm_id=firm_id,
+                envelope_id="",
+                send_id="",
+                invoice_ids=_dump([inv.invoice_id]),
+                created_at=now,
+                expires_at=expires,
+            )
+        )
+        await self.service.publish(
+            s,
+            PayLinkIssued(
+                firm_id=firm_id,
+                link_id=f"invoice:{inv.invoice_id}",
+                token_hash=hash_token(token),
+                envelope_id="",
+                client_id=inv.client_id,
+                client_name=inv.client_name,
+                client_email=snap.client_email,
+                items=[
+                    PayLinkItem(
+                        invoice_id=inv.invoice_id,
+                        number=inv.number,
+                        kind=snap.kind,
+                        currency=inv.currency,
+                        balance_minor=snap.balance_minor,
+                        due_at=inv.due_at,
+                    )
+                ],
+                expires_at=expires,
+            ),
+        )

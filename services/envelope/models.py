@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import ServiceBase, UTCDateTime, new_metadata
+from shared.outbox import inbox_table, outbox_table
+
+
+class Base(ServiceBase):
+    __abstract__ = True
+    metadata = new_metadata()
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)
+
+
+class Firm(Base):
+    __tablename__ = "firms"
+
+    firm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    profile: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Invoice(Base):
+    """What envelope knows of an invoice: the source's snapshot plus sending and paying state."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "invoice_id"),
+        Index("ix_invoices_firm_client", "firm_id", "client_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    invoice_id: Mapped[str] = mapped_column(String(100))
+    snapshot: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str] = mapped_column(String(64))
+    client_name: Mapped[str] = mapped_column(String(300))
+    number: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(30))
+    issued_at: Mapped[date | None] = mapped_column(Date)
+    due_at: Mapped[date | None] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    total_minor: Mapped[int] = mapped_column(Integer)
+    balance_minor: Mapped[int] = mapped_column(Integer)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    email_status: Mapped[str | None] = mapped_column(String(30))
+    payment_status: Mapped[str | None] = mapped_column(String(30))
+    paid_online_minor: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Envelope(Base):
+    __tablename__ = "envelopes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    client_name: Mapped[str] = mapped_column(String(300))
+    invoice_ids: Mapped[str] = mapped_column(Text)  # JSON list, in display order
+    to: Mapped[str] = mapped_column(Text)  # JSON list
+    cc: Mapped[str] = mapped_column(Text, default="[]")
+    subject: Mapped[str] = mapped_column(Text)  # template source
+    body: Mapped[str] = mapped_column(Text)  # template source
+    delivery: Mapped[str] = mapped_column(String(20), default="link")
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class EnvelopeSend(Base):
+    """One sending of an envelope; an envelope may be re-sent any number of times."""
+
+    __tablename__ = "envelope_sends"
+
+    send_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    envelope_id: Mapped[str] = mapped_column(String(36), index=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    to: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # queued, sent, failed
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Email(Base):
+    """The rendered message, fetched by the mailer; kept off the bus because it holds the
+    client's link token."""
+
+    __tablename__ = "emails"
+
+    email_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    envelope_id: Mapped[str] = mapped_column(String(36))
+    to: Mapped[str] = mapped_column(Text)
+    cc: Mapped[str] = mapped_column(Text)
+    from_name: Mapped[str] = mapped_column(String(300))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    attachments: Mapped[str] = mapped_column(Text, default="[]")  # [{filename, pdf_key}]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Link(Base):
+    __tablename__ = "links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    envelope_id: Mapped[str] = mapped_column(String(36))
+    send_id: Mapped[str] = mapped_column(String(64))
+    invoice_ids: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Pdf(Base):
+    """Rendered PDFs, keyed by a hash of everything that shapes them."""
+
+    __tablename__ = "pdfs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    invoice_id: Mapped[str | None] = mapped_column(String(100))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,72 @@
+"""Wires the gateway: sessions, the firm pages, the client pages, static files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException as FastAPIHTTPException
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.gateway import public, web
+from services.gateway.clients import ServiceUnavailable, Upstream
+from services.gateway.models import Base
+from services.gateway.pages import render
+from services.gateway.settings import GatewaySettings
+from shared.runtime import Service
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; frame-src 'self' data:; frame-ancestors 'self'; form-action 'self' "
+        "http://127.0.0.1:* http://localhost:* https:"
+    ),
+}
+
+
+def create_service(settings: GatewaySettings) -> Service:
+    return Service(settings, Base.metadata, MIGRATIONS)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    service = create_service(settings)
+    upstream = Upstream(settings)
+    app = service.make_app(docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    app.include_router(web.router(service, settings, upstream))
+    app.include_router(public.router(settings, upstream))
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response: Response = await call_next(request)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    @app.exception_handler(web.LoginRequired)
+    async def login_required(request: Request, exc: web.LoginRequired) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(request: Request, exc: ServiceUnavailable) -> Response:
+        log.error("gateway: %s", exc)
+        return render(request, "error.html", status_code=503, title="Temporarily unavailable",
+                      message="Part of the system is not answering right now. Please try again in a minute.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        titles = {403: "Not allowed", 404: "Not found", 400: "Something is off"}
+        return render(request, "error.html", status_code=exc.status_code,
+                      title=titles.get(exc.status_code, "Error"), message=str(exc.detail))
+
+    _ = FastAPIHTTPException
+    return app

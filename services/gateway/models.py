@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import ServiceBase, UTCDateTime, new_metadata
+from shared.outbox import inbox_table, outbox_table
+
+
+class Base(ServiceBase):
+    __abstract__ = True
+    metadata = new_metadata()
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)
+
+
+class Firm(Base):
+    __tablename__ = "firms"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    address: Mapped[str | None] = mapped_column(Text)
+    website: Mapped[str | None] = mapped_column(String(300))
+    combine_envelopes: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_delivery: Mapped[str] = mapped_column(String(20), default="link")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebSession(Base):
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    firm_id: Mapped[str] = mapped_column(String(64))
+    csrf_token: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Batch(Base):
+    """The envelopes drafted by one Review & Send Selected, reviewed one by one."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    envelope_ids: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SendRequest(Base):
+    """One click of Send. The send id is minted when the confirmation is shown, so a
+    double click, a browser retry or a second tab carries the same id and sends once."""
+
+    __tablename__ = "send_requests"
+
+    send_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    envelope_id: Mapped[str] = mapped_column(String(36), index=True)
+    batch_id: Mapped[str | None] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OAuthState(Base):
+    __tablename__ = "oauth_states"
+
+    state: Mapped[str] = mapped_column(String(100), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,28 @@
+"""Wires the mailer: the email.requested consumer, the retry loop, the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.mailer.models import Base
+from services.mailer.postman import Postman
+from services.mailer.settings import MailerSettings
+from shared.events import EmailRequested
+from shared.runtime import Service
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: MailerSettings | None = None) -> FastAPI:
+    settings = settings or MailerSettings()
+    service = Service(settings, Base.metadata, MIGRATIONS)
+    postman = Postman(service, settings)
+    # The mailer keeps its own transactions around the SMTP conversation, so it uses the
+    # bus directly rather than `service.handles` (one transaction per event).
+    service.bus.consume(EmailRequested, postman.on_email_requested)
+    service.background(postman.retry_loop)
+    app = service.make_app()
+    app.state.postman = postman
+    return app

@@ -1,0 +1,1 @@
+"""payments: pay sessions, Pay All, card and ACH through a processor, settlement, refunds, the ledger."""

@@ -1,0 +1,111 @@
+"""sync's internal HTTP API, called by the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from services.sync.clio import ClioAuthError, ClioError, authorize_url
+from services.sync.models import ClioConnection, Quarantined
+from services.sync.syncer import Syncer
+from shared.runtime import Service
+
+
+class ConnectRequest(BaseModel):
+    code: str
+    redirect_uri: str
+
+
+class ClioStatus(BaseModel):
+    connected: bool
+    account_name: str | None = None
+    connected_at: datetime | None = None
+    last_synced_at: datetime | None = None
+    last_error: str | None = None
+    quarantined: int = 0
+
+
+class SyncOutcome(BaseModel):
+    fetched: int
+    changed: int
+    quarantined: int
+    error: str | None = None
+
+
+class QuarantineItem(BaseModel):
+    source: str
+    source_id: str
+    reason: str
+    received_at: datetime
+
+
+def router(service: Service, syncer: Syncer) -> APIRouter:
+    r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
+    settings = syncer.settings
+
+    async def status(firm_id: str) -> ClioStatus:
+        async with service.sessionmaker() as s:
+            conn = await s.get(ClioConnection, firm_id)
+            count = await s.scalar(
+                select(func.count()).select_from(Quarantined).where(Quarantined.firm_id == firm_id)
+            )
+        if conn is None:
+            return ClioStatus(connected=False, quarantined=count or 0)
+        return ClioStatus(
+            connected=True,
+            account_name=conn.account_name,
+            connected_at=conn.connected_at,
+            last_synced_at=conn.last_synced_at,
+            last_error=conn.last_error,
+            quarantined=count or 0,
+        )
+
+    @r.get("/firms/{firm_id}/clio")
+    async def get_status(firm_id: str) -> ClioStatus:
+        return await status(firm_id)
+
+    @r.get("/clio/authorize-url")
+    async def get_authorize_url(redirect_uri: str, state: str) -> dict[str, str]:
+        return {
+            "url": authorize_url(settings.clio_base_url, settings.clio_client_id, redirect_uri, state)
+        }
+
+    @r.post("/firms/{firm_id}/clio/connect")
+    async def connect(firm_id: str, body: ConnectRequest) -> ClioStatus:
+        try:
+            await syncer.connect(firm_id, body.code, body.redirect_uri)
+        except ClioAuthError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        except ClioError as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from exc
+        # The first sync can take a while on a large firm: let it run behind the response.
+        asyncio.create_task(syncer.sync_firm(firm_id))
+        return await status(firm_id)
+
+    @r.post("/firms/{firm_id}/sync")
+    async def sync_now(firm_id: str) -> SyncOutcome:
+        result = await syncer.sync_firm(firm_id)
+        if result.error == "Clio is not connected":
+            raise HTTPException(status_code=409, detail=result.error)
+        return SyncOutcome(**result.__dict__)
+
+    @r.get("/firms/{firm_id}/quarantine")
+    async def quarantine(firm_id: str) -> list[QuarantineItem]:
+        async with service.sessionmaker() as s:
+            rows = await s.scalars(
+                select(Quarantined)
+                .where(Quarantined.firm_id == firm_id)
+                .order_by(Quarantined.received_at.desc())
+            )
+            return [
+                QuarantineItem(
+                    source=q.source, source_id=q.source_id, reason=q.reason, received_at=q.received_at
+                )
+                for q in rows
+            ]
+
+    return r

@@ -1,0 +1,26 @@
+"""Wires the sync service: settings, database, bus, API, and the periodic sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.sync import api
+from services.sync.models import Base
+from services.sync.settings import SyncSettings
+from services.sync.syncer import Syncer
+from shared.runtime import Service
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: SyncSettings | None = None) -> FastAPI:
+    settings = settings or SyncSettings()
+    service = Service(settings, Base.metadata, MIGRATIONS)
+    syncer = Syncer(service, settings)
+    service.background(syncer.run_forever)
+    app = service.make_app()
+    app.include_router(api.router(service, syncer))
+    app.state.syncer = syncer
+    return app

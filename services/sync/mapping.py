@@ -1,0 +1,128 @@
+"""How a Clio bill becomes an invoice snapshot. Plain functions, no I/O."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from shared.events import InvoiceSnapshot
+from shared.money import to_minor
+
+CLIO_STATES = {"draft", "awaiting_approval", "awaiting_payment", "paid", "void", "deleted"}
+
+# Every field sync reads, in Clio's `fields=` syntax (one level of nesting).
+BILL_FIELDS = (
+    "id,etag,number,issued_at,due_at,updated_at,balance,total,paid,state,kind,type,subject,"
+    "currency{code},client{id,name},matters{id,display_number,description}"
+)
+CONTACT_FIELDS = "id,etag,name,primary_email_address,updated_at"
+
+
+class MalformedBill(ValueError):
+    """The bill cannot be shown or paid as it is; it is quarantined with this reason."""
+
+
+def invoice_id_for(source_id: object) -> str:
+    return f"clio:{source_id}"
+
+
+def _date(value: Any, field: str) -> date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError as exc:
+        raise MalformedBill(f"{field} is not a date: {value!r}") from exc
+
+
+def _datetime(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _amount(bill: dict[str, Any], field: str, currency: str, *, required: bool = True) -> int:
+    value = bill.get(field)
+    if value is None:
+        if required:
+            raise MalformedBill(f"{field} is missing")
+        return 0
+    try:
+        minor = to_minor(value, currency)
+    except ValueError as exc:
+        raise MalformedBill(f"{field} is not an amount: {value!r}") from exc
+    if minor < 0:
+        raise MalformedBill(f"{field} is negative: {value!r}")
+    return minor
+
+
+def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) -> InvoiceSnapshot:
+    """Map one Clio bill (as fetched with BILL_FIELDS) to an InvoiceSnapshot.
+
+    `contacts` maps a Clio contact id (as text) to the contact, for the client's email.
+    Raises MalformedBill with a reason a firm user can act on.
+    """
+    if not isinstance(bill, dict):
+        raise MalformedBill("the bill is not a JSON object")
+    source_id = bill.get("id")
+    if source_id is None or str(source_id).strip() == "":
+        raise MalformedBill("id is missing")
+    number = bill.get("number")
+    if number in (None, ""):
+        raise MalformedBill("number is missing")
+    state = bill.get("state")
+    if state not in CLIO_STATES:
+        raise MalformedBill(f"unknown state {state!r}")
+    client = bill.get("client")
+    if not isinstance(client, dict) or client.get("id") is None:
+        raise MalformedBill("the bill has no client")
+    client_name = str(client.get("name") or "").strip()
+    if not client_name:
+        raise MalformedBill("the client has no name")
+    currency_obj = bill.get("currency") or {}
+    currency = str(currency_obj.get("code") or "USD").upper() if isinstance(currency_obj, dict) else ""
+    if len(currency) != 3 or not currency.isalpha():
+        raise MalformedBill(f"unknown currency {currency_obj!r}")
+
+    total = _amount(bill, "total", currency)
+    balance = _amount(bill, "balance", currency)
+    paid = _amount(bill, "paid", currency, required=False)
+    if balance > total:
+        raise MalformedBill(f"balance {bill.get('balance')} exceeds total {bill.get('total')}")
+
+    issued_at = _date(bill.get("issued_at"), "issued_at")
+    due_at = _date(bill.get("due_at"), "due_at")
+    if issued_at and due_at and due_at < issued_at:
+        raise MalformedBill(f"due date {due_at} is before issue date {issued_at}")
+
+    matters = bill.get("matters") or []
+    matter = matters[0] if isinstance(matters, list) and matters and isinstance(matters[0], dict) else {}
+    contact = contacts.get(str(client["id"]), {})
+    email = contact.get("primary_email_address") or None
+
+    return InvoiceSnapshot(
+        invoice_id=invoice_id_for(source_id),
+        source="clio",
+        source_id=str(source_id),
+        etag=bill.get("etag"),
+        number=str(number),
+        kind="trust_request" if bill.get("kind") == "trust_kind" else "invoice",
+        state=state,
+        client_id=str(client["id"]),
+        client_name=client_name,
+        client_email=email,
+        matter_id=str(matter["id"]) if matter.get("id") is not None else None,
+        matter_number=matter.get("display_number"),
+        matter_description=matter.get("description"),
+        subject=bill.get("subject"),
+        issued_at=issued_at,
+        due_at=due_at,
+        currency=currency,
+        total_minor=total,
+        balance_minor=balance,
+        paid_minor=paid,
+        source_updated_at=_datetime(bill.get("updated_at")),
+    )

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import ServiceBase, UTCDateTime, new_metadata
+from shared.outbox import inbox_table, outbox_table
+
+
+class Base(ServiceBase):
+    __abstract__ = True
+    metadata = new_metadata()
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)
+
+
+class ClioConnection(Base):
+    __tablename__ = "clio_connections"
+
+    firm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    base_url: Mapped[str] = mapped_column(String(300))
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    account_name: Mapped[str | None] = mapped_column(String(300))
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    bills_cursor: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    contacts_cursor: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("firm_id", "contact_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    contact_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(320))
+    etag: Mapped[str | None] = mapped_column(String(100))
+
+
+class Invoice(Base):
+    """The mirror: the last snapshot published for each bill."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("firm_id", "invoice_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    invoice_id: Mapped[str] = mapped_column(String(100))
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    snapshot: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Quarantined(Base):
+    """A bill that could not be mapped, kept with its reason until a later sync maps it."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("firm_id", "source", "source_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    source_id: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fetched: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

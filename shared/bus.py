@@ -1,0 +1,147 @@
+"""Bus topology: one durable topic exchange; per (service, event) a quorum queue with a
+dead-letter exchange and a delivery limit; persistent messages with publisher confirms."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import (
+    ExchangeType,
+    QueueType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitMessage,
+    RabbitQueue,
+)
+from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
+from opentelemetry.trace import TracerProvider
+from pydantic import ValidationError
+
+from shared.events import Event
+
+log = logging.getLogger(__name__)
+
+# Bump when a queue's arguments change: RabbitMQ refuses to redeclare a queue with other
+# arguments (PRECONDITION_FAILED), so changed queues get new names instead.
+QUEUE_VERSION = "v1"
+
+
+def queue_name(service: str, routing_key: str) -> str:
+    return f"{service}.{routing_key}.{QUEUE_VERSION}"
+
+
+def dlq_name(service: str, routing_key: str) -> str:
+    return queue_name(service, routing_key) + ".dlq"
+
+
+class Bus:
+    def __init__(
+        self,
+        *,
+        service: str,
+        amqp_url: str,
+        exchange: str,
+        delivery_limit: int = 5,
+        tracer_provider: TracerProvider | None = None,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self.service = service
+        self.delivery_limit = delivery_limit
+        self.retry_delay = retry_delay
+        self.broker = RabbitBroker(
+            amqp_url,
+            middlewares=[RabbitTelemetryMiddleware(tracer_provider=tracer_provider)],
+            graceful_timeout=15.0,
+            logger=logging.getLogger(f"{service}.bus"),
+        )
+        self.exchange = RabbitExchange(exchange, type=ExchangeType.TOPIC, durable=True)
+        self.dlx = RabbitExchange(f"{exchange}.dlx", type=ExchangeType.DIRECT, durable=True)
+        self._dead_letter_routes: list[str] = []
+
+    def queue(self, routing_key: str) -> RabbitQueue:
+        name = queue_name(self.service, routing_key)
+        return RabbitQueue(
+            name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=routing_key,
+            arguments={
+                "x-dead-letter-exchange": self.dlx.name,
+                "x-dead-letter-routing-key": name,
+                "x-delivery-limit": self.delivery_limit,
+            },
+        )
+
+    def consume(
+        self, event_type: type[Event], handler: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        """Subscribe `handler(event)` to `event_type`.
+
+        A body that does not parse as the event is dead-lettered at once with the reason
+        logged; a handler error requeues the message, and RabbitMQ dead-letters it once the
+        queue's delivery limit is reached.
+        """
+        queue = self.queue(event_type.routing_key)
+        self._dead_letter_routes.append(queue.name)
+
+        @self.broker.subscriber(queue, self.exchange, ack_policy=AckPolicy.MANUAL)
+        async def _consume(body: Any, msg: RabbitMessage) -> None:
+            try:
+                ev = event_type.model_validate(body)
+            except ValidationError as exc:
+                log.error(
+                    "%s: %s %s is malformed, dead-lettered: %s",
+                    self.service, event_type.routing_key, msg.message_id, exc,
+                )
+                await msg.raw_message.reject(requeue=False)
+                return
+            try:
+                await handler(ev)
+            except Exception:
+                log.exception(
+                    "%s: handling %s %s failed; requeued",
+                    self.service, event_type.routing_key, ev.event_id,
+                )
+                await asyncio.sleep(self.retry_delay)
+                # reject (not nack) so quorum queues count the delivery toward the limit.
+                await msg.raw_message.reject(requeue=True)
+                return
+            await msg.raw_message.ack()
+
+
+    async def start(self) -> None:
+        await self.broker.start()
+        await self.declare_dead_letters()
+
+    async def declare_dead_letters(self) -> None:
+        dlx = await self.broker.declare_exchange(self.dlx)
+        for name in self._dead_letter_routes:
+            dlq = await self.broker.declare_queue(
+                RabbitQueue(name + ".dlq", queue_type=QueueType.QUORUM, durable=True)
+            )
+            await dlq.bind(dlx, routing_key=name)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    async def publish_raw(
+        self, body: dict[str, Any], routing_key: str, event_id: str, headers: dict[str, str]
+    ) -> None:
+        """Publish one outbox row; returns after the broker confirmed it."""
+        await self.broker.publish(
+            body,
+            exchange=self.exchange,
+            routing_key=routing_key,
+            persist=True,
+            message_id=event_id,
+            message_type=routing_key,
+            headers=headers,
+            content_type="application/json",
+        )
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        return await self.broker.ping(timeout)

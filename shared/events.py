@@ -1,0 +1,240 @@
+"""Event contracts. Every event is published on the one topic exchange with its
+`routing_key` as the routing key. Consumers ignore fields they do not know, so a producer may
+add fields without a new schema version; removing or changing one needs a new version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+InvoiceKind = Literal["invoice", "trust_request"]
+InvoiceState = Literal["draft", "awaiting_approval", "awaiting_payment", "paid", "void", "deleted"]
+Delivery = Literal["link", "attachment"]
+PaymentMethod = Literal["card", "ach"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    routing_key: ClassVar[str] = ""
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    firm_id: str
+    schema_version: int = 1
+
+
+# --- firm -------------------------------------------------------------------------------
+
+
+class FirmProfile(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    website: str | None = None
+    combine_envelopes: bool = False
+    default_delivery: Delivery = "link"
+
+
+class FirmUpdated(Event):
+    """The firm's profile and invoice settings, as the gateway holds them."""
+
+    routing_key: ClassVar[str] = "firm.updated"
+    firm: FirmProfile
+
+
+# --- invoices ---------------------------------------------------------------------------
+
+
+class LineItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: Literal["fee", "expense", "other"] = "other"
+    date: dt.date | None = None
+    description: str = ""
+    quantity: str = "1"
+    rate_minor: int = 0
+    total_minor: int = 0
+
+
+class InvoiceSnapshot(BaseModel):
+    """An invoice or trust request as the source system last showed it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    invoice_id: str
+    source: Literal["clio", "ledes"] = "clio"
+    source_id: str
+    etag: str | None = None
+    number: str
+    kind: InvoiceKind
+    state: InvoiceState
+    client_id: str
+    client_name: str
+    client_email: str | None = None
+    matter_id: str | None = None
+    matter_number: str | None = None
+    matter_description: str | None = None
+    subject: str | None = None
+    issued_at: dt.date | None = None
+    due_at: dt.date | None = None
+    currency: str = "USD"
+    total_minor: int
+    balance_minor: int
+    paid_minor: int = 0
+    line_items: list[LineItem] = Field(default_factory=list)
+    source_updated_at: datetime | None = None
+
+
+class InvoiceUpdated(Event):
+    routing_key: ClassVar[str] = "invoice.updated"
+    invoice: InvoiceSnapshot
+
+
+class InvoiceRemoved(Event):
+    routing_key: ClassVar[str] = "invoice.removed"
+    invoice_id: str
+    reason: str
+
+
+# --- envelopes and email ----------------------------------------------------------------
+
+
+class EnvelopeSendRequested(Event):
+    """A firm user asked for an envelope to be sent. `send_id` makes the request idempotent."""
+
+    routing_key: ClassVar[str] = "envelope.send_requested"
+    envelope_id: str
+    send_id: str
+    invoice_ids: list[str]
+    client_id: str
+    to: list[str]
+    cc: list[str] = Field(default_factory=list)
+    subject: str
+    body: str
+    delivery: Delivery = "link"
+    pay_all_outstanding: bool = False
+    requested_by: str
+
+
+class EmailRequested(Event):
+    """A message ready to go out; the mailer sends each `email_id` at most once.
+
+    The content is fetched from `content_url` (an internal API) rather than carried here:
+    it holds the client's link token, and no secret travels on the bus.
+    """
+
+    routing_key: ClassVar[str] = "email.requested"
+    email_id: str
+    envelope_id: str | None = None
+    to: list[str]
+    subject: str
+    content_url: str
+
+
+class EmailSent(Event):
+    routing_key: ClassVar[str] = "email.sent"
+    email_id: str
+    envelope_id: str | None = None
+    message_id: str
+    to: list[str]
+    sent_at: datetime
+
+
+class EmailFailed(Event):
+    routing_key: ClassVar[str] = "email.failed"
+    email_id: str
+    envelope_id: str | None = None
+    reason: str
+
+
+class PayLinkItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    invoice_id: str
+    number: str
+    kind: InvoiceKind
+    currency: str
+    balance_minor: int
+    due_at: dt.date | None = None
+
+
+class PayLinkIssued(Event):
+    """A client link was minted for an envelope. Only the token's hash travels."""
+
+    routing_key: ClassVar[str] = "paylink.issued"
+    link_id: str
+    token_hash: str
+    envelope_id: str
+    client_id: str
+    client_name: str
+    client_email: str | None = None
+    items: list[PayLinkItem]
+    pay_all_outstanding: bool = False
+    expires_at: datetime
+
+
+# --- payments ---------------------------------------------------------------------------
+
+
+class Allocation(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    invoice_id: str
+    amount_minor: int
+
+
+class PaymentEvent(Event):
+    payment_id: str
+    method: PaymentMethod
+    currency: str
+    amount_minor: int
+    allocations: list[Allocation]
+    payer_name: str | None = None
+    payer_email: str | None = None
+
+
+class PaymentProcessing(PaymentEvent):
+    routing_key: ClassVar[str] = "payment.processing"
+
+
+class PaymentSucceeded(PaymentEvent):
+    routing_key: ClassVar[str] = "payment.succeeded"
+
+
+class PaymentFailed(PaymentEvent):
+    routing_key: ClassVar[str] = "payment.failed"
+    reason: str = ""
+
+
+class PaymentRefunded(PaymentEvent):
+    routing_key: ClassVar[str] = "payment.refunded"
+    refund_id: str
+    refunded_minor: int
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    FirmUpdated,
+    InvoiceUpdated,
+    InvoiceRemoved,
+    EnvelopeSendRequested,
+    EmailRequested,
+    EmailSent,
+    EmailFailed,
+    PayLinkIssued,
+    PaymentProcessing,
+    PaymentSucceeded,
+    PaymentFailed,
+    PaymentRefunded,
+)

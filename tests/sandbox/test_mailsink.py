@@ -1,0 +1,569 @@
+"""The dev mail sink, exercised the way the application uses it: real mail over SMTP.
+
+Each test starts the aiosmtpd server on a free port of the test loop and drives the
+viewer in-process through httpx's ASGI transport; the last tests start the whole thing
+(SMTP + uvicorn) with the helper and as `python -m sandbox.mailsink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import httpx
+import pytest
+
+from sandbox.mailsink import (
+    MailStore,
+    SmtpServer,
+    create_app,
+    running_mailsink,
+    start_smtp_server,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SENDER = "billing@mueller-law.example"
+ADA = "ada@client.example"
+BOB = "bob@client.example"
+# Long enough to be folded into several encoded words. (CPython 3.11.7 drops the
+# space at some fold points, "Rechnung Nr. 2024-017 — ..." loses one; the sink shows
+# such subjects exactly as a real client would.)
+SUBJECT = "Rechnung 2024-017 — Zahlung fällig für Müller & Söhne"
+PDF_NAME = "Rechnung 2024-017 (Müller).pdf"
+# Every byte value, so any re-encoding or newline translation would show up.
+PDF_BYTES = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
+PAY_URL = "https://pay.example.test/i/inv-017?token=abc&src=email"
+HELP_URL = "https://firm.example.test/help"
+PORTAL_URL = "https://portal.example.test/clients/42"
+
+
+def invoice_message(
+    *, to: str = f"Ada Client <{ADA}>, Bob Payer <{BOB}>", subject: str = SUBJECT
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = f"Müller & Partner LLP <{SENDER}>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid(domain="mueller-law.example")
+    message.set_content(f"Hello Ada,\n\nPay online: {PAY_URL}.\nClient portal ({PORTAL_URL}).\n")
+    message.add_alternative(
+        "<!doctype html><html><head><title>Invoice</title></head><body>"
+        "<h1>Invoice INV-2024-017</h1>"
+        f'<p><a href="{PAY_URL.replace("&", "&amp;")}">Pay now</a></p>'
+        f'<p><a href="{HELP_URL}">Help</a> <a href="#top">top</a> '
+        '<a href="javascript:alert(1)">not a link</a></p>'
+        "</body></html>",
+        subtype="html",
+    )
+    message.add_attachment(PDF_BYTES, "application", "pdf", filename=PDF_NAME)
+    return message
+
+
+def plain_message(to: str, subject: str, body: str = "Hello.\n") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content(body)
+    return message
+
+
+@pytest.fixture
+def sink_dir(tmp_path: Path) -> Path:
+    return tmp_path / "mailsink"
+
+
+@pytest.fixture
+def store(sink_dir: Path) -> MailStore:
+    return MailStore(sink_dir)
+
+
+@pytest.fixture
+async def smtp(store: MailStore) -> AsyncIterator[SmtpServer]:
+    async with await start_smtp_server(store) as server:
+        yield server
+
+
+def client_for(store: MailStore) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(store))
+    return httpx.AsyncClient(transport=transport, base_url="http://mailsink.test")
+
+
+@pytest.fixture
+async def client(store: MailStore) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(store) as http:
+        yield http
+
+
+async def send(smtp: SmtpServer, message: EmailMessage, **kwargs: Any) -> None:
+    # The sink stores the message before answering DATA, so it is visible on return.
+    await aiosmtplib.send(message, hostname=smtp.host, port=smtp.port, **kwargs)
+
+
+async def only_message(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/api/messages")
+    assert response.status_code == 200
+    messages = response.json()
+    assert len(messages) == 1
+    return messages[0]
+
+
+async def test_received_message_is_listed_with_envelope(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    message = invoice_message()
+    before = datetime.now(UTC)
+    # A third envelope recipient that is in no header: a Bcc.
+    await send(smtp, message, recipients=[ADA, BOB, "audit@mueller-law.example"])
+
+    listed = await only_message(client)
+    assert listed["from"] == SENDER
+    assert listed["from_name"] == "Müller & Partner LLP"
+    assert listed["to"] == [ADA, BOB]
+    assert listed["subject"] == SUBJECT
+    assert listed["message_id"] == message["Message-ID"]
+    assert listed["envelope"] == {
+        "mail_from": SENDER,
+        "rcpt_tos": [ADA, BOB, "audit@mueller-law.example"],
+    }
+    received = datetime.fromisoformat(listed["received_at"])
+    assert before - timedelta(seconds=1) <= received <= datetime.now(UTC)
+    assert listed["attachments"] == [
+        {
+            "index": 0,
+            "filename": PDF_NAME,
+            "content_type": "application/pdf",
+            "size": len(PDF_BYTES),
+            "content_id": None,
+            "inline": False,
+        }
+    ]
+    raw = (await client.get(f"/api/messages/{listed['id']}/raw")).content
+    assert listed["size"] == len(raw) > len(PDF_BYTES)
+
+
+async def test_detail_has_headers_bodies_and_links(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    message = invoice_message()
+    await send(smtp, message)
+    message_id = (await only_message(client))["id"]
+
+    response = await client.get(f"/api/messages/{message_id}")
+    assert response.status_code == 200
+    detail = response.json()
+    assert detail["subject"] == SUBJECT
+    assert detail["headers"]["Subject"] == SUBJECT
+    assert detail["headers"]["To"] == f"Ada Client <{ADA}>, Bob Payer <{BOB}>"
+    assert detail["headers"]["Message-ID"] == message["Message-ID"]
+    assert "<h1>Invoice INV-2024-017</h1>" in detail["html"]
+    assert detail["text"].startswith("Hello Ada,\n")
+    # HTML links first, then text-only ones; the pay link appears in both parts (with
+    # &amp; in the HTML) but only once; fragments and javascript: are not links.
+    assert detail["links"] == [PAY_URL, HELP_URL, PORTAL_URL]
+    assert detail["attachments"][0]["filename"] == PDF_NAME
+
+
+async def test_attachment_download_is_byte_identical(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    await send(smtp, invoice_message())
+    message_id = (await only_message(client))["id"]
+
+    response = await client.get(f"/messages/{message_id}/attachments/0")
+    assert response.status_code == 200
+    assert response.content == PDF_BYTES
+    assert response.headers["content-type"] == "application/pdf"
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith("inline;")
+    assert "filename*=UTF-8''Rechnung%202024-017%20%28M%C3%BCller%29.pdf" in disposition
+
+    download = await client.get(f"/messages/{message_id}/attachments/0?download=1")
+    assert download.content == PDF_BYTES
+    assert download.headers["content-disposition"].startswith("attachment;")
+
+    missing = await client.get(f"/messages/{message_id}/attachments/1")
+    assert missing.status_code == 404
+
+
+async def test_raw_source_is_exactly_what_was_sent(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    # Hand-written bytes: 8-bit UTF-8 body and a line starting with a dot, which SMTP
+    # dot-stuffs on the wire and the sink has to un-stuff.
+    raw = (
+        "From: billing@mueller-law.example\r\n"
+        "To: ada@client.example\r\n"
+        "Subject: raw\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        "Grüße aus München\r\n"
+        ".leading dot\r\n"
+        "..two dots\r\n"
+    ).encode()
+    async with aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port) as conn:
+        await conn.sendmail(SENDER, [ADA], raw, mail_options=["BODY=8BITMIME"])
+    message_id = (await only_message(client))["id"]
+
+    response = await client.get(f"/api/messages/{message_id}/raw")
+    assert response.status_code == 200
+    assert response.content == raw
+    detail = (await client.get(f"/api/messages/{message_id}")).json()
+    assert detail["text"] == "Grüße aus München\n.leading dot\n..two dots\n"
+
+
+async def test_smtputf8_recipient_and_subject(smtp: SmtpServer, client: httpx.AsyncClient) -> None:
+    recipient = "jürgen@exämple.test"
+    subject = "Überfällig: Rechnung für Jürgen 🧾"
+    await send(smtp, plain_message(recipient, subject))
+
+    listed = await only_message(client)
+    assert listed["to"] == [recipient]
+    assert listed["envelope"]["rcpt_tos"] == [recipient]
+    assert listed["subject"] == subject
+    raw = (await client.get(f"/api/messages/{listed['id']}/raw")).content
+    # A non-ASCII address makes aiosmtplib use SMTPUTF8, which sends headers as raw
+    # UTF-8 instead of encoded words; this proves that path was taken and stored intact.
+    assert f"Subject: {subject}".encode() in raw
+
+
+async def test_malformed_message_is_still_shown(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    # Unknown charsets, a broken encoded word and an address header without addresses:
+    # the sink must keep and show what it got rather than refuse or crash.
+    raw = (
+        b"From: not an address\r\n"
+        b"To: ada@client.example\r\n"
+        b"Subject: =?x-unknown?q?caf=E9?= and =?utf-8?b?broken\r\n"
+        b"Content-Type: multipart/mixed; boundary=XYZ\r\n"
+        b"\r\n"
+        b"--XYZ\r\n"
+        b"Content-Type: text/plain; charset=x-made-up\r\n"
+        b"\r\n"
+        b"caf\xc3\xa9 https://example.test/x\r\n"
+        b"--XYZ\r\n"
+        b"Content-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"\r\n"
+        b"not base64 at all!!\r\n"
+    )
+    async with aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port) as conn:
+        await conn.sendmail(SENDER, [ADA], raw)
+    listed = await only_message(client)
+    assert listed["envelope"] == {"mail_from": SENDER, "rcpt_tos": [ADA]}
+    assert "and" in listed["subject"]
+
+    detail = await client.get(f"/api/messages/{listed['id']}")
+    assert detail.status_code == 200
+    # The CRLF before a boundary belongs to the boundary (RFC 2046).
+    assert detail.json()["text"] == "café https://example.test/x"
+    assert detail.json()["links"] == ["https://example.test/x"]
+    assert (await client.get(f"/messages/{listed['id']}")).status_code == 200
+    assert (await client.get(f"/api/messages/{listed['id']}/raw")).content == raw
+    assert (await client.get(f"/messages/{listed['id']}/attachments/0")).status_code == 200
+
+
+async def test_list_is_newest_first(smtp: SmtpServer, client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        await send(smtp, plain_message(ADA, f"message {n}"))
+    subjects = [m["subject"] for m in (await client.get("/api/messages")).json()]
+    assert subjects == ["message 2", "message 1", "message 0"]
+
+
+async def test_to_filter(smtp: SmtpServer, client: httpx.AsyncClient) -> None:
+    await send(smtp, plain_message(f"Ada <{ADA}>", "for ada"))
+    await send(smtp, plain_message(BOB, "for bob"))
+    await send(smtp, plain_message(BOB, "bob, ada in bcc"), recipients=[BOB, ADA])
+
+    async def subjects(query: str) -> list[str]:
+        response = await client.get("/api/messages", params={"to": query})
+        return [m["subject"] for m in response.json()]
+
+    assert await subjects("ADA@client") == ["bob, ada in bcc", "for ada"]
+    assert await subjects("bob@") == ["bob, ada in bcc", "for bob"]
+    assert await subjects("client.example") == ["bob, ada in bcc", "for bob", "for ada"]
+    assert await subjects("nobody") == []
+
+
+async def test_delete_all(smtp: SmtpServer, client: httpx.AsyncClient, sink_dir: Path) -> None:
+    await send(smtp, plain_message(ADA, "one"))
+    await send(smtp, plain_message(ADA, "two"))
+    assert len(list((sink_dir / "messages").glob("*.eml"))) == 2
+
+    response = await client.delete("/api/messages")
+    assert response.json() == {"deleted": 2}
+    assert (await client.get("/api/messages")).json() == []
+    assert list((sink_dir / "messages").glob("*.eml")) == []
+
+    # The viewer's button posts a form and lands back on the list.
+    await send(smtp, plain_message(ADA, "three"))
+    button = await client.post("/delete-all")
+    assert button.status_code == 303
+    assert button.headers["location"] == "/"
+    assert (await client.get("/api/messages")).json() == []
+    assert (await client.get("/health")).json() == {"status": "ok", "messages": 0}
+
+
+async def test_messages_survive_a_new_store(
+    smtp: SmtpServer, client: httpx.AsyncClient, sink_dir: Path
+) -> None:
+    await send(smtp, invoice_message(), recipients=[ADA, BOB, "audit@mueller-law.example"])
+    await send(smtp, plain_message(BOB, "second"))
+    before = (await client.get("/api/messages")).json()
+    first_raw = (await client.get(f"/api/messages/{before[1]['id']}/raw")).content
+
+    async with client_for(MailStore(sink_dir)) as restarted:
+        assert (await restarted.get("/api/messages")).json() == before
+        assert (await restarted.get(f"/api/messages/{before[1]['id']}/raw")).content == first_raw
+        attachment = await restarted.get(f"/messages/{before[1]['id']}/attachments/0")
+        assert attachment.content == PDF_BYTES
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+async def test_lost_index_is_rebuilt_from_eml_files(
+    smtp: SmtpServer, client: httpx.AsyncClient, sink_dir: Path, damage: str
+) -> None:
+    await send(smtp, invoice_message())
+    before = await only_message(client)
+    index = sink_dir / "index.json"
+    if damage == "delete":
+        index.unlink()
+    else:
+        index.write_text('{"version": 2, "messages": [')
+
+    async with client_for(MailStore(sink_dir)) as restarted:
+        after = (await restarted.get("/api/messages")).json()
+    assert [m["id"] for m in after] == [before["id"]]
+    assert after[0]["subject"] == SUBJECT
+    assert after[0]["attachments"] == before["attachments"]
+    # Without the index the envelope can only be reconstructed from the headers.
+    assert after[0]["envelope"] == {"mail_from": SENDER, "rcpt_tos": [ADA, BOB]}
+    assert json.loads(index.read_text())["messages"][0]["id"] == before["id"]
+
+
+async def test_keeps_only_the_newest_messages(sink_dir: Path) -> None:
+    store = MailStore(sink_dir, max_messages=3)
+    async with await start_smtp_server(store) as smtp, client_for(store) as client:
+        for n in range(5):
+            await send(smtp, plain_message(ADA, f"message {n}"))
+        subjects = [m["subject"] for m in (await client.get("/api/messages")).json()]
+    assert subjects == ["message 4", "message 3", "message 2"]
+    assert len(list((sink_dir / "messages").glob("*.eml"))) == 3
+    assert [s.subject for s in MailStore(sink_dir, max_messages=2).messages()] == [
+        "message 4",
+        "message 3",
+    ]
+
+
+async def test_oversized_message_is_refused(store: MailStore) -> None:
+    async with await start_smtp_server(store, max_message_size=10_000) as smtp:
+        await send(smtp, plain_message(ADA, "small enough"))
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await send(smtp, plain_message(ADA, "too big", ("x" * 70 + "\n") * 200))
+    assert refused.value.code == 552
+    assert [s.subject for s in store.messages()] == ["small enough"]
+
+
+async def test_list_page_escapes_message_content(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    message = plain_message(ADA, "<script>alert('xss')</script> & co")
+    del message["From"]
+    message["From"] = '"<img src=x onerror=alert(1)>" <evil@example.test>'
+    await send(smtp, message)
+
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt; &amp; co" in page.text
+    assert "<img src=x" not in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
+    assert re.search(r'<meta http-equiv="refresh" content="\d+">', page.text)
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+
+    message_id = (await only_message(client))["id"]
+    detail_page = await client.get(f"/messages/{message_id}")
+    assert "<script>alert" not in detail_page.text
+    assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt; &amp; co" in detail_page.text
+
+
+async def test_list_page_shows_messages(smtp: SmtpServer, client: httpx.AsyncClient) -> None:
+    await send(smtp, invoice_message())
+    await send(smtp, plain_message(BOB, "Payment received"))
+    messages = (await client.get("/api/messages")).json()
+
+    page = (await client.get("/")).text
+    assert page.index("Payment received") < page.index("Rechnung 2024-017")
+    for message in messages:
+        assert f'href="/messages/{message["id"]}"' in page
+        assert f'href="/api/messages/{message["id"]}/raw"' in page
+    assert "Müller &amp; Partner LLP" in page
+    assert f"{ADA}, {BOB}" in page
+    assert '<form method="post" action="/delete-all">' in page
+
+    filtered = (await client.get("/", params={"to": "ada@"})).text
+    assert "Rechnung 2024-017" in filtered
+    assert "Payment received" not in filtered
+
+
+async def test_message_page_shows_the_mail_safely(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    message = invoice_message()
+    await send(smtp, message)
+    message_id = (await only_message(client))["id"]
+
+    page = await client.get(f"/messages/{message_id}")
+    assert page.status_code == 200
+    text = page.text
+    for value in ("Müller &amp; Partner LLP", ADA, BOB, "Message-ID", "Date"):
+        assert value in text
+    assert SUBJECT.replace("&", "&amp;") in text
+    iframe = re.search(r"<iframe[^>]*>", text)
+    assert iframe is not None
+    assert f'src="/messages/{message_id}/html"' in iframe.group(0)
+    sandbox = re.search(r'sandbox="([^"]*)"', iframe.group(0))
+    assert sandbox is not None
+    assert sandbox.group(1).split() == ["allow-popups", "allow-popups-to-escape-sandbox"]
+    for tab in ("HTML", "Text", "Links (3)", "Headers", "Source"):
+        assert f">{tab}</label>" in text
+    # The text tab, links tab and source tab carry the content (escaped).
+    assert f'<a href="{PAY_URL.replace("&", "&amp;")}" target="_blank"' in text
+    assert f'<a href="{PORTAL_URL}" target="_blank"' in text
+    assert "Content-Type: multipart/mixed" in text
+    assert 'href="javascript:' not in text
+    assert PDF_NAME in text
+    assert f'href="/messages/{message_id}/attachments/0?download=1"' in text
+    assert "application/pdf" in text
+
+    body = await client.get(f"/messages/{message_id}/html")
+    assert body.status_code == 200
+    assert '<head><base target="_blank"><title>Invoice</title>' in body.text
+    csp = body.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "sandbox allow-popups allow-popups-to-escape-sandbox" in csp
+    assert "script-src" not in csp and "allow-scripts" not in csp
+
+
+async def test_text_only_message_page_opens_on_text(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    await send(smtp, plain_message(ADA, "plain", "See https://example.test/a_(b), thanks.\n"))
+    message_id = (await only_message(client))["id"]
+
+    page = (await client.get(f"/messages/{message_id}")).text
+    assert '<input type="radio" name="tab" id="tab-text" checked>' in page
+    assert "<iframe" not in page
+    detail = (await client.get(f"/api/messages/{message_id}")).json()
+    assert detail["html"] is None
+    assert detail["links"] == ["https://example.test/a_(b)"]
+    assert (await client.get(f"/messages/{message_id}/html")).status_code == 404
+
+
+async def test_embedded_images_point_at_their_attachment(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    logo_cid = make_msgid(domain="mueller-law.example")
+    message = plain_message(ADA, "with logo")
+    message.add_alternative(f'<p><img src="cid:{logo_cid[1:-1]}" alt="logo"></p>', subtype="html")
+    html_part = message.get_payload()[1]
+    html_part.add_related(b"\x89PNG\r\n\x1a\nfake", "image", "png", cid=logo_cid)
+    await send(smtp, message)
+    listed = await only_message(client)
+    assert listed["attachments"][0]["inline"] is True
+
+    body = (await client.get(f"/messages/{listed['id']}/html")).text
+    assert f'<img src="/messages/{listed["id"]}/attachments/0" alt="logo">' in body
+    image = await client.get(f"/messages/{listed['id']}/attachments/0")
+    assert image.content == b"\x89PNG\r\n\x1a\nfake"
+    assert image.headers["content-type"] == "image/png"
+
+
+async def test_unknown_messages_are_404(client: httpx.AsyncClient) -> None:
+    for path in (
+        "/api/messages/1700000000000-deadbeef",
+        "/api/messages/1700000000000-deadbeef/raw",
+        "/api/messages/index",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 404
+        assert response.json() == {"detail": "message not found"}
+    traversal = await client.get("/api/messages/..%2F..%2Findex.json")
+    assert traversal.status_code == 404
+    page = await client.get("/messages/1700000000000-deadbeef")
+    assert page.status_code == 404
+    assert "message not found" in page.text
+
+
+async def test_running_mailsink_helper_serves_smtp_and_http(sink_dir: Path) -> None:
+    async with running_mailsink(sink_dir) as sink:
+        # Credentials are accepted so an app configured with SMTP auth works unchanged.
+        await aiosmtplib.send(
+            invoice_message(),
+            hostname=sink.smtp_host,
+            port=sink.smtp_port,
+            username="app",
+            password="anything",
+        )
+        async with httpx.AsyncClient(base_url=sink.http_url) as http:
+            assert (await http.get("/health")).json() == {"status": "ok", "messages": 1}
+            listed = (await http.get("/api/messages")).json()
+            assert [m["subject"] for m in listed] == [SUBJECT]
+            page = await http.get(f"/messages/{listed[0]['id']}")
+            assert page.status_code == 200
+
+
+async def test_module_runs_as_a_process(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "MAILSINK_DIR": str(tmp_path / "sink"),
+        "MAILSINK_SMTP_PORT": "0",
+        "MAILSINK_HTTP_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sandbox.mailsink",
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        smtp_port = http_url = None
+        async with asyncio.timeout(30):
+            while smtp_port is None or http_url is None:
+                line = (await process.stdout.readline()).decode()
+                assert line, "mailsink exited before announcing its addresses"
+                if match := re.search(r"SMTP listening on [^:]+:(\d+)", line):
+                    smtp_port = int(match.group(1))
+                if match := re.search(r"web viewer on (http://\S+)", line):
+                    http_url = match.group(1)
+
+        await aiosmtplib.send(invoice_message(), hostname="127.0.0.1", port=smtp_port)
+        async with httpx.AsyncClient(base_url=http_url) as http:
+            listed = (await http.get("/api/messages")).json()
+            assert [m["subject"] for m in listed] == [SUBJECT]
+            raw = (await http.get(f"/api/messages/{listed[0]['id']}/raw")).content
+        assert (tmp_path / "sink" / "messages" / f"{listed[0]['id']}.eml").read_bytes() == raw
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=10)
