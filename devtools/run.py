@@ -64,7 +64,11 @@ def main() -> int:
         while not stopping:
             for name, proc in list(stack.procs.items()):
                 if proc.poll() is not None:
-                    print(f"{name} stopped with code {proc.returncode}; last lines:\n{stack.tail(name)}", flush=True)
+                    print(
+                        f"{name} stopped with code {proc.returncode}; its last lines:\n"
+                        + stack.tail(name),
+                        flush=True,
+                    )
                     return 1
             time.sleep(0.5)
         return 0

@@ -48,6 +48,7 @@ class StackConfig:
     sync_interval_seconds: float = 30.0
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     log_level: str = "INFO"
+    queue_expires_ms: int | None = None
 
     def database_url(self, service: str) -> str:
         if self.database_url_template:
@@ -79,6 +80,8 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
         "SMTP_PORT": str(p.smtp),
         "OUTBOX_POLL_SECONDS": "0.5",
     }
+    if cfg.queue_expires_ms:
+        env["QUEUE_EXPIRES_MS"] = str(cfg.queue_expires_ms)
     if cfg.otlp_endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = cfg.otlp_endpoint
     else:
@@ -108,10 +111,15 @@ class Stack:
         return True
 
     def check_ports(self) -> None:
-        busy = [f"{name} ({port})" for name, port in vars(self.cfg.ports).items() if not self.port_free(port)]
+        busy = [
+            f"{name} ({port})"
+            for name, port in vars(self.cfg.ports).items()
+            if not self.port_free(port)
+        ]
         if busy:
             raise RuntimeError(
-                "these ports are already in use: " + ", ".join(busy)
+                "these ports are already in use: "
+                + ", ".join(busy)
                 + ". Is another `make run` still running? Stop it first."
             )
 
@@ -120,7 +128,11 @@ class Stack:
         self.logs[name] = log_path
         log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         self.procs[name] = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -128,34 +140,75 @@ class Stack:
         self.check_ports()
         p = self.cfg.ports
         base = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._spawn("clio", ["-m", "sandbox.clio"], {**base, "CLIO_SANDBOX_PORT": str(p.clio),
-                                                      "CLIO_SANDBOX_PUBLIC_URL": f"http://127.0.0.1:{p.clio}"})
-        self._spawn("mailsink", ["-m", "sandbox.mailsink"], {
-            **base, "MAILSINK_SMTP_PORT": str(p.smtp), "MAILSINK_HTTP_PORT": str(p.mailview),
-            "MAILSINK_DIR": str(self.cfg.var_dir / "mailsink"),
-        })
+        self._spawn(
+            "clio",
+            ["-m", "sandbox.clio"],
+            {
+                **base,
+                "CLIO_SANDBOX_PORT": str(p.clio),
+                "CLIO_SANDBOX_PUBLIC_URL": f"http://127.0.0.1:{p.clio}",
+            },
+        )
+        self._spawn(
+            "mailsink",
+            ["-m", "sandbox.mailsink"],
+            {
+                **base,
+                "MAILSINK_SMTP_PORT": str(p.smtp),
+                "MAILSINK_HTTP_PORT": str(p.mailview),
+                "MAILSINK_DIR": str(self.cfg.var_dir / "mailsink"),
+            },
+        )
         self.wait_http("clio", f"http://127.0.0.1:{p.clio}/sandbox/requests")
         self.wait_http("mailsink", f"http://127.0.0.1:{p.mailview}/health")
 
     def migrate(self) -> None:
         for service in SERVICES:
-            subprocess.run([sys.executable, "-m", f"services.{service}", "migrate"], cwd=ROOT,
-                           env=service_env(self.cfg, service), check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", f"services.{service}", "migrate"],
+                cwd=ROOT,
+                env=service_env(self.cfg, service),
+                check=True,
+                capture_output=True,
+            )
 
     def create_demo_user(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "services.gateway", "create-user", "--email", DEMO_EMAIL,
-             "--password", DEMO_PASSWORD, "--name", "Dana Demo", "--firm", "Demo Law LLP",
-             "--firm-id", DEMO_FIRM_ID, "--firm-email", "billing@demolaw.example",
-             "--firm-phone", "(555) 010-2030", "--firm-address", "100 Main Street, Suite 400\nSpringfield, IL 62701"],
-            cwd=ROOT, env=service_env(self.cfg, "gateway"), check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "services.gateway",
+                "create-user",
+                "--email",
+                DEMO_EMAIL,
+                "--password",
+                DEMO_PASSWORD,
+                "--name",
+                "Dana Demo",
+                "--firm",
+                "Demo Law LLP",
+                "--firm-id",
+                DEMO_FIRM_ID,
+                "--firm-email",
+                "billing@demolaw.example",
+                "--firm-phone",
+                "(555) 010-2030",
+                "--firm-address",
+                "100 Main Street, Suite 400\nSpringfield, IL 62701",
+            ],
+            cwd=ROOT,
+            env=service_env(self.cfg, "gateway"),
+            check=True,
+            capture_output=True,
         )
 
     def start_services(self, only: tuple[str, ...] = SERVICES) -> None:
         for service in only:
             self._spawn(service, ["-m", f"services.{service}"], service_env(self.cfg, service))
         for service in only:
-            self.wait_http(service, f"http://127.0.0.1:{getattr(self.cfg.ports, service)}/health/ready")
+            self.wait_http(
+                service, f"http://127.0.0.1:{getattr(self.cfg.ports, service)}/health/ready"
+            )
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
@@ -188,7 +241,9 @@ class Stack:
             except httpx.TransportError as exc:
                 last = repr(exc)
             time.sleep(0.2)
-        raise RuntimeError(f"{name} not ready at {url} after {timeout}s ({last}):\n{self.tail(name)}")
+        raise RuntimeError(
+            f"{name} not ready at {url} after {timeout}s ({last}):\n{self.tail(name)}"
+        )
 
     def tail(self, name: str, lines: int = 40) -> str:
         path = self.logs.get(name)
@@ -216,7 +271,9 @@ def csrf_of(html: str) -> str:
 def login(client: httpx.Client, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD) -> str:
     """Log in through the real form; returns the session's CSRF token."""
     page = client.get("/login")
-    resp = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)})
+    resp = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)}
+    )
     if resp.status_code != 303:
         raise RuntimeError(f"login failed: {resp.status_code}")
     return csrf_of(client.get("/invoices").text)
@@ -231,7 +288,9 @@ def connect_clio(cfg: StackConfig, client: httpx.Client, csrf: str) -> None:
     import html as _html
 
     fields = {k: _html.unescape(v) for k, v in fields.items()}
-    decision = httpx.post(f"http://127.0.0.1:{cfg.ports.clio}/oauth/authorize", data={**fields, "decision": "allow"})
+    decision = httpx.post(
+        f"http://127.0.0.1:{cfg.ports.clio}/oauth/authorize", data={**fields, "decision": "allow"}
+    )
     callback = decision.headers["location"]
     path = callback.split(f"127.0.0.1:{cfg.ports.gateway}", 1)[1]
     done = client.get(path)

@@ -30,12 +30,10 @@ log = logging.getLogger(__name__)
 QUEUE_VERSION = "v1"
 
 
-def queue_name(service: str, routing_key: str) -> str:
-    return f"{service}.{routing_key}.{QUEUE_VERSION}"
-
-
-def dlq_name(service: str, routing_key: str) -> str:
-    return queue_name(service, routing_key) + ".dlq"
+def queue_name(exchange: str, service: str, routing_key: str) -> str:
+    # Prefixed by the exchange so that two systems on one broker (a dev run and a test
+    # run, say) never share a queue.
+    return f"{exchange}.{service}.{routing_key}.{QUEUE_VERSION}"
 
 
 class Bus:
@@ -48,10 +46,13 @@ class Bus:
         delivery_limit: int = 5,
         tracer_provider: TracerProvider | None = None,
         retry_delay: float = 0.5,
+        queue_expires_ms: int | None = None,
     ) -> None:
         self.service = service
         self.delivery_limit = delivery_limit
         self.retry_delay = retry_delay
+        # Test runs set this so their queues vanish once unused; production leaves it off.
+        self.queue_expires_ms = queue_expires_ms
         self.broker = RabbitBroker(
             amqp_url,
             middlewares=[RabbitTelemetryMiddleware(tracer_provider=tracer_provider)],
@@ -63,22 +64,23 @@ class Bus:
         self._dead_letter_routes: list[str] = []
 
     def queue(self, routing_key: str) -> RabbitQueue:
-        name = queue_name(self.service, routing_key)
+        name = queue_name(self.exchange.name, self.service, routing_key)
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": self.dlx.name,
+            "x-dead-letter-routing-key": name,
+            "x-delivery-limit": self.delivery_limit,
+        }
+        if self.queue_expires_ms:
+            arguments["x-expires"] = self.queue_expires_ms
         return RabbitQueue(
             name,
             queue_type=QueueType.QUORUM,
             durable=True,
             routing_key=routing_key,
-            arguments={
-                "x-dead-letter-exchange": self.dlx.name,
-                "x-dead-letter-routing-key": name,
-                "x-delivery-limit": self.delivery_limit,
-            },
+            arguments=arguments,  # type: ignore[arg-type]
         )
 
-    def consume(
-        self, event_type: type[Event], handler: Callable[[Any], Awaitable[None]]
-    ) -> None:
+    def consume(self, event_type: type[Event], handler: Callable[[Any], Awaitable[None]]) -> None:
         """Subscribe `handler(event)` to `event_type`.
 
         A body that does not parse as the event is dead-lettered at once with the reason
@@ -95,7 +97,10 @@ class Bus:
             except ValidationError as exc:
                 log.error(
                     "%s: %s %s is malformed, dead-lettered: %s",
-                    self.service, event_type.routing_key, msg.message_id, exc,
+                    self.service,
+                    event_type.routing_key,
+                    msg.message_id,
+                    exc,
                 )
                 await msg.raw_message.reject(requeue=False)
                 return
@@ -104,14 +109,15 @@ class Bus:
             except Exception:
                 log.exception(
                     "%s: handling %s %s failed; requeued",
-                    self.service, event_type.routing_key, ev.event_id,
+                    self.service,
+                    event_type.routing_key,
+                    ev.event_id,
                 )
                 await asyncio.sleep(self.retry_delay)
                 # reject (not nack) so quorum queues count the delivery toward the limit.
                 await msg.raw_message.reject(requeue=True)
                 return
             await msg.raw_message.ack()
-
 
     async def start(self) -> None:
         await self.broker.start()
@@ -120,8 +126,16 @@ class Bus:
     async def declare_dead_letters(self) -> None:
         dlx = await self.broker.declare_exchange(self.dlx)
         for name in self._dead_letter_routes:
+            arguments: dict[str, Any] = {}
+            if self.queue_expires_ms:
+                arguments["x-expires"] = self.queue_expires_ms
             dlq = await self.broker.declare_queue(
-                RabbitQueue(name + ".dlq", queue_type=QueueType.QUORUM, durable=True)
+                RabbitQueue(
+                    name + ".dlq",
+                    queue_type=QueueType.QUORUM,
+                    durable=True,
+                    arguments=arguments,  # type: ignore[arg-type]
+                )
             )
             await dlq.bind(dlx, routing_key=name)
 

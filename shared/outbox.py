@@ -253,7 +253,9 @@ class OutboxRelay:
                 )
             if failed is not None:
                 row, exc = failed
-                log.warning("outbox relay: %s %s not published: %r", row.routing_key, row.event_id, exc)
+                log.warning(
+                    "outbox relay: %s %s not published: %r", row.routing_key, row.event_id, exc
+                )
                 await session.execute(
                     update(ob)
                     .where(ob.c.id == row.id)

@@ -39,8 +39,12 @@ class Service:
         self.name = settings.service_name
         self.metadata = metadata
         self.migrations_dir = migrations_dir
-        self.outbox = metadata.tables["outbox"] if "outbox" in metadata.tables else outbox_table(metadata)
-        self.inbox = metadata.tables["inbox"] if "inbox" in metadata.tables else inbox_table(metadata)
+        self.outbox = (
+            metadata.tables["outbox"] if "outbox" in metadata.tables else outbox_table(metadata)
+        )
+        self.inbox = (
+            metadata.tables["inbox"] if "inbox" in metadata.tables else inbox_table(metadata)
+        )
         self.tracer_provider = setup_tracing(self.name, settings.otel_exporter_otlp_endpoint)
         self.engine = make_engine(settings.database_url)
         instrument_engine(self.engine, self.tracer_provider)
@@ -51,6 +55,7 @@ class Service:
             exchange=settings.exchange,
             delivery_limit=settings.delivery_limit,
             tracer_provider=self.tracer_provider,
+            queue_expires_ms=settings.queue_expires_ms,
         )
         self.relay = OutboxRelay(
             self.sessionmaker,
@@ -78,7 +83,9 @@ class Service:
             async def apply(ev: E) -> None:
                 async with self.sessionmaker() as session, session.begin():
                     if await seen(session, self.inbox, self.name, ev):
-                        log.info("%s: %s %s already handled", self.name, ev.routing_key, ev.event_id)
+                        log.info(
+                            "%s: %s %s already handled", self.name, ev.routing_key, ev.event_id
+                        )
                         return
                     log.debug("%s: handling %s %s", self.name, ev.routing_key, ev.event_id)
                     # The handler's reads come first and its writes last, so on SQLite the
@@ -160,7 +167,9 @@ class Service:
                 self.bus_started = True
                 return
             except Exception as exc:
-                log.warning("%s: broker not reachable (%s); retrying in %.1fs", self.name, exc, delay)
+                log.warning(
+                    "%s: broker not reachable (%s); retrying in %.1fs", self.name, exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
@@ -192,7 +201,9 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def main(settings: ServiceSettings, migrations_dir: Path, app_factory: Callable[[], FastAPI]) -> None:
+def main(
+    settings: ServiceSettings, migrations_dir: Path, app_factory: Callable[[], FastAPI]
+) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m services.{settings.service_name}")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     args = parser.parse_args()

@@ -24,6 +24,7 @@ class ServiceSettings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     exchange: str = "envelopepay"
     delivery_limit: int = 5
+    queue_expires_ms: int | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 0
     internal_token: str = DEV_INTERNAL_TOKEN

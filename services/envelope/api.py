@@ -99,7 +99,10 @@ class EmailContent(BaseModel):
 
 def _invoice_out(i: Invoice) -> InvoiceOut:
     snap = json.loads(i.snapshot)
-    matter = " ".join(x for x in (snap.get("matter_number"), snap.get("matter_description")) if x) or None
+    matter = (
+        " ".join(x for x in (snap.get("matter_number"), snap.get("matter_description")) if x)
+        or None
+    )
     return InvoiceOut(
         invoice_id=i.invoice_id,
         number=i.number,
@@ -150,10 +153,17 @@ def router(service: Service, desk: Desk) -> APIRouter:
         ids: str = "",
     ) -> InvoicePage:
         rows, total = await desk.list_invoices(
-            firm_id, q=q, state=state, kind=kind, page=page, per_page=per_page,
+            firm_id,
+            q=q,
+            state=state,
+            kind=kind,
+            page=page,
+            per_page=per_page,
             ids=[i for i in ids.split(",") if i] or None,
         )
-        return InvoicePage(items=[_invoice_out(i) for i in rows], total=total, page=page, per_page=per_page)
+        return InvoicePage(
+            items=[_invoice_out(i) for i in rows], total=total, page=page, per_page=per_page
+        )
 
     @r.post("/firms/{firm_id}/envelopes/drafts")
     async def drafts(firm_id: str, body: DraftRequest) -> list[EnvelopeOut]:

@@ -78,7 +78,9 @@ class ComposedEmail:
 
 
 def _numbers(items: list[EmailItem]) -> str:
-    labels = [f"{'trust request' if i.kind == 'trust_request' else 'invoice'} {i.number}" for i in items]
+    labels = [
+        f"{'trust request' if i.kind == 'trust_request' else 'invoice'} {i.number}" for i in items
+    ]
     if len(labels) == 1:
         return labels[0]
     return ", ".join(labels[:-1]) + " and " + labels[-1]
@@ -122,12 +124,18 @@ def render_user_template(source: str, context: dict[str, Any]) -> str:
             known = ", ".join(AUTOFILL_FIELDS)
             message = f"{message}. Autofill fields are: {known}"
         raise TemplateInvalid(message) from exc
+    except Exception as exc:
+        # `{{ 1/0 }}`, `{{ amount_due / 2 }}`, a sandbox range limit: the template's fault, for
+        # its author to fix, not a crash of the preview or of the send.
+        raise TemplateInvalid(f"the template cannot render: {exc}") from exc
 
 
 def _paragraphs(text: str) -> Markup:
     escaped = escape(text)
     parts = [p.replace("\n", Markup("<br>\n")) for p in escaped.split("\n\n") if p.strip()]
-    return Markup("").join(Markup('<p style="margin:0 0 14px 0;">{}</p>\n').format(p) for p in parts)
+    return Markup("").join(
+        Markup('<p style="margin:0 0 14px 0;">{}</p>\n').format(p) for p in parts
+    )
 
 
 def compose_email(

@@ -98,7 +98,9 @@ class Desk:
     async def on_invoice_updated(self, s: AsyncSession, ev: InvoiceUpdated) -> None:
         snap = ev.invoice
         row = await s.scalar(
-            select(Invoice).where(Invoice.firm_id == ev.firm_id, Invoice.invoice_id == snap.invoice_id)
+            select(Invoice).where(
+                Invoice.firm_id == ev.firm_id, Invoice.invoice_id == snap.invoice_id
+            )
         )
         if row is None:
             row = Invoice(firm_id=ev.firm_id, invoice_id=snap.invoice_id, paid_online_minor=0)
@@ -132,7 +134,12 @@ class Desk:
             stmt = stmt.where(Invoice.invoice_id.in_(ids))
         if q.strip():
             like = f"%{q.strip().lower()}%"
-            stmt = stmt.where(or_(func.lower(Invoice.client_name).like(like), func.lower(Invoice.number).like(like)))
+            stmt = stmt.where(
+                or_(
+                    func.lower(Invoice.client_name).like(like),
+                    func.lower(Invoice.number).like(like),
+                )
+            )
         if state == "unpaid":
             stmt = stmt.where(Invoice.state == "awaiting_payment", Invoice.balance_minor > 0)
         elif state == "paid":
@@ -151,19 +158,29 @@ class Desk:
             return list(rows), total
 
     async def _invoices(self, s: AsyncSession, firm_id: str, ids: list[str]) -> list[Invoice]:
-        rows = await s.scalars(select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id.in_(ids)))
+        rows = await s.scalars(
+            select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id.in_(ids))
+        )
         by_id = {r.invoice_id: r for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
     # --- drafting ------------------------------------------------------------------------
 
-    async def create_drafts(self, firm_id: str, invoice_ids: list[str], created_by: str) -> list[Envelope]:
+    async def create_drafts(
+        self, firm_id: str, invoice_ids: list[str], created_by: str
+    ) -> list[Envelope]:
         async with self.service.sessionmaker() as s, s.begin():
             firm = await self.firm(s, firm_id)
-            invoices = [i for i in await self._invoices(s, firm_id, invoice_ids) if i.state in SENDABLE_STATES]
+            invoices = [
+                i
+                for i in await self._invoices(s, firm_id, invoice_ids)
+                if i.state in SENDABLE_STATES
+            ]
             refs = [InvoiceRef(i.invoice_id, i.client_id) for i in invoices]
             groups = group_into_envelopes(
-                refs, combine=firm.combine_envelopes, max_per_envelope=self.settings.max_items_per_envelope
+                refs,
+                combine=firm.combine_envelopes,
+                max_per_envelope=self.settings.max_items_per_envelope,
             )
             by_id = {i.invoice_id: i for i in invoices}
             now = datetime.now(UTC)
@@ -247,10 +264,17 @@ class Desk:
             return  # this send was already turned into an email
         env = await s.get(Envelope, ev.envelope_id)
         if env is None or env.firm_id != ev.firm_id:
-            log.error("envelope %s of firm %s does not exist; send %s dropped", ev.envelope_id, ev.firm_id, ev.send_id)
+            log.error(
+                "envelope %s of firm %s does not exist; send %s dropped",
+                ev.envelope_id,
+                ev.firm_id,
+                ev.send_id,
+            )
             return
         firm = await self.firm(s, ev.firm_id)
-        invoices = await self._invoices(s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids))
+        invoices = await self._invoices(
+            s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids)
+        )
         now = datetime.now(UTC)
         send = EnvelopeSend(
             send_id=ev.send_id,
@@ -287,11 +311,17 @@ class Desk:
         if composed is not None and ev.delivery == "attachment":
             for inv in invoices:
                 key = await self.ensure_invoice_pdf(ev.firm_id, inv.invoice_id)
-                attachments.append({"filename": f"{inv.kind.replace('_', '-')}-{inv.number}.pdf", "pdf_key": key})
+                attachments.append(
+                    {"filename": f"{inv.kind.replace('_', '-')}-{inv.number}.pdf", "pdf_key": key}
+                )
         # Writes from here on.
         s.add(send)
         env.to, env.cc, env.subject, env.body, env.delivery = (
-            _dump(ev.to), _dump(ev.cc), ev.subject, ev.body, ev.delivery,
+            _dump(ev.to),
+            _dump(ev.cc),
+            ev.subject,
+            ev.body,
+            ev.delivery,
         )
         if failure or composed is None:
             send.status = "failed"
@@ -376,7 +406,9 @@ class Desk:
         if env is None:
             return
         env.status = "sent"
-        env.last_sent_at = max(filter(None, [env.last_sent_at and env.last_sent_at.replace(tzinfo=UTC), ev.sent_at]))
+        env.last_sent_at = max(
+            filter(None, [env.last_sent_at and env.last_sent_at.replace(tzinfo=UTC), ev.sent_at])
+        )
         for inv in await self._invoices(s, ev.firm_id, json.loads(env.invoice_ids)):
             last = inv.last_sent_at.replace(tzinfo=UTC) if inv.last_sent_at else None
             if last is None or ev.sent_at >= last:
@@ -402,7 +434,9 @@ class Desk:
         }[ev.routing_key]
         for alloc in ev.allocations:
             inv = await s.scalar(
-                select(Invoice).where(Invoice.firm_id == ev.firm_id, Invoice.invoice_id == alloc.invoice_id)
+                select(Invoice).where(
+                    Invoice.firm_id == ev.firm_id, Invoice.invoice_id == alloc.invoice_id
+                )
             )
             if inv is None:
                 continue
@@ -435,7 +469,9 @@ class Desk:
             if invoice_id not in json.loads(link.invoice_ids):
                 return None
             return await s.scalar(
-                select(Invoice).where(Invoice.firm_id == link.firm_id, Invoice.invoice_id == invoice_id)
+                select(Invoice).where(
+                    Invoice.firm_id == link.firm_id, Invoice.invoice_id == invoice_id
+                )
             )
 
     async def ensure_invoice_pdf(self, firm_id: str, invoice_id: str) -> str:
@@ -443,21 +479,38 @@ class Desk:
         from services.envelope import pdf  # WeasyPrint loads lazily: not every path needs it
 
         async with self.service.sessionmaker() as s:
-            inv = await s.scalar(select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id))
+            inv = await s.scalar(
+                select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id)
+            )
             if inv is None:
                 raise KeyError(invoice_id)
             firm = await self.firm(s, firm_id)
             snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
             token = self.invoice_token(firm_id, invoice_id)
             pay_url = self.pay_url(token) if snap.balance_minor > 0 else None
-            key = pdf.pdf_cache_key("invoice", {"invoice": snap.model_dump(mode="json"), "firm": firm.model_dump(), "pay_url": pay_url})
+            key = pdf.pdf_cache_key(
+                "invoice",
+                {
+                    "invoice": snap.model_dump(mode="json"),
+                    "firm": firm.model_dump(),
+                    "pay_url": pay_url,
+                },
+            )
             if await s.get(Pdf, key) is not None:
                 return key
         async with self._render_lock:
             content = await asyncio.to_thread(pdf.render_invoice_pdf, snap, firm, pay_url=pay_url)
         try:
             async with self.service.sessionmaker() as s, s.begin():
-                s.add(Pdf(key=key, firm_id=firm_id, invoice_id=invoice_id, content=content, created_at=datetime.now(UTC)))
+                s.add(
+                    Pdf(
+                        key=key,
+                        firm_id=firm_id,
+                        invoice_id=invoice_id,
+                        content=content,
+                        created_at=datetime.now(UTC),
+                    )
+                )
                 if pay_url and await s.get(Link, hash_token(token)) is None:
                     await self._register_invoice_link(s, firm_id, inv, snap, token)
         except IntegrityError:

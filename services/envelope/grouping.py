@@ -14,7 +14,9 @@ class HasClient(Protocol):
 T = TypeVar("T", bound=HasClient)
 
 
-def group_into_envelopes(items: Sequence[T], *, combine: bool, max_per_envelope: int = 10) -> list[list[T]]:
+def group_into_envelopes(
+    items: Sequence[T], *, combine: bool, max_per_envelope: int = 10
+) -> list[list[T]]:
     """Combine off: one envelope per item. Combine on: one client's items share envelopes of
     at most `max_per_envelope`, in the order selected; clients in order of first appearance."""
     if max_per_envelope < 1:

@@ -19,9 +19,18 @@ async def create_user(args: argparse.Namespace) -> None:
     service = create_service(settings)
     async with service.sessionmaker() as s, s.begin():
         firm, user, created = await ensure_firm_user(
-            service, s, firm_id=args.firm_id, firm_name=args.firm, email=args.email,
-            password=args.password, user_name=args.name,
-            firm_fields={"email": args.firm_email, "phone": args.firm_phone, "address": args.firm_address},
+            service,
+            s,
+            firm_id=args.firm_id,
+            firm_name=args.firm,
+            email=args.email,
+            password=args.password,
+            user_name=args.name,
+            firm_fields={
+                "email": args.firm_email,
+                "phone": args.firm_phone,
+                "address": args.firm_address,
+            },
         )
     # The firm.updated event waits in the outbox; the gateway's relay publishes it.
     await service.engine.dispose()

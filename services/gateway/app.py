@@ -41,7 +41,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     service = create_service(settings)
     upstream = Upstream(settings)
     app = service.make_app(docs_url=None, redoc_url=None, openapi_url=None)
-    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
+    app.mount(
+        "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
+    )
     app.include_router(web.router(service, settings, upstream))
     app.include_router(public.router(settings, upstream))
 
@@ -59,14 +61,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(request: Request, exc: ServiceUnavailable) -> Response:
         log.error("gateway: %s", exc)
-        return render(request, "error.html", status_code=503, title="Temporarily unavailable",
-                      message="Part of the system is not answering right now. Please try again in a minute.")
+        return render(
+            request,
+            "error.html",
+            status_code=503,
+            title="Temporarily unavailable",
+            message="Part of the system is not answering right now. Please try again in a minute.",
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         titles = {403: "Not allowed", 404: "Not found", 400: "Something is off"}
-        return render(request, "error.html", status_code=exc.status_code,
-                      title=titles.get(exc.status_code, "Error"), message=str(exc.detail))
+        return render(
+            request,
+            "error.html",
+            status_code=exc.status_code,
+            title=titles.get(exc.status_code, "Error"),
+            message=str(exc.detail),
+        )
 
     _ = FastAPIHTTPException
     return app

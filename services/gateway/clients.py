@@ -18,16 +18,24 @@ class Upstream:
         headers = {"X-Internal-Token": settings.internal_token}
         timeout = httpx.Timeout(30.0, connect=5.0)
         self.sync = httpx.AsyncClient(base_url=settings.sync_url, headers=headers, timeout=timeout)
-        self.envelope = httpx.AsyncClient(base_url=settings.envelope_url, headers=headers, timeout=timeout)
-        self.mailer = httpx.AsyncClient(base_url=settings.mailer_url, headers=headers, timeout=timeout)
-        self.payments = httpx.AsyncClient(base_url=settings.payments_url, headers=headers, timeout=timeout)
+        self.envelope = httpx.AsyncClient(
+            base_url=settings.envelope_url, headers=headers, timeout=timeout
+        )
+        self.mailer = httpx.AsyncClient(
+            base_url=settings.mailer_url, headers=headers, timeout=timeout
+        )
+        self.payments = httpx.AsyncClient(
+            base_url=settings.payments_url, headers=headers, timeout=timeout
+        )
 
     async def aclose(self) -> None:
         for client in (self.sync, self.envelope, self.mailer, self.payments):
             await client.aclose()
 
     @staticmethod
-    async def call(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def call(
+        client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+    ) -> httpx.Response:
         try:
             return await client.request(method, url, **kwargs)
         except httpx.TransportError as exc:

@@ -33,7 +33,11 @@ def fmt_date(value: Any) -> str:
         return ""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00")) if "T" in value else date.fromisoformat(value)
+            value = (
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+                if "T" in value
+                else date.fromisoformat(value)
+            )
         except ValueError:
             return value
     if isinstance(value, datetime):

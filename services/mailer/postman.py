@@ -38,7 +38,9 @@ class Postman:
     def __init__(self, service: Service, settings: MailerSettings) -> None:
         self.service = service
         self.settings = settings
-        self.http = httpx.AsyncClient(timeout=30, headers={"X-Internal-Token": settings.internal_token})
+        self.http = httpx.AsyncClient(
+            timeout=30, headers={"X-Internal-Token": settings.internal_token}
+        )
 
     async def on_email_requested(self, ev: EmailRequested) -> None:
         sm = self.service.sessionmaker
@@ -77,7 +79,12 @@ class Postman:
         row.error = "the mailer stopped while sending; check with the client before re-sending"
         await self.service.publish(
             s,
-            EmailFailed(firm_id=row.firm_id, email_id=row.email_id, envelope_id=row.envelope_id, reason=row.error),
+            EmailFailed(
+                firm_id=row.firm_id,
+                email_id=row.email_id,
+                envelope_id=row.envelope_id,
+                reason=row.error,
+            ),
         )
 
     async def deliver(self, email_id: str) -> None:
@@ -112,7 +119,9 @@ class Postman:
             await self._retry_later(email_id, attempts + 1, str(exc))
             return
         if self.settings.crash_after_smtp and self.settings.environment != "production":
-            log.error("mailer: crash_after_smtp is set: dying after the relay accepted %s", email_id)
+            log.error(
+                "mailer: crash_after_smtp is set: dying after the relay accepted %s", email_id
+            )
             os._exit(70)
         async with sm() as s, s.begin():
             row = await s.get(OutgoingEmail, email_id)
@@ -162,7 +171,9 @@ class Postman:
             raise PermanentFailure(f"every recipient was refused: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
-                raise PermanentFailure(f"the relay refused the message: {exc.code} {exc.message}") from exc
+                raise PermanentFailure(
+                    f"the relay refused the message: {exc.code} {exc.message}"
+                ) from exc
             raise TransientFailure(f"the relay answered {exc.code} {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TransientFailure(f"the relay is not reachable: {exc}") from exc
@@ -190,7 +201,13 @@ class Postman:
             row.status = "failed"
             row.error = reason
             await self.service.publish(
-                s, EmailFailed(firm_id=row.firm_id, email_id=email_id, envelope_id=row.envelope_id, reason=reason)
+                s,
+                EmailFailed(
+                    firm_id=row.firm_id,
+                    email_id=email_id,
+                    envelope_id=row.envelope_id,
+                    reason=reason,
+                ),
             )
         log.warning("mailer: %s failed: %s", email_id, reason)
 
@@ -202,7 +219,11 @@ class Postman:
             for row in rows:
                 await self._uncertain(s, row)
         async with self.service.sessionmaker() as s:
-            pending = list(await s.scalars(select(OutgoingEmail.email_id).where(OutgoingEmail.status == "pending")))
+            pending = list(
+                await s.scalars(
+                    select(OutgoingEmail.email_id).where(OutgoingEmail.status == "pending")
+                )
+            )
         for email_id in pending:
             await self.deliver(email_id)
 

@@ -1,1 +1,2 @@
-"""payments: pay sessions, Pay All, card and ACH through a processor, settlement, refunds, the ledger."""
+"""payments: pay sessions, Pay All, card and ACH through a processor, settlement,
+refunds, the ledger."""

@@ -83,7 +83,10 @@ def _payment(p: Payment, allocations: list[Allocation] | None = None) -> Payment
         payer_name=p.payer_name,
         card_last4=p.card_last4,
         created_at=p.created_at,
-        allocations=[{"invoice_id": a.invoice_id, "amount_minor": a.amount_minor, "kind": a.kind} for a in allocations or []],
+        allocations=[
+            {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor, "kind": a.kind}
+            for a in allocations or []
+        ],
     )
 
 
@@ -132,16 +135,28 @@ def router(service: Service, ledger: Ledger) -> APIRouter:
         try:
             payment = await ledger.pay_card(session_id, form.model_dump())
         except CardInvalid as exc:
-            raise HTTPException(status_code=402, detail={"field": exc.field, "message": str(exc)}) from exc
+            raise HTTPException(
+                status_code=402, detail={"field": exc.field, "message": str(exc)}
+            ) from exc
         except CheckoutError as exc:
-            raise HTTPException(status_code=409, detail={"field": None, "message": str(exc)}) from exc
+            raise HTTPException(
+                status_code=409, detail={"field": None, "message": str(exc)}
+            ) from exc
         return _payment(payment)
 
     @r.get("/firms/{firm_id}/payments")
     async def payments(firm_id: str) -> list[PaymentOut]:
         async with service.sessionmaker() as s:
-            rows = list(await s.scalars(select(Payment).where(Payment.firm_id == firm_id).order_by(Payment.created_at.desc())))
-            allocs = await s.scalars(select(Allocation).where(Allocation.payment_id.in_([p.id for p in rows])))
+            rows = list(
+                await s.scalars(
+                    select(Payment)
+                    .where(Payment.firm_id == firm_id)
+                    .order_by(Payment.created_at.desc())
+                )
+            )
+            allocs = await s.scalars(
+                select(Allocation).where(Allocation.payment_id.in_([p.id for p in rows]))
+            )
             by_payment: dict[str, list[Allocation]] = {}
             for a in allocs:
                 by_payment.setdefault(a.payment_id, []).append(a)

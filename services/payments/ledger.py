@@ -69,7 +69,11 @@ class Ledger:
 
     async def firm(self, s: AsyncSession, firm_id: str) -> FirmProfile:
         row = await s.get(Firm, firm_id)
-        return FirmProfile.model_validate_json(row.profile) if row else FirmProfile(name="Your law firm")
+        return (
+            FirmProfile.model_validate_json(row.profile)
+            if row
+            else FirmProfile(name="Your law firm")
+        )
 
     async def on_firm_updated(self, s: AsyncSession, ev: FirmUpdated) -> None:
         row = await s.get(Firm, ev.firm_id)
@@ -83,12 +87,18 @@ class Ledger:
 
     async def on_invoice_updated(self, s: AsyncSession, ev: InvoiceUpdated) -> None:
         inv = ev.invoice
-        bill = await s.scalar(select(Bill).where(Bill.firm_id == ev.firm_id, Bill.invoice_id == inv.invoice_id))
+        bill = await s.scalar(
+            select(Bill).where(Bill.firm_id == ev.firm_id, Bill.invoice_id == inv.invoice_id)
+        )
         if bill is None:
             bill = Bill(firm_id=ev.firm_id, invoice_id=inv.invoice_id)
             s.add(bill)
         bill.number, bill.kind, bill.state = inv.number, inv.kind, inv.state
-        bill.client_id, bill.client_name, bill.currency = inv.client_id, inv.client_name, inv.currency
+        bill.client_id, bill.client_name, bill.currency = (
+            inv.client_id,
+            inv.client_name,
+            inv.currency,
+        )
         bill.source_balance_minor, bill.due_at = inv.balance_minor, inv.due_at
         bill.updated_at = datetime.now(UTC)
         allocations = await s.scalars(
@@ -122,7 +132,9 @@ class Ledger:
         # A link can arrive before the bill's own event: keep what the link knows.
         for item in ev.items:
             exists = await s.scalar(
-                select(Bill.id).where(Bill.firm_id == ev.firm_id, Bill.invoice_id == item.invoice_id)
+                select(Bill.id).where(
+                    Bill.firm_id == ev.firm_id, Bill.invoice_id == item.invoice_id
+                )
             )
             if exists is None:
                 s.add(
@@ -144,10 +156,14 @@ class Ledger:
     async def _link(self, s: AsyncSession, token: str) -> PayLink | None:
         return await s.get(PayLink, hash_token(token))
 
-    async def _item_views(self, s: AsyncSession, firm_id: str, invoice_ids: list[str]) -> list[ItemView]:
+    async def _item_views(
+        self, s: AsyncSession, firm_id: str, invoice_ids: list[str]
+    ) -> list[ItemView]:
         bills = {
             b.invoice_id: b
-            for b in await s.scalars(select(Bill).where(Bill.firm_id == firm_id, Bill.invoice_id.in_(invoice_ids)))
+            for b in await s.scalars(
+                select(Bill).where(Bill.firm_id == firm_id, Bill.invoice_id.in_(invoice_ids))
+            )
         }
         rows = await s.execute(
             select(Allocation.invoice_id, Payment.status, func.sum(Allocation.amount_minor))
@@ -177,7 +193,9 @@ class Ledger:
             else:
                 status = "paid"
             views.append(
-                ItemView(invoice_id, bill.number, bill.kind, bill.due_at, bill.currency, balance, status)
+                ItemView(
+                    invoice_id, bill.number, bill.kind, bill.due_at, bill.currency, balance, status
+                )
             )
         return views
 
@@ -197,11 +215,17 @@ class Ledger:
     async def create_checkout(self, token: str, invoice_ids: list[str]) -> CheckoutSession:
         async with self.service.sessionmaker() as s, s.begin():
             link = await self._link(s, token)
-            if link is None or link.revoked_at is not None or _aware(link.expires_at) < datetime.now(UTC):
+            if (
+                link is None
+                or link.revoked_at is not None
+                or _aware(link.expires_at) < datetime.now(UTC)
+            ):
                 raise CheckoutError("This payment link has expired.")
             allowed = json.loads(link.invoice_ids)
             wanted = [i for i in invoice_ids if i in allowed] or allowed
-            items = [i for i in await self._item_views(s, link.firm_id, wanted) if i.status == "unpaid"]
+            items = [
+                i for i in await self._item_views(s, link.firm_id, wanted) if i.status == "unpaid"
+            ]
             if not items:
                 raise CheckoutError("Nothing is left to pay on this link.")
             currencies = {i.currency for i in items}
@@ -212,7 +236,9 @@ class Ledger:
                 id=f"cs_{uuid.uuid4().hex}",
                 firm_id=link.firm_id,
                 token_hash=link.token_hash,
-                items=json.dumps([{"invoice_id": i.invoice_id, "amount_minor": i.balance_minor} for i in items]),
+                items=json.dumps(
+                    [{"invoice_id": i.invoice_id, "amount_minor": i.balance_minor} for i in items]
+                ),
                 currency=items[0].currency,
                 amount_minor=sum(i.balance_minor for i in items),
                 status="open",
@@ -222,7 +248,9 @@ class Ledger:
             s.add(session)
             return session
 
-    async def checkout(self, session_id: str) -> tuple[CheckoutSession, FirmProfile, list[ItemView]] | None:
+    async def checkout(
+        self, session_id: str
+    ) -> tuple[CheckoutSession, FirmProfile, list[ItemView]] | None:
         async with self.service.sessionmaker() as s:
             cs = await s.get(CheckoutSession, session_id)
             if cs is None:
@@ -232,7 +260,15 @@ class Ledger:
             views = {v.invoice_id: v for v in await self._item_views(s, cs.firm_id, ids)}
             amounts = {i["invoice_id"]: i["amount_minor"] for i in json.loads(cs.items)}
             items = [
-                ItemView(v.invoice_id, v.number, v.kind, v.due_at, v.currency, amounts[v.invoice_id], v.status)
+                ItemView(
+                    v.invoice_id,
+                    v.number,
+                    v.kind,
+                    v.due_at,
+                    v.currency,
+                    amounts[v.invoice_id],
+                    v.status,
+                )
                 for v in views.values()
             ]
             return cs, firm, items
@@ -248,7 +284,9 @@ class Ledger:
         assert payment is not None
         return payment
 
-    async def _pay_card(self, session_id: str, form: dict[str, Any], outcome: list[Exception]) -> Payment | None:
+    async def _pay_card(
+        self, session_id: str, form: dict[str, Any], outcome: list[Exception]
+    ) -> Payment | None:
         # Refusals are returned through `outcome` so that what they change (a session
         # marked expired, the decline message) commits instead of rolling back.
         async with self.service.sessionmaker() as s, s.begin():
@@ -260,19 +298,32 @@ class Ledger:
                 assert payment is not None
                 return payment
             if cs.status != "open" or _aware(cs.expires_at) < datetime.now(UTC):
-                raise CheckoutError("This checkout has expired. Go back to the bill and click Pay again.")
-            digits, _, _ = validate_card(form.get("card_number", ""), form.get("exp", ""), form.get("cvc", ""), date.today())
+                raise CheckoutError(
+                    "This checkout has expired. Go back to the bill and click Pay again."
+                )
+            digits, _, _ = validate_card(
+                form.get("card_number", ""), form.get("exp", ""), form.get("cvc", ""), date.today()
+            )
             name = (form.get("name") or "").strip()
             if not name:
                 raise CardInvalid("name", "Enter the name on the card.")
             # Still unpaid? Another tab may have paid these bills since the session opened.
             items = json.loads(cs.items)
-            current = {v.invoice_id: v for v in await self._item_views(s, cs.firm_id, [i["invoice_id"] for i in items])}
+            current = {
+                v.invoice_id: v
+                for v in await self._item_views(s, cs.firm_id, [i["invoice_id"] for i in items])
+            }
             for item in items:
                 view = current.get(item["invoice_id"])
-                if view is None or view.status != "unpaid" or view.balance_minor < item["amount_minor"]:
+                if (
+                    view is None
+                    or view.status != "unpaid"
+                    or view.balance_minor < item["amount_minor"]
+                ):
                     cs.status = "expired"
-                    outcome.append(CheckoutError("These bills were paid in the meantime; nothing was charged."))
+                    outcome.append(
+                        CheckoutError("These bills were paid in the meantime; nothing was charged.")
+                    )
                     return None
             result = test_mode_charge(digits, idempotency_key=cs.id)
             if result.status == "declined":
@@ -301,7 +352,10 @@ class Ledger:
             bills = {
                 b.invoice_id: b
                 for b in await s.scalars(
-                    select(Bill).where(Bill.firm_id == cs.firm_id, Bill.invoice_id.in_([i["invoice_id"] for i in items]))
+                    select(Bill).where(
+                        Bill.firm_id == cs.firm_id,
+                        Bill.invoice_id.in_([i["invoice_id"] for i in items]),
+                    )
                 )
             }
             for item in items:
@@ -327,7 +381,10 @@ class Ledger:
                     method="card",
                     currency=cs.currency,
                     amount_minor=cs.amount_minor,
-                    allocations=[AllocationEvent(invoice_id=i["invoice_id"], amount_minor=i["amount_minor"]) for i in items],
+                    allocations=[
+                        AllocationEvent(invoice_id=i["invoice_id"], amount_minor=i["amount_minor"])
+                        for i in items
+                    ],
                     payer_name=name,
                     payer_email=payment.payer_email,
                 ),

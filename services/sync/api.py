@@ -71,7 +71,9 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
     @r.get("/clio/authorize-url")
     async def get_authorize_url(redirect_uri: str, state: str) -> dict[str, str]:
         return {
-            "url": authorize_url(settings.clio_base_url, settings.clio_client_id, redirect_uri, state)
+            "url": authorize_url(
+                settings.clio_base_url, settings.clio_client_id, redirect_uri, state
+            )
         }
 
     @r.post("/firms/{firm_id}/clio/connect")
@@ -103,7 +105,10 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
             )
             return [
                 QuarantineItem(
-                    source=q.source, source_id=q.source_id, reason=q.reason, received_at=q.received_at
+                    source=q.source,
+                    source_id=q.source_id,
+                    reason=q.reason,
+                    received_at=q.received_at,
                 )
                 for q in rows
             ]

@@ -32,7 +32,12 @@ class Tokens:
 
 def authorize_url(base_url: str, client_id: str, redirect_uri: str, state: str) -> str:
     query = urlencode(
-        {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": state}
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "state": state,
+        }
     )
     return f"{base_url.rstrip('/')}/oauth/authorize?{query}"
 
@@ -87,7 +92,9 @@ class ClioClient:
         form = {**form, "client_id": self.client_id, "client_secret": self.client_secret}
         resp = await self._http.post(f"{self.base_url}/oauth/token", data=form)
         if resp.status_code in (400, 401):
-            raise ClioAuthError(f"Clio refused the authorization ({resp.status_code}): {resp.text[:200]}")
+            raise ClioAuthError(
+                f"Clio refused the authorization ({resp.status_code}): {resp.text[:200]}"
+            )
         resp.raise_for_status()
         previous = self.tokens.refresh_token if self.tokens else None
         self.tokens = _tokens(resp.json(), previous)
@@ -96,10 +103,16 @@ class ClioClient:
         return self.tokens
 
     async def get(self, path_or_url: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        url = path_or_url if path_or_url.startswith("http") else f"{self.base_url}/api/v4/{path_or_url}"
+        url = (
+            path_or_url
+            if path_or_url.startswith("http")
+            else f"{self.base_url}/api/v4/{path_or_url}"
+        )
         if not self.tokens:
             raise ClioAuthError("Clio is not connected")
-        if self.tokens.expires_at and self.tokens.expires_at < datetime.now(UTC) + timedelta(minutes=1):
+        if self.tokens.expires_at and self.tokens.expires_at < datetime.now(UTC) + timedelta(
+            minutes=1
+        ):
             await self.refresh()
         refreshed = False
         for attempt in range(self.max_retries + 1):

@@ -83,7 +83,9 @@ def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) 
     if not client_name:
         raise MalformedBill("the client has no name")
     currency_obj = bill.get("currency") or {}
-    currency = str(currency_obj.get("code") or "USD").upper() if isinstance(currency_obj, dict) else ""
+    currency = (
+        str(currency_obj.get("code") or "USD").upper() if isinstance(currency_obj, dict) else ""
+    )
     if len(currency) != 3 or not currency.isalpha():
         raise MalformedBill(f"unknown currency {currency_obj!r}")
 
@@ -99,7 +101,9 @@ def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) 
         raise MalformedBill(f"due date {due_at} is before issue date {issued_at}")
 
     matters = bill.get("matters") or []
-    matter = matters[0] if isinstance(matters, list) and matters and isinstance(matters[0], dict) else {}
+    matter = (
+        matters[0] if isinstance(matters, list) and matters and isinstance(matters[0], dict) else {}
+    )
     contact = contacts.get(str(client["id"]), {})
     email = contact.get("primary_email_address") or None
 

@@ -164,7 +164,10 @@ class Syncer:
                     saved.error = result.error
         log.info(
             "sync: firm %s fetched %d, changed %d, quarantined %d",
-            firm_id, result.fetched, result.changed, result.quarantined,
+            firm_id,
+            result.fetched,
+            result.changed,
+            result.quarantined,
         )
         return result
 
@@ -188,11 +191,20 @@ class Syncer:
                     cid = str(c["id"])
                     email = c.get("primary_email_address") or None
                     row = await s.scalar(
-                        select(Contact).where(Contact.firm_id == conn.firm_id, Contact.contact_id == cid)
+                        select(Contact).where(
+                            Contact.firm_id == conn.firm_id, Contact.contact_id == cid
+                        )
                     )
                     if row is None:
-                        s.add(Contact(firm_id=conn.firm_id, contact_id=cid, name=str(c.get("name") or ""),
-                                      email=email, etag=c.get("etag")))
+                        s.add(
+                            Contact(
+                                firm_id=conn.firm_id,
+                                contact_id=cid,
+                                name=str(c.get("name") or ""),
+                                email=email,
+                                etag=c.get("etag"),
+                            )
+                        )
                     else:
                         if row.email != email:
                             changed_clients[cid] = email
@@ -280,10 +292,14 @@ class Syncer:
         row = await s.scalar(
             select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == snap.invoice_id)
         )
-        if row is not None and _comparable(InvoiceSnapshot.model_validate_json(row.snapshot)) == _comparable(snap):
+        if row is not None and _comparable(
+            InvoiceSnapshot.model_validate_json(row.snapshot)
+        ) == _comparable(snap):
             return
         if row is None:
-            row = Invoice(firm_id=firm_id, invoice_id=invoice_id_for(snap.source_id), client_id=snap.client_id)
+            row = Invoice(
+                firm_id=firm_id, invoice_id=invoice_id_for(snap.source_id), client_id=snap.client_id
+            )
             s.add(row)
         row.client_id = snap.client_id
         row.snapshot = snap.model_dump_json()

@@ -11,7 +11,6 @@ from alembic import op
 
 import shared.db
 
-
 revision: str = 'db04c90cbdfe'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None

@@ -11,7 +11,6 @@ from alembic import op
 
 import shared.db
 
-
 revision: str = '2d29e0f95db9'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None

@@ -11,7 +11,6 @@ from alembic import op
 
 import shared.db
 
-
 revision: str = 'b279cfe88476'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None

@@ -11,7 +11,6 @@ from alembic import op
 
 import shared.db
 
-
 revision: str = 'df1f4523e857'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None

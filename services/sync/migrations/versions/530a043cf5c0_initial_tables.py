@@ -11,7 +11,6 @@ from alembic import op
 
 import shared.db
 
-
 revision: str = '530a043cf5c0'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None

@@ -1,0 +1,144 @@
+"""Mapping a Clio bill to an invoice snapshot: every field lands where the firm sees it, and
+a bill that cannot be shown or paid is refused with a reason a person can act on."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+
+from services.sync.mapping import MalformedBill, bill_to_snapshot, invoice_id_for
+
+CONTACTS = {"77": {"id": 77, "name": "Dana Whitfield", "primary_email_address": "dana@whitfield.test"}}
+
+
+def clio_bill(**changes: Any) -> dict[str, Any]:
+    bill: dict[str, Any] = {
+        "id": 4821,
+        "etag": '"c0ffee"',
+        "number": "INV-0042",
+        "issued_at": "2025-03-01",
+        "due_at": "2025-03-31",
+        "updated_at": "2025-03-02T10:15:00Z",
+        "balance": 1234.5,
+        "total": "2500.00",
+        "paid": 1265.5,
+        "state": "awaiting_payment",
+        "kind": "revenue_kind",
+        "type": "MatterBill",
+        "subject": "March services",
+        "currency": {"code": "USD"},
+        "client": {"id": 77, "name": "Dana Whitfield"},
+        "matters": [{"id": 301, "display_number": "00042-Whitfield", "description": "Estate plan"}],
+    }
+    for key, value in changes.items():
+        if value is _DROP:
+            bill.pop(key, None)
+        else:
+            bill[key] = value
+    return bill
+
+
+_DROP = object()
+
+
+def test_a_complete_bill_maps_every_field() -> None:
+    snap = bill_to_snapshot(clio_bill(), CONTACTS)
+
+    assert snap.invoice_id == "clio:4821" == invoice_id_for(4821)
+    assert snap.source == "clio"
+    assert snap.source_id == "4821"
+    assert snap.etag == '"c0ffee"'
+    assert snap.number == "INV-0042"
+    assert snap.kind == "invoice"
+    assert snap.state == "awaiting_payment"
+    assert snap.client_id == "77"
+    assert snap.client_name == "Dana Whitfield"
+    assert snap.client_email == "dana@whitfield.test"
+    assert snap.matter_id == "301"
+    assert snap.matter_number == "00042-Whitfield"
+    assert snap.matter_description == "Estate plan"
+    assert snap.subject == "March services"
+    assert snap.issued_at == date(2025, 3, 1)
+    assert snap.due_at == date(2025, 3, 31)
+    assert snap.currency == "USD"
+    assert snap.total_minor == 250000
+    assert snap.balance_minor == 123450
+    assert snap.paid_minor == 126550
+    assert snap.source_updated_at == datetime(2025, 3, 2, 10, 15, tzinfo=UTC)
+
+
+def test_a_trust_request_is_a_trust_request() -> None:
+    assert bill_to_snapshot(clio_bill(kind="trust_kind"), CONTACTS).kind == "trust_request"
+    assert bill_to_snapshot(clio_bill(kind="summary_kind"), CONTACTS).kind == "invoice"
+
+
+def test_client_email_comes_from_the_contact() -> None:
+    assert bill_to_snapshot(clio_bill(), {}).client_email is None
+    no_email = {"77": {"id": 77, "primary_email_address": None}}
+    assert bill_to_snapshot(clio_bill(), no_email).client_email is None
+    other = {"78": {"id": 78, "primary_email_address": "someone@else.test"}}
+    assert bill_to_snapshot(clio_bill(), other).client_email is None
+
+
+def test_amounts_are_exact_minor_units() -> None:
+    snap = bill_to_snapshot(clio_bill(total=0.1 + 0.2, balance=0.30000000000000004, paid=0), CONTACTS)
+    assert (snap.total_minor, snap.balance_minor, snap.paid_minor) == (30, 30, 0)
+    yen = bill_to_snapshot(clio_bill(currency={"code": "jpy"}, total=50000, balance=12500.0), CONTACTS)
+    assert (yen.currency, yen.total_minor, yen.balance_minor) == ("JPY", 50000, 12500)
+
+
+def test_optional_parts_may_be_absent() -> None:
+    snap = bill_to_snapshot(
+        clio_bill(paid=_DROP, matters=[], due_at=None, issued_at="", currency=None, subject=_DROP),
+        CONTACTS,
+    )
+    assert snap.paid_minor == 0
+    assert (snap.matter_id, snap.matter_number, snap.matter_description) == (None, None, None)
+    assert (snap.issued_at, snap.due_at) == (None, None)
+    assert snap.currency == "USD"
+    assert snap.subject is None
+
+
+def test_a_timestamped_issue_date_keeps_its_calendar_day() -> None:
+    snap = bill_to_snapshot(clio_bill(issued_at="2025-03-01T23:30:00-07:00"), CONTACTS)
+    assert snap.issued_at == date(2025, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"id": _DROP}, "id is missing"),
+        ({"number": _DROP}, "number is missing"),
+        ({"number": ""}, "number is missing"),
+        ({"state": "pending"}, "unknown state 'pending'"),
+        ({"state": None}, "unknown state None"),
+        ({"client": None}, "no client"),
+        ({"client": {"name": "Dana Whitfield"}}, "no client"),
+        ({"client": {"id": 77, "name": "  "}}, "client has no name"),
+        ({"currency": {"code": "US"}}, "unknown currency"),
+        ({"balance": "2500.01"}, "balance 2500.01 exceeds total 2500.00"),
+        ({"total": "-5.00"}, "total is negative"),
+        ({"balance": -0.01}, "balance is negative"),
+        ({"paid": -1}, "paid is negative"),
+        ({"total": _DROP}, "total is missing"),
+        ({"balance": _DROP}, "balance is missing"),
+        ({"total": "abc"}, "total is not an amount: 'abc'"),
+        ({"total": True}, "total is not an amount: True"),
+        ({"balance": float("nan")}, "balance is not an amount"),
+        ({"issued_at": "31/03/2025"}, "issued_at is not a date: '31/03/2025'"),
+        ({"due_at": "soon"}, "due_at is not a date: 'soon'"),
+        ({"issued_at": "2025-03-01", "due_at": "2025-02-28"},
+         "due date 2025-02-28 is before issue date 2025-03-01"),
+    ],
+)
+def test_a_malformed_bill_is_refused_with_its_reason(changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(MalformedBill) as caught:
+        bill_to_snapshot(clio_bill(**changes), CONTACTS)
+    assert reason in str(caught.value)
+
+
+def test_something_that_is_not_a_bill_is_refused() -> None:
+    with pytest.raises(MalformedBill, match="not a JSON object"):
+        bill_to_snapshot(["not", "a", "bill"], CONTACTS)  # type: ignore[arg-type]
