@@ -8,11 +8,13 @@ PY := .venv/bin/python
 BOOTSTRAP := bash scripts/bootstrap.sh
 ARTIFACTS := test-artifacts
 # Extra pytest arguments, e.g. `make test ARGS="-k mailer -x"`.
-ARGS ?=
+ARGS =
 
 # `make run DATABASE_URL_TEMPLATE=postgresql+asyncpg://postgres@127.0.0.1:5432/envelopepay_{service}`
 # runs the services on PostgreSQL, one database each (created when missing).
+ifdef DATABASE_URL_TEMPLATE
 export DATABASE_URL_TEMPLATE
+endif
 
 .PHONY: help run test setup lint bench clean
 

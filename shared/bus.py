@@ -10,6 +10,7 @@ from typing import Any
 
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import (
+    Channel,
     ExchangeType,
     QueueType,
     RabbitBroker,
@@ -36,6 +37,18 @@ def queue_name(exchange: str, service: str, routing_key: str) -> str:
     return f"{exchange}.{service}.{routing_key}.{QUEUE_VERSION}"
 
 
+async def _decode_or_raw(
+    msg: RabbitMessage, original: Callable[[RabbitMessage], Awaitable[Any]]
+) -> Any:
+    # FastStream's decoder raises on a body that is not JSON before the handler runs, and with
+    # manual acks nobody would settle that message: it would sit unacknowledged until the
+    # consumer restarts. Pass the bytes on instead; validation then dead-letters them.
+    try:
+        return await original(msg)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return msg.body
+
+
 class Bus:
     def __init__(
         self,
@@ -47,12 +60,14 @@ class Bus:
         tracer_provider: TracerProvider | None = None,
         retry_delay: float = 0.5,
         queue_expires_ms: int | None = None,
+        prefetch: int = 16,
     ) -> None:
         self.service = service
         self.delivery_limit = delivery_limit
         self.retry_delay = retry_delay
         # Test runs set this so their queues vanish once unused; production leaves it off.
         self.queue_expires_ms = queue_expires_ms
+        self.prefetch = prefetch
         self.broker = RabbitBroker(
             amqp_url,
             middlewares=[RabbitTelemetryMiddleware(tracer_provider=tracer_provider)],
@@ -90,7 +105,15 @@ class Bus:
         queue = self.queue(event_type.routing_key)
         self._dead_letter_routes.append(queue.name)
 
-        @self.broker.subscriber(queue, self.exchange, ack_policy=AckPolicy.MANUAL)
+        @self.broker.subscriber(
+            queue,
+            self.exchange,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_decode_or_raw,
+            # Bounded concurrency per queue; handlers do not rely on arrival order (events
+            # carry occurred_at and stale ones are skipped where order matters).
+            channel=Channel(prefetch_count=self.prefetch),
+        )
         async def _consume(body: Any, msg: RabbitMessage) -> None:
             try:
                 ev = event_type.model_validate(body)
@@ -120,8 +143,10 @@ class Bus:
             await msg.raw_message.ack()
 
     async def start(self) -> None:
-        await self.broker.start()
+        # Dead-letter queues first, so nothing rejected in the first moments is dropped.
+        await self.broker.connect()
         await self.declare_dead_letters()
+        await self.broker.start()
 
     async def declare_dead_letters(self) -> None:
         dlx = await self.broker.declare_exchange(self.dlx)

@@ -37,8 +37,34 @@ DEFAULT_BODY = (
     "{{ firm_name }}"
 )
 
-# User templates run sandboxed: no attribute games, no undefined names passing silently.
-_user_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+MAX_RENDERED = 100_000  # characters: far beyond any email, far below exhausting memory
+
+
+class _TemplateSandbox(SandboxedEnvironment):
+    """No attribute games, no undefined names passing silently, and no arithmetic that
+    builds huge values (`'x' * 10**9`, `10**10**8`)."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            raise TemplateInvalidError("powers are not allowed in templates")
+        if operator == "*":
+            for a, b in ((left, right), (right, left)):
+                if (
+                    isinstance(a, (str, list, tuple))
+                    and isinstance(b, int)
+                    and len(a) * b > MAX_RENDERED
+                ):
+                    raise TemplateInvalidError("the template builds a value that is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+class TemplateInvalidError(Exception):
+    pass
+
+
+_user_env = _TemplateSandbox(undefined=StrictUndefined, autoescape=False)
 _mail_env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates" / "email"),
     autoescape=select_autoescape(["html"]),
@@ -117,7 +143,7 @@ def check_template(source: str) -> None:
 
 def render_user_template(source: str, context: dict[str, Any]) -> str:
     try:
-        return _user_env.from_string(source).render(context)
+        rendered = _user_env.from_string(source).render(context)
     except TemplateError as exc:
         message = getattr(exc, "message", None) or str(exc)
         if "is undefined" in message:
@@ -128,6 +154,9 @@ def render_user_template(source: str, context: dict[str, Any]) -> str:
         # `{{ 1/0 }}`, `{{ amount_due / 2 }}`, a sandbox range limit: the template's fault, for
         # its author to fix, not a crash of the preview or of the send.
         raise TemplateInvalid(f"the template cannot render: {exc}") from exc
+    if len(rendered) > MAX_RENDERED:
+        raise TemplateInvalid("the template renders to more text than an email can hold")
+    return rendered
 
 
 def _paragraphs(text: str) -> Markup:

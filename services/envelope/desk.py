@@ -105,6 +105,9 @@ class Desk:
         if row is None:
             row = Invoice(firm_id=ev.firm_id, invoice_id=snap.invoice_id, paid_online_minor=0)
             s.add(row)
+        elif row.event_at is not None and ev.occurred_at <= row.event_at:
+            return  # a newer snapshot is already here
+        row.event_at = ev.occurred_at
         row.snapshot = snap.model_dump_json()
         row.client_id = snap.client_id
         row.client_name = snap.client_name
@@ -228,6 +231,9 @@ class Desk:
         async with self.service.sessionmaker() as s:
             firm = await self.firm(s, firm_id)
             invoices = await self._invoices(s, firm_id, json.loads(env.invoice_ids))
+        if not invoices:
+            note = "None of this envelope's bills can be sent any more."
+            return {"subject": "", "html": f"<p>{note}</p>", "text": note}
         token = "preview"
         items = [self._item(i, token) for i in invoices]
         composed = compose_email(
@@ -442,6 +448,8 @@ class Desk:
                 continue
             if ev.routing_key == "payment.succeeded":
                 inv.paid_online_minor = (inv.paid_online_minor or 0) + alloc.amount_minor
+            elif ev.routing_key == "payment.processing" and inv.payment_status == "paid_online":
+                continue  # the success overtook the processing notice
             inv.payment_status = status
 
     # --- PDFs ----------------------------------------------------------------------------

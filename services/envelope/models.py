@@ -54,6 +54,8 @@ class Invoice(Base):
     payment_status: Mapped[str | None] = mapped_column(String(30))
     paid_online_minor: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # occurred_at of the invoice.updated applied last: an older event arriving late is skipped.
+    event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Envelope(Base):

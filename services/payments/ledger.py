@@ -93,6 +93,9 @@ class Ledger:
         if bill is None:
             bill = Bill(firm_id=ev.firm_id, invoice_id=inv.invoice_id)
             s.add(bill)
+        elif bill.event_at is not None and ev.occurred_at <= bill.event_at:
+            return  # a newer snapshot is already here
+        bill.event_at = ev.occurred_at
         bill.number, bill.kind, bill.state = inv.number, inv.kind, inv.state
         bill.client_id, bill.client_name, bill.currency = (
             inv.client_id,

@@ -44,6 +44,8 @@ class Bill(Base):
     source_balance_minor: Mapped[int] = mapped_column(Integer)
     due_at: Mapped[date | None] = mapped_column(Date)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # occurred_at of the invoice.updated applied last: an older event arriving late is skipped.
+    event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class PayLink(Base):

@@ -182,3 +182,51 @@ def test_bad_login_and_forged_form_are_refused(system: RunningSystem) -> None:
     assert forged.status_code == 403
     anonymous = httpx.get(f"{system.gateway}/invoices")
     assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+
+
+def test_malformed_bill_is_quarantined_with_its_reason(system: RunningSystem) -> None:
+    from datetime import UTC, datetime
+
+    clio = f"http://127.0.0.1:{system.cfg.ports.clio}"
+    raw = {
+        "id": 5199001,
+        "etag": "x1",
+        "number": "INV-BROKEN",
+        "state": "awaiting_payment",
+        "kind": "revenue_kind",
+        "total": "not a number",
+        "balance": 10,
+        "updated_at": datetime.now(UTC).isoformat(),
+        "client": {"id": 9100001, "name": "Acme Holdings Inc."},
+        "currency": {"code": "USD"},
+    }
+    assert httpx.post(f"{clio}/sandbox/bills/raw", json=raw).status_code == 201
+    c = system.client()
+    csrf = login(c)
+    assert c.post("/invoices/sync", data={"csrf_token": csrf}).status_code == 303
+    settings = c.get("/settings").text
+    assert "5199001" in settings and "total is not an amount" in settings
+    assert "could not be read" in c.get("/invoices").text
+    assert "INV-BROKEN" not in c.get("/invoices", params={"state": "all", "q": "BROKEN"}).text
+
+
+def test_one_firm_never_sees_another_firms_data(system: RunningSystem) -> None:
+    import subprocess
+    import sys
+
+    from devtools.stack import ROOT, service_env
+
+    command = ["-m", "services.gateway", "create-user", "--email", "other@otherfirm.example"]
+    command += ["--password", "other-password", "--firm", "Other Firm PC"]
+    env = service_env(system.cfg, "gateway")
+    subprocess.run([sys.executable, *command], cwd=ROOT, env=env, check=True, capture_output=True)
+    demo = system.client()
+    csrf = login(demo)
+    unpaid = rows(demo.get("/invoices").text)
+    invoice_id = re.search(r'data-invoice="([^"]+)"', unpaid[0]).group(1)  # type: ignore[union-attr]
+    batch = demo.post("/envelopes/review", data={"csrf_token": csrf, "invoice_ids": [invoice_id]})
+    other = system.client()
+    login(other, "other@otherfirm.example", "other-password")
+    assert rows(other.get("/invoices", params={"state": "all"}).text) == []
+    assert other.get(batch.headers["location"]).status_code == 404
+    assert other.get(f"/invoices/{invoice_id}/pdf").status_code == 404

@@ -10,7 +10,9 @@ import pytest
 
 from services.sync.mapping import MalformedBill, bill_to_snapshot, invoice_id_for
 
-CONTACTS = {"77": {"id": 77, "name": "Dana Whitfield", "primary_email_address": "dana@whitfield.test"}}
+CONTACTS = {
+    "77": {"id": 77, "name": "Dana Whitfield", "primary_email_address": "dana@whitfield.test"}
+}
 
 
 def clio_bill(**changes: Any) -> dict[str, Any]:
@@ -83,9 +85,13 @@ def test_client_email_comes_from_the_contact() -> None:
 
 
 def test_amounts_are_exact_minor_units() -> None:
-    snap = bill_to_snapshot(clio_bill(total=0.1 + 0.2, balance=0.30000000000000004, paid=0), CONTACTS)
+    snap = bill_to_snapshot(
+        clio_bill(total=0.1 + 0.2, balance=0.30000000000000004, paid=0), CONTACTS
+    )
     assert (snap.total_minor, snap.balance_minor, snap.paid_minor) == (30, 30, 0)
-    yen = bill_to_snapshot(clio_bill(currency={"code": "jpy"}, total=50000, balance=12500.0), CONTACTS)
+    yen = bill_to_snapshot(
+        clio_bill(currency={"code": "jpy"}, total=50000, balance=12500.0), CONTACTS
+    )
     assert (yen.currency, yen.total_minor, yen.balance_minor) == ("JPY", 50000, 12500)
 
 
@@ -129,8 +135,10 @@ def test_a_timestamped_issue_date_keeps_its_calendar_day() -> None:
         ({"balance": float("nan")}, "balance is not an amount"),
         ({"issued_at": "31/03/2025"}, "issued_at is not a date: '31/03/2025'"),
         ({"due_at": "soon"}, "due_at is not a date: 'soon'"),
-        ({"issued_at": "2025-03-01", "due_at": "2025-02-28"},
-         "due date 2025-02-28 is before issue date 2025-03-01"),
+        (
+            {"issued_at": "2025-03-01", "due_at": "2025-02-28"},
+            "due date 2025-02-28 is before issue date 2025-03-01",
+        ),
     ],
 )
 def test_a_malformed_bill_is_refused_with_its_reason(changes: dict[str, Any], reason: str) -> None:

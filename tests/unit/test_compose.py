@@ -22,13 +22,22 @@ from services.envelope.compose import (
 )
 from shared.events import FirmProfile
 
-FIRM = FirmProfile(name="Hartwell & Moreno LLP", email="billing@hartwell.test", phone="415-555-0182")
+FIRM = FirmProfile(
+    name="Hartwell & Moreno LLP", email="billing@hartwell.test", phone="415-555-0182"
+)
 PAY_ALL = "https://pay.hartwell.test/p/tok3n?all=1&src=email"
 VIEW_ALL = "https://pay.hartwell.test/v/tok3n"
 
 
-def item(number: str, *, kind: str = "invoice", balance: int = 100000, total: int | None = None,
-         due: date | None = date(2025, 4, 30), matter: str | None = "00042 Estate plan") -> EmailItem:
+def item(
+    number: str,
+    *,
+    kind: str = "invoice",
+    balance: int = 100000,
+    total: int | None = None,
+    due: date | None = date(2025, 4, 30),
+    matter: str | None = "00042 Estate plan",
+) -> EmailItem:
     return EmailItem(
         invoice_id=f"clio:{number}",
         number=number,
@@ -43,11 +52,20 @@ def item(number: str, *, kind: str = "invoice", balance: int = 100000, total: in
     )
 
 
-def compose(items: list[EmailItem], subject: str = DEFAULT_SUBJECT, body: str = DEFAULT_BODY,
-            client: str = "Dana Whitfield") -> ComposedEmail:
+def compose(
+    items: list[EmailItem],
+    subject: str = DEFAULT_SUBJECT,
+    body: str = DEFAULT_BODY,
+    client: str = "Dana Whitfield",
+) -> ComposedEmail:
     return compose_email(
-        FIRM, client, items, subject_template=subject, body_template=body,
-        pay_all_url=PAY_ALL, view_all_url=VIEW_ALL,
+        FIRM,
+        client,
+        items,
+        subject_template=subject,
+        body_template=body,
+        pay_all_url=PAY_ALL,
+        view_all_url=VIEW_ALL,
     )
 
 
@@ -78,8 +96,16 @@ class Links(HTMLParser):
 def test_every_autofill_field_renders_in_subject_and_body() -> None:
     every_field = " | ".join(f"{name}={{{{ {name} }}}}" for name in AUTOFILL_FIELDS)
     items = [
-        item("INV-7", balance=150000, total=200000, due=date(2025, 5, 15), matter="00042 Estate plan"),
-        item("TR-3", kind="trust_request", balance=50025, due=date(2025, 4, 1), matter="00051 Probate"),
+        item(
+            "INV-7", balance=150000, total=200000, due=date(2025, 5, 15), matter="00042 Estate plan"
+        ),
+        item(
+            "TR-3",
+            kind="trust_request",
+            balance=50025,
+            due=date(2025, 4, 1),
+            matter="00051 Probate",
+        ),
     ]
     email = compose(items, subject=every_field, body=every_field)
     expected = {
@@ -105,16 +131,22 @@ def test_every_autofill_field_renders_in_subject_and_body() -> None:
 def test_the_default_templates_read_naturally() -> None:
     email = compose([item("INV-7", balance=123450, due=None)])
     assert email.subject == "Hartwell & Moreno LLP: invoice INV-7 ($1,234.50 due)"
-    assert email.text.startswith("Dear Dana Whitfield,\n\nPlease find invoice INV-7 for $1,234.50, due on receipt.")
+    assert email.text.startswith(
+        "Dear Dana Whitfield,\n\nPlease find invoice INV-7 for $1,234.50, due on receipt."
+    )
 
 
 def test_three_numbers_are_listed_with_commas_and_and() -> None:
-    email = compose([item("A"), item("B"), item("C", kind="trust_request")], subject="{{ invoice_numbers }}")
+    email = compose(
+        [item("A"), item("B"), item("C", kind="trust_request")], subject="{{ invoice_numbers }}"
+    )
     assert email.subject == "invoice A, invoice B and trust request C"
 
 
 def test_the_subject_is_one_line() -> None:
-    email = compose([item("INV-7")], subject="Bill\n{{ invoice_numbers }}\n\n  from {{ firm_name }}")
+    email = compose(
+        [item("INV-7")], subject="Bill\n{{ invoice_numbers }}\n\n  from {{ firm_name }}"
+    )
     assert email.subject == "Bill invoice INV-7 from Hartwell & Moreno LLP"
 
 

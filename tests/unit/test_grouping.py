@@ -50,7 +50,10 @@ def test_invoices_and_trust_requests_share_an_envelope() -> None:
 
 def test_several_clients_keep_the_order_of_first_appearance() -> None:
     a1, b1, a2, c1, b2 = (
-        Bill("acme", "A1"), Bill("beta", "B1"), Bill("acme", "A2"), Bill("cole", "C1"),
+        Bill("acme", "A1"),
+        Bill("beta", "B1"),
+        Bill("acme", "A2"),
+        Bill("cole", "C1"),
         Bill("beta", "B2", "trust_request"),
     )
     assert group_into_envelopes([a1, b1, a2, c1, b2], combine=True) == [[a1, a2], [b1, b2], [c1]]

@@ -43,8 +43,23 @@ def test_to_minor(amount: object, currency: str, minor: int) -> None:
 
 @pytest.mark.parametrize(
     "amount",
-    [True, False, None, float("nan"), float("inf"), float("-inf"), "NaN", "sNaN", "Infinity",
-     "abc", "", "12,50", "$12", [], {}],
+    [
+        True,
+        False,
+        None,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        "NaN",
+        "sNaN",
+        "Infinity",
+        "abc",
+        "",
+        "12,50",
+        "$12",
+        [],
+        {},
+    ],
 )
 def test_to_minor_refuses_what_is_not_a_finite_amount(amount: object) -> None:
     with pytest.raises(ValueError, match="not an amount"):

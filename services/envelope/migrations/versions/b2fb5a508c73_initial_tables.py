@@ -1,8 +1,8 @@
 """initial tables
 
-Revision ID: db04c90cbdfe
+Revision ID: b2fb5a508c73
 Revises: 
-Create Date: 2026-11-21 09:37:44.022903
+Create Date: 2026-11-21 09:49:11.017484
 """
 from collections.abc import Sequence
 
@@ -11,7 +11,8 @@ from alembic import op
 
 import shared.db
 
-revision: str = 'db04c90cbdfe'
+
+revision: str = 'b2fb5a508c73'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -109,6 +110,7 @@ def upgrade() -> None:
     sa.Column('payment_status', sa.String(length=30), nullable=True),
     sa.Column('paid_online_minor', sa.Integer(), nullable=False),
     sa.Column('updated_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('event_at', shared.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_invoices')),
     sa.UniqueConstraint('firm_id', 'invoice_id', name=op.f('uq_invoices_firm_id'))
     )

@@ -1,8 +1,8 @@
 """initial tables
 
-Revision ID: df1f4523e857
+Revision ID: 04b28ce50094
 Revises: 
-Create Date: 2026-11-21 09:37:46.863339
+Create Date: 2026-11-21 09:49:12.551148
 """
 from collections.abc import Sequence
 
@@ -11,7 +11,8 @@ from alembic import op
 
 import shared.db
 
-revision: str = 'df1f4523e857'
+
+revision: str = '04b28ce50094'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -32,6 +33,7 @@ def upgrade() -> None:
     sa.Column('source_balance_minor', sa.Integer(), nullable=False),
     sa.Column('due_at', sa.Date(), nullable=True),
     sa.Column('updated_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('event_at', shared.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_bills')),
     sa.UniqueConstraint('firm_id', 'invoice_id', name=op.f('uq_bills_firm_id'))
     )
