@@ -16,7 +16,6 @@ from devtools.stack import (
     ROOT,
     Stack,
     StackConfig,
-    clio_connected,
     connect_clio,
     login,
 )
@@ -48,16 +47,17 @@ def main() -> int:
         stack.start_services()
         with httpx.Client(base_url=f"http://127.0.0.1:{cfg.ports.gateway}", timeout=30) as client:
             csrf = login(client)
-            if not clio_connected(client):
-                print("Connecting the demo firm to the Clio sandbox...", flush=True)
-                connect_clio(cfg, client, csrf)
+            # The sandbox keeps its tokens in memory only: after a restart the demo firm's
+            # stored tokens are unknown to it, so connect again (Settings > Connect Clio).
+            print("Connecting the demo firm to the Clio sandbox...", flush=True)
+            connect_clio(cfg, client, csrf)
         print(
             "\n"
             f"  EnvelopePay is running: http://127.0.0.1:{cfg.ports.gateway}\n"
             f"  Log in as {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
             f"  Dev mail viewer:        http://127.0.0.1:{cfg.ports.mailview}\n"
             f"  Clio sandbox:           http://127.0.0.1:{cfg.ports.clio}\n"
-            f"  Logs:                   {cfg.var_dir / 'logs'}\n"
+            f"  Logs:                   {os.path.relpath(cfg.var_dir / 'logs')}\n"
             "  Press Ctrl-C to stop.\n",
             flush=True,
         )
