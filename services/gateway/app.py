@@ -11,8 +11,9 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.gateway import public, web
+from services.gateway import public, web_auth, web_invoices, web_payments, web_review, web_settings
 from services.gateway.clients import ServiceUnavailable, Upstream
+from services.gateway.deps import LoginRequired, Pages
 from services.gateway.models import Base
 from services.gateway.pages import render
 from services.gateway.settings import GatewaySettings
@@ -44,7 +45,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
     )
-    app.include_router(web.router(service, settings, upstream))
+    pages = Pages(service, settings, upstream)
+    for module in (web_auth, web_invoices, web_review, web_settings, web_payments):
+        app.include_router(module.router(pages))
     app.include_router(public.router(settings, upstream))
 
     @app.middleware("http")
@@ -54,8 +57,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             response.headers.setdefault(key, value)
         return response
 
-    @app.exception_handler(web.LoginRequired)
-    async def login_required(request: Request, exc: web.LoginRequired) -> Response:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse("/login", status_code=303)
 
     @app.exception_handler(ServiceUnavailable)

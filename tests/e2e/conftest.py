@@ -69,7 +69,7 @@ class RunningSystem:
         return httpx.Client(base_url=self.gateway, timeout=30)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def system(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningSystem]:

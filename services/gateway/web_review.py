@@ -1,0 +1,250 @@
+"""Review & Send: drafting envelopes, the review window, Continue, Send Envelope Now."""
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import IntegrityError
+
+from services.gateway import auth
+from services.gateway.auth import CurrentUser
+from services.gateway.deps import Pages, parse_emails
+from services.gateway.models import Batch, Firm, SendRequest
+from shared.events import EnvelopeSendRequested
+
+
+def router(pages: Pages) -> APIRouter:
+    r = APIRouter()
+    service = pages.service
+    upstream = pages.upstream
+    sm = pages.service.sessionmaker
+    User = pages.User
+    FormUser = pages.FormUser
+    show = pages.show
+
+    # --- Review & Send ------------------------------------------------------------------
+
+    @r.post("/envelopes/review", response_model=None)
+    async def review_selected(request: Request, user: FormUser) -> Response:
+        form = await request.form()
+        ids = [str(v) for v in form.getlist("invoice_ids")]
+        if not ids:
+            return RedirectResponse("/invoices", status_code=303)
+        resp = await upstream.call(
+            upstream.envelope,
+            "POST",
+            f"/internal/firms/{user.firm_id}/envelopes/drafts",
+            json={"invoice_ids": ids, "created_by": user.id},
+        )
+        resp.raise_for_status()
+        envelopes = resp.json()
+        if not envelopes:
+            return RedirectResponse("/invoices", status_code=303)
+        batch_id = auth.new_id()
+        async with sm() as s, s.begin():
+            s.add(
+                Batch(
+                    id=batch_id,
+                    firm_id=user.firm_id,
+                    user_id=user.id,
+                    envelope_ids=json.dumps([e["id"] for e in envelopes]),
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return RedirectResponse(f"/batches/{batch_id}/0", status_code=303)
+
+    async def load_batch(user: CurrentUser, batch_id: str) -> list[str]:
+        async with sm() as s:
+            batch = await s.get(Batch, batch_id)
+        if batch is None or batch.firm_id != user.firm_id:
+            raise HTTPException(status_code=404, detail="No such batch.")
+        return json.loads(batch.envelope_ids)
+
+    async def load_envelope(user: CurrentUser, envelope_id: str) -> dict[str, Any]:
+        resp = await upstream.call(
+            upstream.envelope, "GET", f"/internal/firms/{user.firm_id}/envelopes/{envelope_id}"
+        )
+        if resp.status_code == 404:
+            raise HTTPException(status_code=404, detail="No such envelope.")
+        resp.raise_for_status()
+        return resp.json()
+
+    async def invoices_of(user: CurrentUser, ids: list[str]) -> list[dict[str, Any]]:
+        # The envelope's bills, for the review window's list and View Invoice buttons.
+        resp = await upstream.call(
+            upstream.envelope,
+            "GET",
+            f"/internal/firms/{user.firm_id}/invoices",
+            params={"state": "all", "per_page": 200, "ids": ",".join(ids)},
+        )
+        resp.raise_for_status()
+        by_id = {i["invoice_id"]: i for i in resp.json()["items"]}
+        return [by_id[i] for i in ids if i in by_id]
+
+    @r.get("/batches/{batch_id}/{n}", response_class=HTMLResponse)
+    async def review(request: Request, batch_id: str, n: int, user: User) -> HTMLResponse:
+        ids = await load_batch(user, batch_id)
+        if not 0 <= n < len(ids):
+            raise HTTPException(status_code=404, detail="No such envelope in this batch.")
+        env = await load_envelope(user, ids[n])
+        return show(
+            request,
+            "review.html",
+            user,
+            batch_id=batch_id,
+            n=n,
+            count=len(ids),
+            env=env,
+            items=await invoices_of(user, env["invoice_ids"]),
+            to=", ".join(env["to"]),
+            subject=env["subject"],
+            body=env["body"],
+            preview=env["preview"],
+            errors={},
+        )
+
+    @r.post("/batches/{batch_id}/{n}/continue", response_class=HTMLResponse)
+    async def review_continue(
+        request: Request,
+        batch_id: str,
+        n: int,
+        user: FormUser,
+        to: Annotated[str, Form()] = "",
+        subject: Annotated[str, Form()] = "",
+        body: Annotated[str, Form()] = "",
+    ) -> HTMLResponse:
+        ids = await load_batch(user, batch_id)
+        if not 0 <= n < len(ids):
+            raise HTTPException(status_code=404, detail="No such envelope in this batch.")
+        env = await load_envelope(user, ids[n])
+        errors: dict[str, str] = {}
+        good, bad = parse_emails(to)
+        if bad:
+            errors["to"] = "Not an email address: " + ", ".join(bad)
+        elif not good:
+            errors["to"] = "Add at least one recipient."
+        if not subject.strip():
+            errors["subject"] = "The subject cannot be empty."
+        preview = env["preview"]
+        resp = await upstream.call(
+            upstream.envelope,
+            "POST",
+            f"/internal/firms/{user.firm_id}/envelopes/{env['id']}/preview",
+            json={"subject": subject, "body": body},
+        )
+        if resp.status_code == 422:
+            errors["body"] = "Template error: " + str(resp.json().get("detail"))
+        else:
+            resp.raise_for_status()
+            preview = resp.json()
+        items = await invoices_of(user, env["invoice_ids"])
+        common = dict(
+            batch_id=batch_id,
+            n=n,
+            count=len(ids),
+            env=env,
+            items=items,
+            to=to,
+            subject=subject,
+            body=body,
+            preview=preview,
+        )
+        if errors:
+            return show(request, "review.html", user, status_code=422, errors=errors, **common)
+        return show(request, "confirm.html", user, send_id=auth.new_id(), recipients=good, **common)
+
+    @r.post("/batches/{batch_id}/{n}/back", response_class=HTMLResponse)
+    async def review_back(
+        request: Request,
+        batch_id: str,
+        n: int,
+        user: FormUser,
+        to: Annotated[str, Form()] = "",
+        subject: Annotated[str, Form()] = "",
+        body: Annotated[str, Form()] = "",
+    ) -> HTMLResponse:
+        """Go Back: the review window again, with the edits kept."""
+        ids = await load_batch(user, batch_id)
+        if not 0 <= n < len(ids):
+            raise HTTPException(status_code=404, detail="No such envelope in this batch.")
+        env = await load_envelope(user, ids[n])
+        resp = await upstream.call(
+            upstream.envelope,
+            "POST",
+            f"/internal/firms/{user.firm_id}/envelopes/{env['id']}/preview",
+            json={"subject": subject, "body": body},
+        )
+        preview = resp.json() if resp.status_code == 200 else env["preview"]
+        return show(
+            request,
+            "review.html",
+            user,
+            batch_id=batch_id,
+            n=n,
+            count=len(ids),
+            env=env,
+            items=await invoices_of(user, env["invoice_ids"]),
+            to=to,
+            subject=subject,
+            body=body,
+            preview=preview,
+            errors={},
+        )
+
+    @r.post("/batches/{batch_id}/{n}/send")
+    async def send_now(
+        batch_id: str,
+        n: int,
+        user: FormUser,
+        send_id: Annotated[str, Form()],
+        to: Annotated[str, Form()] = "",
+        subject: Annotated[str, Form()] = "",
+        body: Annotated[str, Form()] = "",
+    ) -> RedirectResponse:
+        ids = await load_batch(user, batch_id)
+        if not 0 <= n < len(ids):
+            raise HTTPException(status_code=404, detail="No such envelope in this batch.")
+        env = await load_envelope(user, ids[n])
+        good, bad = parse_emails(to)
+        if bad or not good or not subject.strip():
+            return RedirectResponse(f"/batches/{batch_id}/{n}", status_code=303)
+        async with sm() as s:
+            firm = await s.get(Firm, user.firm_id)
+        try:
+            async with sm() as s, s.begin():
+                s.add(
+                    SendRequest(
+                        send_id=send_id,
+                        firm_id=user.firm_id,
+                        envelope_id=env["id"],
+                        batch_id=batch_id,
+                        user_id=user.id,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+                await s.flush()
+                await service.publish(
+                    s,
+                    EnvelopeSendRequested(
+                        firm_id=user.firm_id,
+                        envelope_id=env["id"],
+                        send_id=send_id,
+                        invoice_ids=env["invoice_ids"],
+                        client_id=env["client_id"],
+                        to=good,
+                        subject=subject,
+                        body=body,
+                        delivery=(firm.default_delivery if firm else "link"),  # type: ignore[arg-type]
+                        requested_by=user.id,
+                    ),
+                )
+        except IntegrityError:
+            pass  # this very click was already taken: a double click or a retried request
+        nxt = n + 1
+        if nxt < len(ids):
+            return RedirectResponse(f"/batches/{batch_id}/{nxt}?notice=sent", status_code=303)
+        return RedirectResponse("/invoices?notice=sent", status_code=303)
+
+    return r
