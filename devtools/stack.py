@@ -226,7 +226,9 @@ class Stack:
         for name in list(self.procs)[::-1]:
             self.stop_service(name)
 
-    def wait_http(self, name: str, url: str, timeout: float = 60, any_status: bool = False) -> None:
+    def wait_http(
+        self, name: str, url: str, timeout: float = 120, any_status: bool = False
+    ) -> None:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:

@@ -60,7 +60,7 @@ class Bus:
         tracer_provider: TracerProvider | None = None,
         retry_delay: float = 0.5,
         queue_expires_ms: int | None = None,
-        prefetch: int = 16,
+        prefetch: int = 8,
     ) -> None:
         self.service = service
         self.delivery_limit = delivery_limit
@@ -78,8 +78,8 @@ class Bus:
         self.dlx = RabbitExchange(f"{exchange}.dlx", type=ExchangeType.DIRECT, durable=True)
         self._dead_letter_routes: list[str] = []
 
-    def queue(self, routing_key: str) -> RabbitQueue:
-        name = queue_name(self.exchange.name, self.service, routing_key)
+    def queue(self, routing_key: str, service: str | None = None) -> RabbitQueue:
+        name = queue_name(self.exchange.name, service or self.service, routing_key)
         arguments: dict[str, Any] = {
             "x-dead-letter-exchange": self.dlx.name,
             "x-dead-letter-routing-key": name,
@@ -142,27 +142,42 @@ class Bus:
                 return
             await msg.raw_message.ack()
 
-    async def start(self) -> None:
-        # Dead-letter queues first, so nothing rejected in the first moments is dropped.
+    async def start(self, subscriptions: dict[str, tuple[type[Event], ...]] | None = None) -> None:
+        # The whole topology first (every consumer's queue and dead-letter queue), so that
+        # nothing published or rejected in the first moments is dropped.
         await self.broker.connect()
+        await self.declare_topology(subscriptions or {})
         await self.declare_dead_letters()
         await self.broker.start()
+
+    async def declare_topology(self, subscriptions: dict[str, tuple[type[Event], ...]]) -> None:
+        exchange = await self.broker.declare_exchange(self.exchange)
+        dlx = await self.broker.declare_exchange(self.dlx)
+        for service, events in subscriptions.items():
+            for event_type in events:
+                queue = self.queue(event_type.routing_key, service)
+                declared = await self.broker.declare_queue(queue)
+                await declared.bind(exchange, routing_key=event_type.routing_key)
+                await self._declare_dlq(dlx, queue.name)
 
     async def declare_dead_letters(self) -> None:
         dlx = await self.broker.declare_exchange(self.dlx)
         for name in self._dead_letter_routes:
-            arguments: dict[str, Any] = {}
-            if self.queue_expires_ms:
-                arguments["x-expires"] = self.queue_expires_ms
-            dlq = await self.broker.declare_queue(
-                RabbitQueue(
-                    name + ".dlq",
-                    queue_type=QueueType.QUORUM,
-                    durable=True,
-                    arguments=arguments,  # type: ignore[arg-type]
-                )
+            await self._declare_dlq(dlx, name)
+
+    async def _declare_dlq(self, dlx: Any, name: str) -> None:
+        arguments: dict[str, Any] = {}
+        if self.queue_expires_ms:
+            arguments["x-expires"] = self.queue_expires_ms
+        dlq = await self.broker.declare_queue(
+            RabbitQueue(
+                name + ".dlq",
+                queue_type=QueueType.QUORUM,
+                durable=True,
+                arguments=arguments,  # type: ignore[arg-type]
             )
-            await dlq.bind(dlx, routing_key=name)
+        )
+        await dlq.bind(dlx, routing_key=name)
 
     async def stop(self) -> None:
         await self.broker.stop()

@@ -47,6 +47,11 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        # A consumer's handler may hold one connection while a helper it calls opens
+        # another: the pool must cover twice the bus prefetch or handlers starve each other.
+        if "poolclass" not in kwargs:
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 40)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -63,6 +68,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_pre_ping", True)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 30)
     return create_async_engine(url, **kwargs)
 
 

@@ -26,6 +26,7 @@ from shared.migrations import upgrade, upgrade_async
 from shared.outbox import OutboxRelay, add_event, inbox_table, outbox_table, record, seen
 from shared.settings import ServiceSettings
 from shared.telemetry import instrument_app, instrument_engine, setup_tracing
+from shared.topology import SUBSCRIPTIONS
 
 E = TypeVar("E", bound=Event)
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Service:
         delay = 0.5
         while True:
             try:
-                await self.bus.start()
+                await self.bus.start(SUBSCRIPTIONS)
                 self.bus_started = True
                 return
             except Exception as exc:

@@ -64,3 +64,12 @@ async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
 def unique_exchange() -> Iterator[str]:
     """An exchange name of the test's own, so tests never see each other's messages."""
     yield f"ept.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The whole system as real processes, one per backend for the session, shared by
+    tests/e2e and tests/browser (see tests/e2e/conftest.py: running_system)."""
+    from tests.e2e.conftest import running_system
+
+    yield from running_system(request, tmp_path_factory)

@@ -232,17 +232,26 @@ def router(service: Service, desk: Desk) -> APIRouter:
             ],
         )
 
-    async def pdf_response(inv: Invoice) -> Response:
-        key = await desk.ensure_invoice_pdf(inv.firm_id, inv.invoice_id)
+    async def stored_pdf(key: str, filename: str) -> Response:
         async with service.sessionmaker() as s:
             pdf = await s.get(Pdf, key)
         assert pdf is not None
-        filename = f"{inv.kind.replace('_', '-')}-{inv.number}.pdf"
         return Response(
             pdf.content,
             media_type="application/pdf",
             headers={"Content-Disposition": f'inline; filename="{filename}"'},
         )
+
+    async def pdf_response(inv: Invoice) -> Response:
+        key = await desk.renderer.ensure(inv.firm_id, inv.invoice_id)
+        return await stored_pdf(key, f"{inv.kind.replace('_', '-')}-{inv.number}.pdf")
+
+    @r.get("/links/{token}/statement.pdf")
+    async def link_statement(token: str) -> Response:
+        key = await desk.link_statement(token)
+        if key is None:
+            raise HTTPException(status_code=404, detail="this link has expired or does not exist")
+        return await stored_pdf(key, "statement.pdf")
 
     @r.get("/links/{token}/invoices/{invoice_id}/pdf")
     async def link_pdf(token: str, invoice_id: str) -> Response:

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.envelope import api
+from services.envelope import api, api_batches, api_templates
 from services.envelope.desk import Desk
 from services.envelope.models import Base
 from services.envelope.settings import EnvelopeSettings
@@ -31,6 +31,8 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     settings = settings or EnvelopeSettings()
     service = Service(settings, Base.metadata, MIGRATIONS)
     desk = Desk(service, settings)
+    # PDFs rendered ahead of time, in a process pool that lives as long as the service.
+    service.background(desk.renderer.run)
 
     @service.handles(FirmUpdated)
     async def firm_updated(s: AsyncSession, ev: FirmUpdated) -> None:
@@ -57,5 +59,7 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
 
     app = service.make_app()
     app.include_router(api.router(service, desk))
+    app.include_router(api_batches.router(service, desk))
+    app.include_router(api_templates.router(service, desk))
     app.state.desk = desk
     return app

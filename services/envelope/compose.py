@@ -104,12 +104,17 @@ class ComposedEmail:
 
 
 def _numbers(items: list[EmailItem]) -> str:
+    """`invoice INV-1`, `invoice INV-1 and trust request TR-2`; past three bills a count
+    with the first few, so a subject line stays readable."""
     labels = [
         f"{'trust request' if i.kind == 'trust_request' else 'invoice'} {i.number}" for i in items
     ]
-    if len(labels) == 1:
-        return labels[0]
-    return ", ".join(labels[:-1]) + " and " + labels[-1]
+    if len(labels) <= 1:
+        return labels[0] if labels else ""
+    if len(labels) <= 3:
+        return ", ".join(labels[:-1]) + " and " + labels[-1]
+    shown = ", ".join(i.number for i in items[:3])
+    return f"{len(items)} bills ({shown} and {len(items) - 3} more)"
 
 
 def autofill(
@@ -189,6 +194,7 @@ def compose_email(
         "body_html": _paragraphs(body),
         "body_text": body,
         "pay_all_url": pay_all_url,
+        "view_all_url": view_all_url,
         "amount_due": context["amount_due"],
         "fmt": format_money,
     }

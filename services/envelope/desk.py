@@ -12,18 +12,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.envelope import template_store
 from services.envelope.compose import (
-    DEFAULT_BODY,
-    DEFAULT_SUBJECT,
     EmailItem,
     TemplateInvalid,
     compose_email,
 )
 from services.envelope.grouping import group_into_envelopes
 from services.envelope.models import Email, Envelope, EnvelopeSend, Firm, Invoice, Link, Pdf
+from services.envelope.rendering import Renderer
 from services.envelope.settings import EnvelopeSettings
 from shared.events import (
     EmailFailed,
@@ -60,7 +59,7 @@ class Desk:
     def __init__(self, service: Service, settings: EnvelopeSettings) -> None:
         self.service = service
         self.settings = settings
-        self._render_lock = asyncio.Semaphore(max(1, settings.pdf_workers))
+        self.renderer = Renderer(service, settings, self)
 
     # --- links ---------------------------------------------------------------------------
 
@@ -77,6 +76,9 @@ class Desk:
         base = f"{self.settings.public_base_url}/pay/{token}"
         return f"{base}?invoice={invoice_id}" if invoice_id else base
 
+    def statement_url(self, token: str) -> str:
+        return f"{self.settings.public_base_url}/v/{token}/statement"
+
     # --- firms and invoices --------------------------------------------------------------
 
     async def firm(self, s: AsyncSession, firm_id: str) -> FirmProfile:
@@ -92,8 +94,10 @@ class Desk:
             s.add(row)
         elif row.updated_at and row.updated_at.replace(tzinfo=UTC) > ev.occurred_at:
             return  # an older profile arriving late
+        before = row.profile
         row.profile = ev.firm.model_dump_json()
         row.updated_at = ev.occurred_at
+        self.renderer.firm_changed_after_commit(s, ev.firm_id, before, row.profile)
 
     async def on_invoice_updated(self, s: AsyncSession, ev: InvoiceUpdated) -> None:
         snap = ev.invoice
@@ -120,6 +124,8 @@ class Desk:
         row.total_minor = snap.total_minor
         row.balance_minor = snap.balance_minor
         row.updated_at = datetime.now(UTC)
+        # Its PDF is rendered ahead of time, in the background, once this is committed.
+        self.renderer.schedule_after_commit(s, ev.firm_id, snap.invoice_id)
 
     async def list_invoices(
         self,
@@ -144,7 +150,15 @@ class Desk:
                 )
             )
         if state == "unpaid":
-            stmt = stmt.where(Invoice.state == "awaiting_payment", Invoice.balance_minor > 0)
+            # Paid online (or processing) here but not yet recorded in Clio is not unpaid.
+            stmt = stmt.where(
+                Invoice.state == "awaiting_payment",
+                Invoice.balance_minor > 0,
+                or_(
+                    Invoice.payment_status.is_(None),
+                    Invoice.payment_status.not_in(("paid_online", "processing")),
+                ),
+            )
         elif state == "paid":
             stmt = stmt.where(or_(Invoice.state == "paid", Invoice.payment_status == "paid_online"))
         elif state in {"draft", "awaiting_payment", "void"}:
@@ -174,6 +188,7 @@ class Desk:
     ) -> list[Envelope]:
         async with self.service.sessionmaker() as s, s.begin():
             firm = await self.firm(s, firm_id)
+            template = await template_store.default_text(s, firm_id)
             invoices = [
                 i
                 for i in await self._invoices(s, firm_id, invoice_ids)
@@ -199,8 +214,8 @@ class Desk:
                     invoice_ids=_dump([g.invoice_id for g in group]),
                     to=_dump([email] if email else []),
                     cc="[]",
-                    subject=DEFAULT_SUBJECT,
-                    body=DEFAULT_BODY,
+                    subject=template.subject,
+                    body=template.body,
                     delivery=firm.default_delivery,
                     status="draft",
                     created_by=created_by,
@@ -243,7 +258,11 @@ class Desk:
             subject_template=subject if subject is not None else env.subject,
             body_template=body if body is not None else env.body,
             pay_all_url=self.pay_url(token),
-            view_all_url=self.view_url(token, invoices[0].invoice_id) if invoices else "",
+            view_all_url=(
+                self.statement_url(token)
+                if len(invoices) > 1
+                else self.view_url(token, invoices[0].invoice_id)
+            ),
         )
         return {"subject": composed.subject, "html": composed.html, "text": composed.text}
 
@@ -309,17 +328,17 @@ class Desk:
                     subject_template=ev.subject,
                     body_template=ev.body,
                     pay_all_url=self.pay_url(token),
-                    view_all_url=items[0].view_url,
+                    view_all_url=(
+                        self.statement_url(token) if len(items) > 1 else items[0].view_url
+                    ),
                 )
             except TemplateInvalid as exc:
                 failure = f"template error: {exc}"
         attachments: list[dict[str, str]] = []
         if composed is not None and ev.delivery == "attachment":
-            for inv in invoices:
-                key = await self.ensure_invoice_pdf(ev.firm_id, inv.invoice_id)
-                attachments.append(
-                    {"filename": f"{inv.kind.replace('_', '-')}-{inv.number}.pdf", "pdf_key": key}
-                )
+            attachments = await self._attachments(
+                ev.firm_id, firm, env.client_name, invoices, self.pay_url(token), now
+            )
         # Writes from here on.
         s.add(send)
         env.to, env.cc, env.subject, env.body, env.delivery = (
@@ -466,15 +485,19 @@ class Desk:
                     files.append((att["filename"], pdf.content))
             return email, files
 
+    async def _live_link(self, s: AsyncSession, token: str) -> Link | None:
+        link = await s.get(Link, hash_token(token))
+        if link is None or link.revoked_at is not None:
+            return None
+        if link.expires_at.replace(tzinfo=UTC) < datetime.now(UTC):
+            return None
+        return link
+
     async def link_invoice(self, token: str, invoice_id: str) -> Invoice | None:
         """The invoice a client link may show, or None when the link does not allow it."""
         async with self.service.sessionmaker() as s:
-            link = await s.get(Link, hash_token(token))
-            if link is None or link.revoked_at is not None:
-                return None
-            if link.expires_at.replace(tzinfo=UTC) < datetime.now(UTC):
-                return None
-            if invoice_id not in json.loads(link.invoice_ids):
+            link = await self._live_link(s, token)
+            if link is None or invoice_id not in json.loads(link.invoice_ids):
                 return None
             return await s.scalar(
                 select(Invoice).where(
@@ -482,87 +505,51 @@ class Desk:
                 )
             )
 
-    async def ensure_invoice_pdf(self, firm_id: str, invoice_id: str) -> str:
-        """Render the invoice's PDF unless an identical one is cached; returns its key."""
-        from services.envelope import pdf  # WeasyPrint loads lazily: not every path needs it
-
+    async def link_statement(self, token: str) -> str | None:
+        """The key of the statement of every bill on a client link (as of today), or None
+        when the link does not exist or no longer works."""
         async with self.service.sessionmaker() as s:
-            inv = await s.scalar(
-                select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id)
-            )
-            if inv is None:
-                raise KeyError(invoice_id)
-            firm = await self.firm(s, firm_id)
-            snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
-            token = self.invoice_token(firm_id, invoice_id)
-            pay_url = self.pay_url(token) if snap.balance_minor > 0 else None
-            key = pdf.pdf_cache_key(
-                "invoice",
-                {
-                    "invoice": snap.model_dump(mode="json"),
-                    "firm": firm.model_dump(),
-                    "pay_url": pay_url,
-                },
-            )
-            if await s.get(Pdf, key) is not None:
-                return key
-        async with self._render_lock:
-            content = await asyncio.to_thread(pdf.render_invoice_pdf, snap, firm, pay_url=pay_url)
-        try:
-            async with self.service.sessionmaker() as s, s.begin():
-                s.add(
-                    Pdf(
-                        key=key,
-                        firm_id=firm_id,
-                        invoice_id=invoice_id,
-                        content=content,
-                        created_at=datetime.now(UTC),
-                    )
-                )
-                if pay_url and await s.get(Link, hash_token(token)) is None:
-                    await self._register_invoice_link(s, firm_id, inv, snap, token)
-        except IntegrityError:
-            pass  # rendered concurrently by another task: the same bytes are already there
-        return key
+            link = await self._live_link(s, token)
+            if link is None:
+                return None
+            firm = await self.firm(s, link.firm_id)
+            invoices = await self._invoices(s, link.firm_id, json.loads(link.invoice_ids))
+        if not invoices:
+            return None
+        return await self.renderer.ensure_statement(
+            link.firm_id,
+            firm,
+            [InvoiceSnapshot.model_validate_json(i.snapshot) for i in invoices],
+            client_name=invoices[0].client_name,
+            pay_url=self.pay_url(token),
+            statement_date=datetime.now(UTC).date(),
+        )
 
-    async def _register_invoice_link(
-        self, s: AsyncSession, firm_id: str, inv: Invoice, snap: InvoiceSnapshot, token: str
-    ) -> None:
-        # The PDF's pay link belongs to the invoice, not to one email, so a PDF rendered
-        # ahead of time can carry it. It lives as long as the invoice is unpaid.
-        now = datetime.now(UTC)
-        expires = now + timedelta(days=365)
-        s.add(
-            Link(
-                token_hash=hash_token(token),
-                firm_id=firm_id,
-                envelope_id="",
-                send_id="",
-                invoice_ids=_dump([inv.invoice_id]),
-                created_at=now,
-                expires_at=expires,
+    async def _attachments(
+        self,
+        firm_id: str,
+        firm: FirmProfile,
+        client_name: str,
+        invoices: list[Invoice],
+        pay_all_url: str,
+        now: datetime,
+    ) -> list[dict[str, str]]:
+        """An email's PDFs: each bill's own (normally rendered ahead of time) and, when there
+        are several, the statement of them all first, with the Pay All link."""
+        names = [f"{i.kind.replace('_', '-')}-{i.number}.pdf" for i in invoices]
+        renders = [self.renderer.ensure(firm_id, i.invoice_id) for i in invoices]
+        if len(invoices) > 1:
+            names.insert(0, f"statement-{now.date().isoformat()}.pdf")
+            renders.insert(
+                0,
+                self.renderer.ensure_statement(
+                    firm_id,
+                    firm,
+                    [InvoiceSnapshot.model_validate_json(i.snapshot) for i in invoices],
+                    client_name=client_name,
+                    pay_url=pay_all_url,
+                    statement_date=now.date(),
+                ),
             )
-        )
-        await self.service.publish(
-            s,
-            PayLinkIssued(
-                firm_id=firm_id,
-                link_id=f"invoice:{inv.invoice_id}",
-                token_hash=hash_token(token),
-                envelope_id="",
-                client_id=inv.client_id,
-                client_name=inv.client_name,
-                client_email=snap.client_email,
-                items=[
-                    PayLinkItem(
-                        invoice_id=inv.invoice_id,
-                        number=inv.number,
-                        kind=snap.kind,
-                        currency=inv.currency,
-                        balance_minor=snap.balance_minor,
-                        due_at=inv.due_at,
-                    )
-                ],
-                expires_at=expires,
-            ),
-        )
+        keys = await asyncio.gather(*renders)
+        return [{"filename": n, "pdf_key": k} for n, k in zip(names, keys, strict=True)]

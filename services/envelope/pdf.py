@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -156,6 +157,10 @@ def _linkable(url: str | None) -> str | None:
 def _qr_data_uri(url: str) -> str:
     # Vector, so it prints sharp at any size; medium error correction survives a crease.
     return segno.make(url, error="m").svg_data_uri(border=0, dark="#17263c")
+
+
+# The parts of the firm's profile a PDF shows; other settings must not change a PDF's key.
+FIRM_FIELDS = frozenset({"name", "address", "phone", "email", "website"})
 
 
 def _firm_view(firm: FirmProfile) -> dict[str, Any]:
@@ -355,3 +360,47 @@ def statement_cache_key(
             "statement_date": statement_date,
         },
     )
+
+
+# --- process pool entry points ----------------------------------------------------------
+# A worker process is given plain dicts (cheap to pickle, nothing of the database or the
+# bus) and imports only this module.
+
+
+def start_worker() -> None:
+    """ProcessPoolExecutor initializer: build fonts and stylesheet before the first job, and
+    leave when the process that started the pool is gone (a killed service must not leave
+    workers behind, blocked on a queue nobody feeds)."""
+    _resources()
+    html_to_pdf("<p>warm</p>")  # the first layout loads fonts and shaping caches: not in a job
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="pdf-worker-watch", daemon=True).start()
+
+
+def render_job(kind: str, args: dict[str, Any]) -> tuple[bytes, int]:
+    """Render one PDF from plain values, as pdf_cache_key(kind, args) keys it; returns the
+    PDF and the pid of the process that rendered it."""
+    if kind == "invoice":
+        content = render_invoice_pdf(
+            InvoiceSnapshot.model_validate(args["invoice"]),
+            FirmProfile.model_validate(args["firm"]),
+            pay_url=args["pay_url"],
+            view_url=args.get("view_url"),
+        )
+    elif kind == "statement":
+        content = render_statement_pdf(
+            [InvoiceSnapshot.model_validate(i) for i in args["invoices"]],
+            FirmProfile.model_validate(args["firm"]),
+            client_name=args["client_name"],
+            pay_url=args["pay_url"],
+            statement_date=dt.date.fromisoformat(args["statement_date"]),
+        )
+    else:
+        raise ValueError(f"unknown PDF kind {kind!r}")
+    return content, os.getpid()

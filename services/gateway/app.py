@@ -11,7 +11,17 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.gateway import public, web_auth, web_invoices, web_payments, web_review, web_settings
+from services.gateway import (
+    public,
+    web_auth,
+    web_balances,
+    web_batches,
+    web_invoices,
+    web_payments,
+    web_review,
+    web_settings,
+    web_templates,
+)
 from services.gateway.clients import ServiceUnavailable, Upstream
 from services.gateway.deps import LoginRequired, Pages
 from services.gateway.models import Base
@@ -46,7 +56,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
     )
     pages = Pages(service, settings, upstream)
-    for module in (web_auth, web_invoices, web_review, web_settings, web_payments):
+    # web_batches before web_review: /batches/{id}/send-all must not be taken for /batches/{id}/{n}.
+    for module in (
+        web_auth,
+        web_invoices,
+        web_batches,
+        web_balances,
+        web_review,
+        web_settings,
+        web_templates,
+        web_payments,
+    ):
         app.include_router(module.router(pages))
     app.include_router(public.router(settings, upstream))
 

@@ -27,6 +27,7 @@ NOTICES = {
     "clio": "Clio is connected. Your bills are syncing.",
     "template_saved": "Template saved.",
     "template_deleted": "Template deleted.",
+    "template_default": "Default template saved.",
 }
 
 

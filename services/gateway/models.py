@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import ServiceBase, UTCDateTime, new_metadata
@@ -55,26 +55,33 @@ class WebSession(Base):
 
 
 class Batch(Base):
-    """The envelopes drafted by one Review & Send Selected, reviewed one by one."""
+    """The envelopes drafted by one Review & Send Selected (or one Send client balance),
+    reviewed one by one or sent all at once."""
 
     __tablename__ = "batches"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     firm_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20), default="selected")  # selected, balance
     envelope_ids: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class SendRequest(Base):
-    """One click of Send. The send id is minted when the confirmation is shown, so a
-    double click, a browser retry or a second tab carries the same id and sends once."""
+    """One click of Send. The send id is minted when the confirmation is shown, so a double
+    click or a browser retry carries the same id and sends once. `seq` numbers the sends of
+    an envelope as the page that asked for it saw them: a second tab showing the same
+    confirmation asks for the same number, and the unique constraint turns it away."""
 
     __tablename__ = "send_requests"
+    __table_args__ = (UniqueConstraint("envelope_id", "seq"),)
 
     send_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     firm_id: Mapped[str] = mapped_column(String(64), index=True)
     envelope_id: Mapped[str] = mapped_column(String(36), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[str | None] = mapped_column(String(36), index=True)  # a Send All run
     batch_id: Mapped[str | None] = mapped_column(String(36))
     user_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -55,11 +55,8 @@ def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
             )
         )
 
-    @r.get("/v/{token}/{invoice_id}", response_model=None)
-    async def view_invoice(request: Request, token: str, invoice_id: str) -> Response:
-        resp = await upstream.call(
-            upstream.envelope, "GET", f"/internal/links/{token}/invoices/{invoice_id}/pdf"
-        )
+    async def pdf_from_envelope(request: Request, token: str, path: str) -> Response:
+        resp = await upstream.call(upstream.envelope, "GET", path)
         if resp.status_code == 404:
             return expired(request, await link(token))
         resp.raise_for_status()
@@ -69,6 +66,18 @@ def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
                 media_type="application/pdf",
                 headers={"Content-Disposition": resp.headers.get("Content-Disposition", "inline")},
             )
+        )
+
+    # Before /v/{token}/{invoice_id}: "statement" is never an invoice id (those are clio:123).
+    @r.get("/v/{token}/statement", response_model=None)
+    async def view_statement(request: Request, token: str) -> Response:
+        """The combined statement of every bill on the link, with the Pay All link."""
+        return await pdf_from_envelope(request, token, f"/internal/links/{token}/statement.pdf")
+
+    @r.get("/v/{token}/{invoice_id}", response_model=None)
+    async def view_invoice(request: Request, token: str, invoice_id: str) -> Response:
+        return await pdf_from_envelope(
+            request, token, f"/internal/links/{token}/invoices/{invoice_id}/pdf"
         )
 
     @r.get("/pay/{token}", response_model=None)

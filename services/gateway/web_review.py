@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy.exc import IntegrityError
 
 from services.gateway import auth
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Pages, parse_emails
-from services.gateway.models import Batch, Firm, SendRequest
-from shared.events import EnvelopeSendRequested
+from services.gateway.models import Batch
+from services.gateway.sending import next_seq, request_send, sent_envelopes
+from services.gateway.web_templates import template_choices, template_text
 
 
 def router(pages: Pages) -> APIRouter:
@@ -62,6 +62,11 @@ def router(pages: Pages) -> APIRouter:
             raise HTTPException(status_code=404, detail="No such batch.")
         return json.loads(batch.envelope_ids)
 
+    async def is_balance(batch_id: str) -> bool:
+        async with sm() as s:
+            batch = await s.get(Batch, batch_id)
+        return batch is not None and batch.kind == "balance"
+
     async def load_envelope(user: CurrentUser, envelope_id: str) -> dict[str, Any]:
         resp = await upstream.call(
             upstream.envelope, "GET", f"/internal/firms/{user.firm_id}/envelopes/{envelope_id}"
@@ -103,6 +108,7 @@ def router(pages: Pages) -> APIRouter:
             body=env["body"],
             preview=env["preview"],
             errors={},
+            **await template_choices(upstream, user.firm_id, env["subject"], env["body"]),
         )
 
     @r.post("/batches/{batch_id}/{n}/continue", response_class=HTMLResponse)
@@ -152,8 +158,20 @@ def router(pages: Pages) -> APIRouter:
             preview=preview,
         )
         if errors:
-            return show(request, "review.html", user, status_code=422, errors=errors, **common)
-        return show(request, "confirm.html", user, send_id=auth.new_id(), recipients=good, **common)
+            choices = await template_choices(upstream, user.firm_id, subject, body)
+            return show(
+                request, "review.html", user, status_code=422, errors=errors, **common, **choices
+            )
+        return show(
+            request,
+            "confirm.html",
+            user,
+            send_id=auth.new_id(),
+            seq=await next_seq(service, env["id"]),
+            balance=await is_balance(batch_id),
+            recipients=good,
+            **common,
+        )
 
     @r.post("/batches/{batch_id}/{n}/back", response_class=HTMLResponse)
     async def review_back(
@@ -191,6 +209,22 @@ def router(pages: Pages) -> APIRouter:
             body=body,
             preview=preview,
             errors={},
+            **await template_choices(upstream, user.firm_id, subject, body),
+        )
+
+    @r.post("/batches/{batch_id}/{n}/template", response_class=HTMLResponse)
+    async def apply_template(
+        request: Request,
+        batch_id: str,
+        n: int,
+        user: FormUser,
+        to: Annotated[str, Form()] = "",
+        template_id: Annotated[str, Form()] = "",
+    ) -> HTMLResponse:
+        """Email template: Subject and Message from the chosen template, To as typed."""
+        chosen = await template_text(upstream, user.firm_id, template_id)
+        return await review_back(
+            request, batch_id, n, user, to=to, subject=chosen["subject"], body=chosen["body"]
         )
 
     @r.post("/batches/{batch_id}/{n}/send")
@@ -199,6 +233,7 @@ def router(pages: Pages) -> APIRouter:
         n: int,
         user: FormUser,
         send_id: Annotated[str, Form()],
+        seq: Annotated[int, Form()] = 1,
         to: Annotated[str, Form()] = "",
         subject: Annotated[str, Form()] = "",
         body: Annotated[str, Form()] = "",
@@ -210,41 +245,24 @@ def router(pages: Pages) -> APIRouter:
         good, bad = parse_emails(to)
         if bad or not good or not subject.strip():
             return RedirectResponse(f"/batches/{batch_id}/{n}", status_code=303)
-        async with sm() as s:
-            firm = await s.get(Firm, user.firm_id)
-        try:
-            async with sm() as s, s.begin():
-                s.add(
-                    SendRequest(
-                        send_id=send_id,
-                        firm_id=user.firm_id,
-                        envelope_id=env["id"],
-                        batch_id=batch_id,
-                        user_id=user.id,
-                        created_at=datetime.now(UTC),
-                    )
-                )
-                await s.flush()
-                await service.publish(
-                    s,
-                    EnvelopeSendRequested(
-                        firm_id=user.firm_id,
-                        envelope_id=env["id"],
-                        send_id=send_id,
-                        invoice_ids=env["invoice_ids"],
-                        client_id=env["client_id"],
-                        to=good,
-                        subject=subject,
-                        body=body,
-                        delivery=(firm.default_delivery if firm else "link"),  # type: ignore[arg-type]
-                        requested_by=user.id,
-                    ),
-                )
-        except IntegrityError:
-            pass  # this very click was already taken: a double click or a retried request
-        nxt = n + 1
-        if nxt < len(ids):
-            return RedirectResponse(f"/batches/{batch_id}/{nxt}?notice=sent", status_code=303)
-        return RedirectResponse("/invoices?notice=sent", status_code=303)
+        await request_send(
+            service,
+            firm_id=user.firm_id,
+            user_id=user.id,
+            envelope=env,
+            send_id=send_id,
+            seq=seq,
+            to=good,
+            subject=subject,
+            body=body,
+            batch_id=batch_id,
+            pay_all_outstanding=await is_balance(batch_id),
+        )  # False: a double click, a retried request or a second tab; nothing more to do
+        # The next envelope of the batch not yet sent, so unsent ones stay in review.
+        done = await sent_envelopes(service, ids)
+        for m in list(range(n + 1, len(ids))) + list(range(0, n)):
+            if ids[m] not in done:
+                return RedirectResponse(f"/batches/{batch_id}/{m}?notice=sent", status_code=303)
+        return RedirectResponse(f"/batches/{batch_id}?notice=sent", status_code=303)
 
     return r

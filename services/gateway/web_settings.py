@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.gateway.deps import EMAIL_RE, Pages
 from services.gateway.firms import publish_firm
 from services.gateway.models import Firm, OAuthState
+from services.gateway.web_templates import set_default_template, template_list
 
 
 def router(pages: Pages) -> APIRouter:
@@ -34,7 +35,14 @@ def router(pages: Pages) -> APIRouter:
             await upstream.call(upstream.sync, "GET", f"/internal/firms/{user.firm_id}/quarantine")
         ).json()
         return show(
-            request, "settings.html", user, firm=firm, clio=clio, quarantine=quarantine, errors={}
+            request,
+            "settings.html",
+            user,
+            firm=firm,
+            clio=clio,
+            quarantine=quarantine,
+            templates=await template_list(upstream, user.firm_id),
+            errors={},
         )
 
     @r.post("/settings", response_model=None)
@@ -50,6 +58,11 @@ def router(pages: Pages) -> APIRouter:
         delivery = str(form.get("default_delivery") or "link")
         if delivery not in ("link", "attachment"):
             errors["default_delivery"] = "Choose a delivery."
+        # Default template: kept by the envelope service with the templates themselves.
+        choice = form.get("default_template")
+        if choice is not None and not errors:
+            if not await set_default_template(upstream, user.firm_id, str(choice)):
+                errors["default_template"] = "That template no longer exists. Choose another."
         async with sm() as s, s.begin():
             firm = await s.get(Firm, user.firm_id)
             assert firm is not None
@@ -67,6 +80,7 @@ def router(pages: Pages) -> APIRouter:
                     firm=firm,
                     clio=clio,
                     quarantine=[],
+                    templates=await template_list(upstream, user.firm_id),
                     errors=errors,
                 )
             firm.name = name

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from shared.events import InvoiceSnapshot
+from shared.events import InvoiceSnapshot, LineItem
 from shared.money import to_minor
 
 CLIO_STATES = {"draft", "awaiting_approval", "awaiting_payment", "paid", "void", "deleted"}
@@ -16,6 +17,8 @@ BILL_FIELDS = (
     "currency{code},client{id,name},matters{id,display_number,description}"
 )
 CONTACT_FIELDS = "id,etag,name,primary_email_address,updated_at"
+# A bill's lines (`GET line_items.json?bill_id=`): every field here is in Clio's LineItem schema.
+LINE_ITEM_FIELDS = "id,type,kind,date,description,quantity,price,total,group_ordering"
 
 
 class MalformedBill(ValueError):
@@ -130,3 +133,85 @@ def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) 
         paid_minor=paid,
         source_updated_at=_datetime(bill.get("updated_at")),
     )
+
+
+# Clio's line item types: time and expense entries (ActivityLineItem, whose `kind` is Service or
+# Expense), free-form lines and trust request lines (LineItem), lines shown at no charge
+# (NoChargeLineItem) and lines a bill theme summarises (SummaryLineItem).
+_QUANTITY_PLACES = Decimal("0.000001")
+
+
+def _quantity(value: Any) -> str | None:
+    """Hours or units as decimal text (Clio sends a JSON number): `1.5`, `0.25`, `3`."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    if not number.is_finite():
+        return None
+    # A float may carry noise (0.30000000000000004); no timekeeper records a millionth of an hour.
+    number = number.quantize(_QUANTITY_PLACES).normalize()
+    return f"{number:f}"
+
+
+def _line_date(value: Any) -> date | None:
+    try:
+        return _date(value, "date")
+    except MalformedBill:
+        return None
+
+
+def line_items_from_clio(rows: list[Any], currency: str) -> list[LineItem]:
+    """Map a bill's Clio line items (as fetched with LINE_ITEM_FIELDS) to LineItems, in the
+    order the bill shows them (Clio's group_ordering, then by date).
+
+    Line items are only what the PDF shows: the bill's total and balance stand on their own.
+    So a line that cannot be read (no amount, not an object) is left out rather than holding
+    back the whole bill, and the PDF shows the difference to the total as an adjustment.
+    """
+    keyed: list[tuple[tuple[int, date, int], LineItem]] = []
+    for position, row in enumerate(rows):
+        if not isinstance(row, dict):
+            continue
+        try:
+            total = to_minor(row.get("total"), currency)
+        except ValueError:
+            continue
+        try:
+            rate = to_minor(row.get("price"), currency)
+        except ValueError:
+            rate = 0
+        quantity = _quantity(row.get("quantity")) or "1"
+        clio_type = row.get("type")
+        clio_kind = row.get("kind")
+        if clio_type == "LineItem":
+            kind = "other"  # a trust request's line, or a free-form charge
+        elif clio_kind == "Service":
+            kind = "fee"
+        elif clio_kind == "Expense":
+            kind = "expense"
+        else:
+            kind = "other"
+        if clio_type == "NoChargeLineItem":
+            total = 0
+        when = _line_date(row.get("date"))
+        ordering = row.get("group_ordering")
+        sort_key = (
+            # Lines without a place on the bill go after those with one.
+            ordering if isinstance(ordering, int) and not isinstance(ordering, bool) else 2**31,
+            when or date.min,
+            position,
+        )
+        item = LineItem(
+            kind=kind,
+            date=when,
+            description=str(row.get("description") or "").strip(),
+            quantity=quantity,
+            rate_minor=rate,
+            total_minor=total,
+        )
+        keyed.append((sort_key, item))
+    keyed.sort(key=lambda pair: pair[0])
+    return [item for _, item in keyed]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from devtools.stack import Ports, Stack, StackConfig, connect_clio, login
-from tests.conftest import AMQP_URL, BACKENDS, POSTGRES_URL, _asyncpg_dsn
+from tests.conftest import AMQP_URL, POSTGRES_URL, _asyncpg_dsn
 from tests.support.otlp import OtlpReceiver
 
 SERVICES = ("sync", "envelope", "mailer", "payments", "gateway")
@@ -50,6 +50,24 @@ async def _drop_databases(prefix: str) -> None:
         await conn.close()
 
 
+def wait_for_sync(ports: Ports, at_least: int = 45, timeout: float = 60) -> None:
+    """Connecting Clio starts the first sync; tests start once all the sandbox seed's bills
+    (45) have reached the envelope service."""
+    import time
+
+    from devtools.stack import DEMO_FIRM_ID
+
+    url = f"http://127.0.0.1:{ports.envelope}/internal/firms/{DEMO_FIRM_ID}/invoices"
+    headers = {"X-Internal-Token": "dev-internal-token"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = httpx.get(url, params={"per_page": 1}, headers=headers)
+        if resp.status_code == 200 and resp.json()["total"] >= at_least:
+            return
+        time.sleep(0.25)
+    raise RuntimeError("the first sync did not bring the seeded bills in time")
+
+
 @dataclass
 class RunningSystem:
     stack: Stack
@@ -69,8 +87,10 @@ class RunningSystem:
         return httpx.Client(base_url=self.gateway, timeout=30)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def system(
+# The `system` fixture is registered in tests/conftest.py, not here: a fixture defined (or
+# imported) in two conftests is two fixtures, and tests/e2e and tests/browser would each start
+# their own stack per backend.
+def running_system(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningSystem]:
     backend = str(request.param)
@@ -97,6 +117,7 @@ def system(
             stack.start_services()
             with httpx.Client(base_url=f"http://127.0.0.1:{ports.gateway}", timeout=30) as client:
                 connect_clio(cfg, client, login(client))
+            wait_for_sync(ports)
             yield RunningSystem(stack, cfg, otlp, backend)
         except Exception:
             for name in stack.procs:

@@ -150,3 +150,117 @@ def test_a_malformed_bill_is_refused_with_its_reason(changes: dict[str, Any], re
 def test_something_that_is_not_a_bill_is_refused() -> None:
     with pytest.raises(MalformedBill, match="not a JSON object"):
         bill_to_snapshot(["not", "a", "bill"], CONTACTS)  # type: ignore[arg-type]
+
+
+# --- line items -------------------------------------------------------------------------
+
+
+def clio_line(**changes: Any) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "id": 6100001,
+        "type": "ActivityLineItem",
+        "kind": "Service",
+        "date": "2025-03-04",
+        "description": "Draft lease amendment",
+        "quantity": 1.5,
+        "price": 350.0,
+        "total": 525.0,
+        "group_ordering": 1,
+    }
+    line.update(changes)
+    return line
+
+
+def test_line_items_map_fees_expenses_and_other_lines() -> None:
+    from services.sync.mapping import line_items_from_clio
+
+    fee, expense, trust = line_items_from_clio(
+        [
+            clio_line(),
+            clio_line(
+                id=6100002,
+                kind="Expense",
+                description="Court filing fee",
+                quantity=1.0,
+                price=435.0,
+                total=435.0,
+                group_ordering=2,
+            ),
+            clio_line(
+                id=6100003,
+                type="LineItem",
+                description="Funds request: retainer",
+                quantity=1,
+                price=5000,
+                total=5000,
+                group_ordering=3,
+            ),
+        ],
+        "USD",
+    )
+    assert fee.kind == "fee"
+    assert fee.date == date(2025, 3, 4)
+    assert fee.description == "Draft lease amendment"
+    assert (fee.quantity, fee.rate_minor, fee.total_minor) == ("1.5", 35000, 52500)
+    assert (expense.kind, expense.quantity, expense.total_minor) == ("expense", "1", 43500)
+    assert (trust.kind, trust.total_minor) == ("other", 500000)
+
+
+def test_line_item_quantities_are_decimal_text_without_float_noise() -> None:
+    from services.sync.mapping import line_items_from_clio
+
+    quantities = [
+        item.quantity
+        for item in line_items_from_clio(
+            [
+                clio_line(quantity=0.1 + 0.2),
+                clio_line(quantity=0.25),
+                clio_line(quantity="2.50"),
+                clio_line(quantity=3),
+                clio_line(quantity=None),
+            ],
+            "USD",
+        )
+    ]
+    assert quantities == ["0.3", "0.25", "2.5", "3", "1"]
+
+
+def test_line_items_follow_the_bill_order() -> None:
+    from services.sync.mapping import line_items_from_clio
+
+    items = line_items_from_clio(
+        [
+            clio_line(description="third", group_ordering=2, date="2025-03-01"),
+            clio_line(description="second", group_ordering=1, date="2025-03-09"),
+            clio_line(description="first", group_ordering=1, date="2025-03-02"),
+            clio_line(description="fourth", group_ordering=None, date=None),
+        ],
+        "USD",
+    )
+    assert [i.description for i in items] == ["first", "second", "third", "fourth"]
+
+
+def test_unreadable_line_items_are_left_out_not_the_bill() -> None:
+    from services.sync.mapping import line_items_from_clio
+
+    items = line_items_from_clio(
+        [
+            "not a line",
+            clio_line(total=None),
+            clio_line(total="abc"),
+            clio_line(description="  kept  ", price=None, date="03/04/2025", kind=None),
+            clio_line(type="NoChargeLineItem", total=120.0),
+        ],
+        "USD",
+    )
+    assert len(items) == 2
+    kept, no_charge = items
+    assert (kept.description, kept.rate_minor, kept.date, kept.kind) == ("kept", 0, None, "other")
+    assert (no_charge.kind, no_charge.total_minor) == ("fee", 0)
+
+
+def test_line_item_amounts_follow_the_currency() -> None:
+    from services.sync.mapping import line_items_from_clio
+
+    (yen,) = line_items_from_clio([clio_line(price=12000, total=18000.0)], "JPY")
+    assert (yen.rate_minor, yen.total_minor) == (12000, 18000)

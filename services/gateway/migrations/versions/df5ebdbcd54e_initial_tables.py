@@ -1,8 +1,8 @@
 """initial tables
 
-Revision ID: 2d29e0f95db9
+Revision ID: df5ebdbcd54e
 Revises: 
-Create Date: 2026-11-21 09:37:48.251325
+Create Date: 2026-11-21 10:05:32.410044
 """
 from collections.abc import Sequence
 
@@ -11,7 +11,8 @@ from alembic import op
 
 import shared.db
 
-revision: str = '2d29e0f95db9'
+
+revision: str = 'df5ebdbcd54e'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -23,6 +24,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('firm_id', sa.String(length=64), nullable=False),
     sa.Column('user_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('envelope_ids', sa.Text(), nullable=False),
     sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_batches'))
@@ -79,14 +81,18 @@ def upgrade() -> None:
     sa.Column('send_id', sa.String(length=64), nullable=False),
     sa.Column('firm_id', sa.String(length=64), nullable=False),
     sa.Column('envelope_id', sa.String(length=36), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.String(length=36), nullable=True),
     sa.Column('batch_id', sa.String(length=36), nullable=True),
     sa.Column('user_id', sa.String(length=64), nullable=False),
     sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('send_id', name=op.f('pk_send_requests'))
+    sa.PrimaryKeyConstraint('send_id', name=op.f('pk_send_requests')),
+    sa.UniqueConstraint('envelope_id', 'seq', name=op.f('uq_send_requests_envelope_id'))
     )
     with op.batch_alter_table('send_requests', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_send_requests_envelope_id'), ['envelope_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_send_requests_firm_id'), ['firm_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_send_requests_run_id'), ['run_id'], unique=False)
 
     op.create_table('users',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -129,6 +135,7 @@ def downgrade() -> None:
 
     op.drop_table('users')
     with op.batch_alter_table('send_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_send_requests_run_id'))
         batch_op.drop_index(batch_op.f('ix_send_requests_firm_id'))
         batch_op.drop_index(batch_op.f('ix_send_requests_envelope_id'))
 

@@ -1,0 +1,466 @@
+"""Invoice PDFs rendered ahead of time, in a process pool, and cached by content.
+
+When an invoice changes, its PDF is rendered in the background once the change has committed,
+so a send or a View Invoice finds it ready. A PDF is stored under a hash of everything that
+shapes it (pdf.pdf_cache_key): an identical PDF is never rendered twice, and a changed invoice,
+firm profile or template gets a new key.
+
+- Coalescing: an invoice scheduled again before its render started is rendered once, from the
+  snapshot stored by then (the newest).
+- Joining: a request for a PDF whose render is under way waits for that render (per key)
+  instead of starting another.
+- Priority: background renders hold at most `pdf_workers` pool slots, so a send or a click
+  never queues behind a backlog of pre-renders.
+- WeasyPrint is CPU bound and holds the GIL, so renders run in worker processes started by a
+  forkserver (forking this process, with its threads and sockets, is not safe); workers
+  import only services.envelope.pdf and get plain dicts.
+- Client links: the PDF's pay link is the invoice's own derived link. Its Link row and
+  paylink.issued event are registered when a PDF is first handed out (ensure), not when it is
+  pre-rendered: no link is minted for a PDF that nobody receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from services.envelope.models import Invoice, Link, Pdf
+from services.envelope.settings import EnvelopeSettings
+from shared.events import FirmProfile, InvoiceSnapshot, PayLinkIssued, PayLinkItem
+from shared.tokens import hash_token
+
+if TYPE_CHECKING:
+    from shared.runtime import Service
+
+log = logging.getLogger(__name__)
+
+PDF_MODULE = "services.envelope.pdf"
+# Invoices worth rendering before anyone asks: those a firm sends. Other states (drafts, void,
+# paid) render on demand.
+PRERENDER_STATES = frozenset({"awaiting_payment"})
+# Updates of one invoice arriving within this window are rendered once.
+COALESCE_SECONDS = 0.2
+INVOICE_LINK_DAYS = 365
+_AFTER_COMMIT = "envelope.render_after_commit"
+
+
+class LinkSource(Protocol):
+    """What the renderer needs from the desk: the firm's profile and the invoice's links."""
+
+    async def firm(self, s: AsyncSession, firm_id: str) -> FirmProfile: ...
+
+    def invoice_token(self, firm_id: str, invoice_id: str) -> str: ...
+
+    def pay_url(self, token: str, invoice_id: str | None = None) -> str: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """One PDF to render: `args` are what the worker gets and, with `kind`, what the key is of."""
+
+    kind: str
+    args: dict[str, Any]
+    firm_id: str
+    invoice_id: str | None
+    key: str = field(default="")
+
+
+@dataclass
+class _InvoiceJob:
+    job: Job
+    invoice: Invoice
+    snapshot: InvoiceSnapshot
+    token: str
+    has_link: bool
+
+
+def _after_commit(s: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call `callback` once the session's transaction commits; never if it rolls back."""
+    sync = s.sync_session
+    callbacks: list[Callable[[], None]] | None = sync.info.get(_AFTER_COMMIT)
+    if callbacks is None:
+        callbacks = sync.info[_AFTER_COMMIT] = []
+
+        def committed(session: Session) -> None:
+            for call in session.info.pop(_AFTER_COMMIT, ()):
+                call()
+
+        def rolled_back(session: Session) -> None:
+            session.info.pop(_AFTER_COMMIT, None)
+
+        event.listen(sync, "after_commit", committed)
+        event.listen(sync, "after_rollback", rolled_back)
+    callbacks.append(callback)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    ctx = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that imported the renderer once, so each starts in
+    # milliseconds instead of importing WeasyPrint again (about 1.5 s).
+    ctx.set_forkserver_preload([PDF_MODULE])
+    return ctx
+
+
+class Renderer:
+    def __init__(self, service: Service, settings: EnvelopeSettings, links: LinkSource) -> None:
+        self.service = service
+        self.settings = settings
+        self.links = links
+        self.workers = max(1, settings.pdf_workers)
+        self._pdf: ModuleType | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[tuple[str, str], float] = {}  # (firm, invoice) -> not before
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.workers)
+        self._background: set[asyncio.Task[None]] = set()
+        self._sweeps: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        # For tests and metrics: PDFs rendered by this process's pool, and by which workers.
+        self.renders = 0
+        self.worker_pids: set[int] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the background renderer as a task (tests; the service uses `run`)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name="pdf-renderer")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._close()
+
+    async def run(self) -> None:
+        """The background renderer: a long-running task (service.background)."""
+        try:
+            await self.warm_up()
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._dispatch()
+        finally:
+            await self._close()
+
+    async def warm_up(self) -> None:
+        """Load the renderer here and start every worker, so the first render waits for
+        neither."""
+        pdf = await self._module()
+        pool = self._executor(pdf)
+        loop = asyncio.get_running_loop()
+        # One trivial job per worker: the pool starts a process for each while none is idle.
+        await asyncio.gather(*(loop.run_in_executor(pool, os.getpid) for _ in range(self.workers)))
+
+    async def _close(self) -> None:
+        tasks = [*self._background, *self._sweeps]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    async def drain(self, timeout: float = 60) -> None:
+        """Wait until nothing is scheduled or rendering (tests, benchmarks)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                tasks = {*self._sweeps, *self._background, *self._inflight.values()}
+                if tasks:
+                    await asyncio.wait(tasks)
+                elif self._pending:
+                    await asyncio.sleep(COALESCE_SECONDS / 4)  # until the next is dispatched
+                else:
+                    return
+
+    # --- scheduling ----------------------------------------------------------------------
+
+    def schedule(self, firm_id: str, invoice_id: str) -> None:
+        """Render the invoice's PDF in the background, from its snapshot as stored by then."""
+        due = asyncio.get_running_loop().time() + COALESCE_SECONDS
+        self._pending.pop((firm_id, invoice_id), None)  # to the back of the queue
+        self._pending[(firm_id, invoice_id)] = due
+        self._wake.set()
+
+    def schedule_after_commit(self, s: AsyncSession, firm_id: str, invoice_id: str) -> None:
+        """Schedule once `s` commits (a rolled back change renders nothing): the render reads
+        the invoice in its own session, outside the consumer's transaction."""
+        _after_commit(s, lambda: self.schedule(firm_id, invoice_id))
+
+    def firm_changed_after_commit(
+        self, s: AsyncSession, firm_id: str, before: str | None, after: str
+    ) -> None:
+        """The firm's profile changed from `before` to `after` (JSON): once `s` commits, look
+        at its unpaid invoices again. Only those whose PDF shows what changed (the keys hold
+        just the profile fields a PDF shows) are rendered again."""
+        if before != after:
+            _after_commit(s, lambda: self._start_sweep(firm_id))
+
+    def _start_sweep(self, firm_id: str) -> None:
+        task = asyncio.create_task(self._sweep(firm_id))
+        self._sweeps.add(task)
+        task.add_done_callback(self._sweeps.discard)
+
+    async def _sweep(self, firm_id: str) -> None:
+        async with self.service.sessionmaker() as s:
+            ids = await s.scalars(
+                select(Invoice.invoice_id)
+                .where(Invoice.firm_id == firm_id, Invoice.state.in_(PRERENDER_STATES))
+                .order_by(Invoice.due_at)
+            )
+            for invoice_id in ids:
+                self.schedule(firm_id, invoice_id)
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            now = loop.time()
+            due = [item for item, at in self._pending.items() if at <= now]
+            if not due:
+                await asyncio.sleep(min(self._pending.values()) - now)
+                continue
+            for item in due:
+                # Waiting for a slot lets later updates of the queued invoices coalesce.
+                await self._slots.acquire()
+                if self._pending.get(item, now + 1) > loop.time():
+                    self._slots.release()  # rescheduled meanwhile: it comes round again
+                    continue
+                del self._pending[item]
+                task = asyncio.create_task(self._prerender(*item))
+                self._background.add(task)
+                task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        self._slots.release()
+
+    async def _prerender(self, firm_id: str, invoice_id: str) -> None:
+        try:
+            found = await self._invoice_job(firm_id, invoice_id)
+            if found is None or found.snapshot.state not in PRERENDER_STATES:
+                return
+            await self._produce(found.job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pdf: pre-rendering invoice %s of firm %s failed", invoice_id, firm_id)
+
+    # --- on demand -----------------------------------------------------------------------
+
+    async def ensure(self, firm_id: str, invoice_id: str) -> str:
+        """The key of the invoice's current PDF, rendered now unless it is stored or under
+        way; registers the invoice's pay link the first time the PDF is handed out."""
+        found = await self._invoice_job(firm_id, invoice_id)
+        if found is None:
+            raise KeyError(invoice_id)
+        await self._produce(found.job)
+        if found.job.args["pay_url"] and not found.has_link:
+            try:
+                async with self.service.sessionmaker() as s, s.begin():
+                    await self._register_invoice_link(
+                        s, firm_id, found.invoice, found.snapshot, found.token
+                    )
+            except IntegrityError:
+                pass  # registered concurrently
+        return found.job.key
+
+    async def ensure_statement(
+        self,
+        firm_id: str,
+        firm: FirmProfile,
+        invoices: list[InvoiceSnapshot],
+        *,
+        client_name: str,
+        pay_url: str | None,
+        statement_date: date,
+    ) -> str:
+        """The key of the combined statement of `invoices`, rendered unless stored."""
+        job = await self._job(
+            "statement",
+            {
+                "invoices": [i.model_dump(mode="json") for i in invoices],
+                "firm": await self._firm_args(firm),
+                "client_name": client_name,
+                "pay_url": pay_url,
+                "statement_date": statement_date.isoformat(),
+            },
+            firm_id,
+            None,
+        )
+        await self._produce(job)
+        return job.key
+
+    # --- the work ------------------------------------------------------------------------
+
+    async def _module(self) -> ModuleType:
+        # Importing WeasyPrint takes over a second: never on the event loop.
+        if self._pdf is None:
+            self._pdf = await asyncio.to_thread(importlib.import_module, PDF_MODULE)
+        return self._pdf
+
+    async def _firm_args(self, firm: FirmProfile) -> dict[str, Any]:
+        """The firm as a PDF sees it: the profile fields a PDF shows, the settings (combine,
+        delivery) at their defaults, so changing a setting leaves every key as it was."""
+        pdf = await self._module()
+        shown = FirmProfile.model_validate(firm.model_dump(include=set(pdf.FIRM_FIELDS)))
+        return shown.model_dump(mode="json")
+
+    def _executor(self, pdf: ModuleType) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=_pool_context(), initializer=pdf.start_worker
+            )
+        return self._pool
+
+    async def _job(
+        self, kind: str, args: dict[str, Any], firm_id: str, invoice_id: str | None
+    ) -> Job:
+        pdf = await self._module()
+        return Job(kind, args, firm_id, invoice_id, key=pdf.pdf_cache_key(kind, args))
+
+    async def _invoice_job(self, firm_id: str, invoice_id: str) -> _InvoiceJob | None:
+        async with self.service.sessionmaker() as s:
+            inv = await s.scalar(
+                select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id)
+            )
+            if inv is None:
+                return None
+            firm = await self.links.firm(s, firm_id)
+            token = self.links.invoice_token(firm_id, invoice_id)
+            has_link = (
+                await s.scalar(select(Link.token_hash).where(Link.token_hash == hash_token(token)))
+                is not None
+            )
+        snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
+        pay_url = self.links.pay_url(token) if snap.balance_minor > 0 else None
+        # Keyed as pdf.invoice_cache_key(snap, <the firm as the PDF sees it>, pay_url=pay_url).
+        args = {
+            "invoice": snap.model_dump(mode="json"),
+            "firm": await self._firm_args(firm),
+            "pay_url": pay_url,
+            "view_url": None,
+        }
+        job = await self._job("invoice", args, firm_id, invoice_id)
+        return _InvoiceJob(job, inv, snap, token, has_link)
+
+    async def _produce(self, job: Job) -> None:
+        """Have the PDF of `job` stored: join the render of the same key if one is under way."""
+        task = self._inflight.get(job.key)
+        if task is None:
+            async with self.service.sessionmaker() as s:
+                stored = await s.scalar(select(Pdf.key).where(Pdf.key == job.key))
+            if stored is not None:
+                return
+            task = self._inflight.get(job.key)  # started while we looked
+            if task is None:
+                task = asyncio.create_task(self._render_and_store(job))
+                self._inflight[job.key] = task
+                task.add_done_callback(lambda t, key=job.key: self._forget(key, t))
+        # Shielded: a caller that gives up does not cancel the render others are waiting for.
+        await asyncio.shield(task)
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, should every waiter have gone
+
+    async def _render_and_store(self, job: Job) -> None:
+        async with self.service.sessionmaker() as s:
+            if await s.scalar(select(Pdf.key).where(Pdf.key == job.key)) is not None:
+                return  # stored by another process of this service meanwhile
+        content = await self._render(job)
+        try:
+            async with self.service.sessionmaker() as s, s.begin():
+                s.add(
+                    Pdf(
+                        key=job.key,
+                        firm_id=job.firm_id,
+                        invoice_id=job.invoice_id,
+                        content=content,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError:
+            pass  # another process of this service stored the same bytes
+
+    async def _render(self, job: Job) -> bytes:
+        pdf = await self._module()
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            pool = self._executor(pdf)
+            try:
+                content, pid = await loop.run_in_executor(pool, pdf.render_job, job.kind, job.args)
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): start a new pool, try once more.
+                log.warning("pdf: the render pool broke (attempt %d)", attempt)
+                if self._pool is pool:
+                    self._pool = None
+                    pool.shutdown(wait=False, cancel_futures=True)
+                if attempt == 2:
+                    raise
+                continue
+            self.renders += 1
+            self.worker_pids.add(pid)
+            return bytes(content)
+        raise AssertionError("unreachable")
+
+    async def _register_invoice_link(
+        self, s: AsyncSession, firm_id: str, inv: Invoice, snap: InvoiceSnapshot, token: str
+    ) -> None:
+        # The PDF's pay link belongs to the invoice, not to one email, so a PDF rendered
+        # ahead of time can carry it. It lives as long as the invoice is unpaid.
+        now = datetime.now(UTC)
+        expires = now + timedelta(days=INVOICE_LINK_DAYS)
+        s.add(
+            Link(
+                token_hash=hash_token(token),
+                firm_id=firm_id,
+                envelope_id="",
+                send_id="",
+                invoice_ids=json.dumps([inv.invoice_id]),
+                created_at=now,
+                expires_at=expires,
+            )
+        )
+        await self.service.publish(
+            s,
+            PayLinkIssued(
+                firm_id=firm_id,
+                link_id=f"invoice:{inv.invoice_id}",
+                token_hash=hash_token(token),
+                envelope_id="",
+                client_id=inv.client_id,
+                client_name=inv.client_name,
+                client_email=snap.client_email,
+                items=[
+                    PayLinkItem(
+                        invoice_id=inv.invoice_id,
+                        number=inv.number,
+                        kind=snap.kind,
+                        currency=inv.currency,
+                        balance_minor=snap.balance_minor,
+                        due_at=inv.due_at,
+                    )
+                ],
+                expires_at=expires,
+            ),
+        )

@@ -1,0 +1,36 @@
+"""Who consumes what. Every service declares the whole topology when it starts, so an event
+published before its consumers have ever run is kept in their queues, not dropped by the
+exchange for want of a binding (the gateway's first firm.updated, say)."""
+
+from __future__ import annotations
+
+from shared.events import (
+    EmailFailed,
+    EmailRequested,
+    EmailSent,
+    EnvelopeSendRequested,
+    Event,
+    FirmUpdated,
+    InvoiceUpdated,
+    PayLinkIssued,
+    PaymentFailed,
+    PaymentProcessing,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+
+SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
+    "envelope": (
+        FirmUpdated,
+        InvoiceUpdated,
+        EnvelopeSendRequested,
+        EmailSent,
+        EmailFailed,
+        PaymentProcessing,
+        PaymentSucceeded,
+        PaymentFailed,
+        PaymentRefunded,
+    ),
+    "mailer": (EmailRequested,),
+    "payments": (FirmUpdated, InvoiceUpdated, PayLinkIssued),
+}

@@ -1,0 +1,365 @@
+"""PDFs rendered ahead of time: an invoice.updated leads to a stored PDF without any request,
+content-keyed so nothing identical renders twice, renders joined while in flight, in worker
+processes, and a combined envelope's email carrying the statement. Both database backends."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pypdf import PdfReader
+from sqlalchemy import func, select
+
+from services.envelope import api, pdf
+from services.envelope.app import MIGRATIONS
+from services.envelope.desk import Desk
+from services.envelope.models import Base, Email, Envelope, Link, Pdf
+from services.envelope.rendering import COALESCE_SECONDS
+from services.envelope.settings import EnvelopeSettings
+from shared.events import (
+    EnvelopeSendRequested,
+    FirmProfile,
+    FirmUpdated,
+    InvoiceSnapshot,
+    InvoiceUpdated,
+    LineItem,
+)
+from shared.migrations import upgrade_async
+from shared.money import format_money
+from shared.runtime import Service
+
+FIRM_ID = "firm-render"
+PUBLIC = "https://pay.hartwell.test"
+FIRM = FirmProfile(
+    name="Hartwell & Moreno LLP",
+    email="billing@hartwellmoreno.test",
+    address="450 Mission Street, Suite 1200\nSan Francisco, CA 94105",
+    combine_envelopes=True,
+    default_delivery="attachment",
+)
+
+
+def snapshot(n: int, **changes: object) -> InvoiceSnapshot:
+    base = InvoiceSnapshot(
+        invoice_id=f"clio:{n}",
+        source_id=str(n),
+        etag=f'"{n}-1"',
+        number=f"INV-{n}",
+        kind="invoice",
+        state="awaiting_payment",
+        client_id="77",
+        client_name="Northgate Provisions, Inc.",
+        client_email="ap@northgate.test",
+        matter_number="00318-Northgate",
+        matter_description="Lease renewal",
+        issued_at=dt.date(2025, 4, 1),
+        due_at=dt.date(2025, 5, 1),
+        total_minor=100_000 + n,
+        balance_minor=80_000 + n,
+        paid_minor=20_000,
+        line_items=[
+            LineItem(
+                kind="fee",
+                date=dt.date(2025, 3, 3),
+                description="Review of lease",
+                quantity="1.5",
+                rate_minor=42_500,
+                total_minor=63_750,
+            ),
+            LineItem(
+                kind="expense",
+                date=dt.date(2025, 3, 12),
+                description="Recording fee",
+                quantity="1",
+                rate_minor=7_500,
+                total_minor=7_500,
+            ),
+        ],
+    )
+    return base.model_copy(update=changes)
+
+
+def text_of(document: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(document)).pages)
+
+
+class Harness:
+    def __init__(self, service: Service, desk: Desk) -> None:
+        self.service = service
+        self.desk = desk
+        self.renderer = desk.renderer
+        self.clock = datetime.now(UTC)
+
+    def _tick(self) -> datetime:
+        self.clock += timedelta(seconds=1)
+        return self.clock
+
+    async def firm_updated(self, firm: FirmProfile = FIRM) -> None:
+        ev = FirmUpdated(firm_id=FIRM_ID, firm=firm, occurred_at=self._tick())
+        async with self.service.sessionmaker() as s, s.begin():
+            await self.desk.on_firm_updated(s, ev)
+
+    async def invoice_updated(self, snap: InvoiceSnapshot) -> None:
+        """As the consumer delivers it: the handler inside its own transaction."""
+        ev = InvoiceUpdated(firm_id=FIRM_ID, invoice=snap, occurred_at=self._tick())
+        async with self.service.sessionmaker() as s, s.begin():
+            await self.desk.on_invoice_updated(s, ev)
+
+    async def pdfs(self) -> dict[str, Pdf]:
+        async with self.service.sessionmaker() as s:
+            return {p.key: p for p in await s.scalars(select(Pdf))}
+
+    async def events(self, routing_key: str) -> list[dict[str, object]]:
+        async with self.service.sessionmaker() as s:
+            rows = await s.execute(
+                select(self.service.outbox.c.payload).where(
+                    self.service.outbox.c.routing_key == routing_key
+                )
+            )
+            return [json.loads(r[0]) for r in rows]
+
+    def expected_key(self, snap: InvoiceSnapshot) -> str:
+        """The key a PDF of `snap` is stored under: what the PDF shows of the firm, the
+        invoice's own pay link while something is due."""
+        shown = FirmProfile.model_validate(FIRM.model_dump(include=set(pdf.FIRM_FIELDS)))
+        token = self.desk.invoice_token(FIRM_ID, snap.invoice_id)
+        pay_url = self.desk.pay_url(token) if snap.balance_minor > 0 else None
+        return pdf.invoice_cache_key(snap, shown, pay_url=pay_url)
+
+
+@pytest.fixture
+async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    await upgrade_async(MIGRATIONS, database_url)
+    settings = EnvelopeSettings(
+        database_url=database_url,
+        environment="test",
+        public_base_url=PUBLIC,
+        var_dir=tmp_path,
+        pdf_workers=2,
+    )
+    service = Service(settings, Base.metadata, MIGRATIONS)
+    desk = Desk(service, settings)
+    desk.renderer.start()
+    try:
+        yield Harness(service, desk)
+    finally:
+        await desk.renderer.stop()
+        await service.engine.dispose()
+
+
+async def test_an_updated_invoice_is_rendered_ahead_of_time(harness: Harness) -> None:
+    await harness.firm_updated()
+    snap = snapshot(1001)
+    await harness.invoice_updated(snap)
+    await harness.renderer.drain()
+
+    # Stored without anyone asking, under the key of exactly this content.
+    pdfs = await harness.pdfs()
+    assert list(pdfs) == [harness.expected_key(snap)]
+    stored = pdfs[harness.expected_key(snap)]
+    assert stored.invoice_id == snap.invoice_id and stored.firm_id == FIRM_ID
+    text = text_of(stored.content)
+    for expected in ("INV-1001", "Northgate Provisions, Inc.", "Review of lease", "Recording fee"):
+        assert expected in text
+    assert harness.renderer.renders == 1
+    # Rendering ahead of time mints no client link: nobody has received the PDF yet.
+    assert await harness.events("paylink.issued") == []
+
+    # A send or a View Invoice then finds it ready and renders nothing; the invoice's pay link
+    # is registered the first time the PDF is handed out, and only then.
+    assert await harness.renderer.ensure(FIRM_ID, snap.invoice_id) == harness.expected_key(snap)
+    assert await harness.renderer.ensure(FIRM_ID, snap.invoice_id) == harness.expected_key(snap)
+    assert harness.renderer.renders == 1
+    issued = await harness.events("paylink.issued")
+    assert [e["link_id"] for e in issued] == [f"invoice:{snap.invoice_id}"]
+
+
+async def test_an_unchanged_snapshot_renders_nothing_new(harness: Harness) -> None:
+    await harness.firm_updated()
+    snap = snapshot(1002)
+    await harness.invoice_updated(snap)
+    await harness.renderer.drain()
+    assert harness.renderer.renders == 1
+
+    await harness.invoice_updated(snap)  # sync published it again (a contact's email, say)
+    await harness.renderer.drain()
+    assert harness.renderer.renders == 1
+    assert list(await harness.pdfs()) == [harness.expected_key(snap)]
+
+
+async def test_a_changed_invoice_renders_under_a_new_key(harness: Harness) -> None:
+    await harness.firm_updated()
+    first = snapshot(1003)
+    await harness.invoice_updated(first)
+    await harness.renderer.drain()
+
+    paid_some = snapshot(1003, balance_minor=30_000, paid_minor=71_003)
+    await harness.invoice_updated(paid_some)
+    await harness.renderer.drain()
+
+    assert harness.renderer.renders == 2
+    pdfs = await harness.pdfs()
+    assert set(pdfs) == {harness.expected_key(first), harness.expected_key(paid_some)}
+    assert "$300.00" in text_of(pdfs[harness.expected_key(paid_some)].content)
+    assert await harness.renderer.ensure(FIRM_ID, "clio:1003") == harness.expected_key(paid_some)
+    assert harness.renderer.renders == 2
+
+
+async def test_quick_updates_of_one_invoice_render_only_the_newest(harness: Harness) -> None:
+    await harness.firm_updated()
+    versions = [snapshot(1004, balance_minor=80_000 - i * 1_000) for i in range(6)]
+    for version in versions:
+        await harness.invoice_updated(version)
+    await harness.renderer.drain()
+
+    assert harness.renderer.renders == 1
+    assert list(await harness.pdfs()) == [harness.expected_key(versions[-1])]
+
+
+async def test_only_committed_sendable_invoices_are_rendered_ahead(harness: Harness) -> None:
+    await harness.firm_updated()
+    await harness.invoice_updated(snapshot(1005, state="draft"))
+    with pytest.raises(RuntimeError):
+        async with harness.service.sessionmaker() as s, s.begin():
+            ev = InvoiceUpdated(
+                firm_id=FIRM_ID, invoice=snapshot(1006), occurred_at=harness._tick()
+            )
+            await harness.desk.on_invoice_updated(s, ev)
+            raise RuntimeError("the consumer failed: rolled back")
+    await asyncio.sleep(2 * COALESCE_SECONDS)  # anything scheduled would be dispatched by now
+    await harness.renderer.drain()
+    assert harness.renderer.renders == 0
+    assert await harness.pdfs() == {}
+
+
+async def test_concurrent_requests_join_the_render_in_flight(harness: Harness) -> None:
+    await harness.renderer.stop()  # no background renderer: every render here is on demand
+    await harness.firm_updated()
+    snap = snapshot(1007)
+    await harness.invoice_updated(snap)
+
+    keys = await asyncio.gather(
+        *(harness.renderer.ensure(FIRM_ID, snap.invoice_id) for _ in range(4))
+    )
+
+    assert set(keys) == {harness.expected_key(snap)}
+    assert harness.renderer.renders == 1
+    assert list(await harness.pdfs()) == [harness.expected_key(snap)]
+    async with harness.service.sessionmaker() as s:
+        links = await s.scalar(select(func.count()).select_from(Link))
+    assert links == 1
+    assert len(await harness.events("paylink.issued")) == 1
+
+
+async def test_renders_run_in_worker_processes(harness: Harness) -> None:
+    await harness.firm_updated()
+    await harness.invoice_updated(snapshot(1008))
+    await harness.renderer.drain()
+    assert harness.renderer.renders == 1
+    assert harness.renderer.worker_pids
+    assert os.getpid() not in harness.renderer.worker_pids
+
+
+async def test_a_firm_profile_change_renders_again_but_a_setting_does_not(
+    harness: Harness,
+) -> None:
+    await harness.firm_updated()
+    await harness.invoice_updated(snapshot(1009))
+    await harness.renderer.drain()
+    assert harness.renderer.renders == 1
+
+    await harness.firm_updated(FIRM.model_copy(update={"combine_envelopes": False}))
+    await harness.renderer.drain()
+    assert harness.renderer.renders == 1  # no PDF shows that setting
+
+    moved = FIRM.model_copy(update={"address": "1 Market Street\nSan Francisco, CA 94105"})
+    await harness.firm_updated(moved)
+    await harness.renderer.drain()
+    assert harness.renderer.renders == 2
+    newest = max((await harness.pdfs()).values(), key=lambda p: p.created_at)
+    assert "1 Market Street" in text_of(newest.content)
+
+
+async def test_a_combined_envelope_sent_with_attachments_carries_the_statement(
+    harness: Harness,
+) -> None:
+    await harness.firm_updated()
+    snaps = [snapshot(n) for n in (1010, 1011, 1012)]
+    snaps.append(snapshot(1013, kind="trust_request", number="TR-1013", line_items=[]))
+    for snap in snaps:
+        await harness.invoice_updated(snap)
+    await harness.renderer.drain()
+    renders_before_send = harness.renderer.renders
+    assert renders_before_send == len(snaps)
+
+    (env,) = await harness.desk.create_drafts(FIRM_ID, [s.invoice_id for s in snaps], "u-1")
+    assert env.delivery == "attachment"
+    send = EnvelopeSendRequested(
+        firm_id=FIRM_ID,
+        envelope_id=env.id,
+        send_id="send-render-1",
+        invoice_ids=json.loads(env.invoice_ids),
+        client_id=env.client_id,
+        to=["ap@northgate.test"],
+        subject=env.subject,
+        body=env.body,
+        delivery="attachment",
+        requested_by="u-1",
+    )
+    async with harness.service.sessionmaker() as s, s.begin():
+        await harness.desk.on_send_requested(s, send)
+
+    # Only the statement was rendered at send time: the bills' PDFs were ready.
+    assert harness.renderer.renders == renders_before_send + 1
+    found = await harness.desk.email_content(send.send_id)
+    assert found is not None
+    email, files = found
+    names = [name for name, _ in files]
+    assert names[0].startswith("statement-") and names[0].endswith(".pdf")
+    assert names[1:] == [
+        "invoice-INV-1010.pdf",
+        "invoice-INV-1011.pdf",
+        "invoice-INV-1012.pdf",
+        "trust-request-TR-1013.pdf",
+    ]
+    statement = text_of(files[0][1])
+    for snap in snaps:
+        assert snap.number in statement
+    grand_total = format_money(sum(s.balance_minor for s in snaps), "USD")
+    assert grand_total in statement
+    token = harness.desk.send_token(send.send_id)
+    assert harness.desk.pay_url(token) in statement  # the Pay All link
+    for (_, content), snap in zip(files[1:], snaps, strict=True):
+        assert snap.number in text_of(content)
+    # The email's View Statement link leads to the same statement, rendered once.
+    assert harness.desk.statement_url(token) in email.html
+    key = await harness.desk.link_statement(token)
+    assert key is not None
+    assert json.loads(email.attachments)[0]["pdf_key"] == key
+    assert harness.renderer.renders == renders_before_send + 1
+    assert await harness.desk.link_statement("not-a-token") is None
+
+    # The client's View Statement, through envelope's internal API (the gateway's upstream).
+    app = FastAPI()
+    app.include_router(api.router(harness.service, harness.desk))
+    transport = httpx.ASGITransport(app=app)
+    headers = {"X-Internal-Token": harness.service.settings.internal_token}
+    async with httpx.AsyncClient(transport=transport, base_url="http://envelope") as http:
+        viewed = await http.get(f"/internal/links/{token}/statement.pdf", headers=headers)
+        assert viewed.status_code == 200
+        assert viewed.headers["content-type"] == "application/pdf"
+        assert viewed.content == files[0][1]
+        missing = await http.get("/internal/links/nope/statement.pdf", headers=headers)
+        assert missing.status_code == 404
+    async with harness.service.sessionmaker() as s:
+        assert (await s.get(Envelope, env.id)).status == "queued"  # type: ignore[union-attr]
+        assert await s.get(Email, send.send_id) is not None
