@@ -272,6 +272,43 @@ def _children_map() -> dict[int, list[int]]:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def broker_ticks() -> int:
+    """CPU ticks of the RabbitMQ server (shared by every stack on the machine)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() != "beam.smp":
+                        continue
+            except OSError:
+                continue
+            total += _cpu_ticks(int(entry)) or 0
+    return total
+
+
+async def queue_depths(amqp_url: str, names: list[str]) -> dict[str, int | None]:
+    """Messages waiting in each queue (passive declare; None if it does not exist)."""
+    import aiormq
+
+    out: dict[str, int | None] = {}
+    conn = await aiormq.connect(amqp_url)
+    try:
+        for name in names:
+            channel = await conn.channel()
+            try:
+                ok = await channel.queue_declare(name, passive=True)
+                out[name] = ok.message_count
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                out[name] = None
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await conn.close()
+    return out
+
+
 def machine_busy_ticks() -> int:
     with open("/proc/stat") as f:
         cols = [int(x) for x in f.readline().split()[1:9]]
@@ -809,7 +846,7 @@ class Case:
         counter = SinkCounter(self.stack.logs["mailsink"])
         counter.start()
         cpu0 = self.watch.cpu_snapshot()
-        machine0, me0 = machine_busy_ticks(), os.times()
+        machine0, me0, broker0 = machine_busy_ticks(), os.times(), broker_ticks()
         t0 = now()
         post_latency = []
         posted = []
@@ -877,7 +914,7 @@ class Case:
                 break
             time.sleep(0.05)
         cpu1 = self.watch.cpu_snapshot()
-        machine1, me1 = machine_busy_ticks(), os.times()
+        machine1, me1, broker1 = machine_busy_ticks(), os.times(), broker_ticks()
         counter.stop()
         r["profile"] = profiler.stop()
         end = t_all if t_all is not None else now()
@@ -906,13 +943,17 @@ class Case:
         machine = (machine1 - machine0) / TICK
         stack_cpu = sum(r["cpu_seconds_during_send"].values())
         bench_cpu = (me1.user + me1.system) - (me0.user + me0.system)
+        broker_cpu = (broker1 - broker0) / TICK
         r["machine_cpu_during_send"] = {
+            "rabbitmq_cpu_seconds": round(broker_cpu, 2),
             "window_seconds": round(window, 2),
             "capacity_cpu_seconds": round(window * (os.cpu_count() or 1), 2),
             "busy_cpu_seconds": round(machine, 2),
             "stack_cpu_seconds": round(stack_cpu, 2),
             "bench_process_cpu_seconds": round(bench_cpu, 2),
-            "other_processes_cpu_seconds": round(max(0.0, machine - stack_cpu - bench_cpu), 2),
+            "other_processes_cpu_seconds": round(
+                max(0.0, machine - stack_cpu - bench_cpu - broker_cpu), 2
+            ),
         }
         if self.delivery == "attachment":
             r["pdfs_rendered_during_send"] = {
@@ -928,6 +969,17 @@ class Case:
         r["sink_api_count"] = len(sink_api)
         r["sink_attachments"] = sum(len(m.get("attachments") or []) for m in sink_api)
         r["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+        # What is left on the bus: sends still queued, and sends dead-lettered after the
+        # queue's delivery limit (lost unless someone replays them).
+        names = [
+            f"{self.cfg.exchange}.{svc}.{key}.v1{suffix}"
+            for svc, key in (("envelope", "envelope.send_requested"), ("mailer", "email.requested"))
+            for suffix in ("", ".dlq")
+        ]
+        try:
+            r["queues_at_end"] = asyncio.run(queue_depths(self.cfg.amqp_url, names))
+        except Exception as exc:  # a figure, not a reason to lose the run
+            r["queues_at_end"] = {"error": repr(exc)}
         # Log findings are counted up to here: stopping the stack adds its own noise.
         self.log_ends = {n: p.stat().st_size for n, p in self.stack.logs.items() if p.exists()}
         log(
@@ -1319,6 +1371,10 @@ def print_report(report: dict[str, Any]) -> None:
     print()
     print("=" * 100)
     print(
+        f"code {report['code']['commit']} (+{len(report['code']['uncommitted_files'])} "
+        f"uncommitted files outside bench/); bus prefetch {report['bus_prefetch']}"
+    )
+    print(
         f"Send All benchmark: {report['invoices']} unpaid invoices, {report['clients']} "
         f"clients, combine on -> {report['envelopes_expected']} envelopes; "
         f"{report['cpus']} CPUs; db {report['database']}"
@@ -1375,9 +1431,13 @@ def print_report(report: dict[str, Any]) -> None:
         if m:
             print(
                 f"         machine: {m['busy_cpu_seconds']} of {m['capacity_cpu_seconds']} "
-                f"CPU-s busy; stack {m['stack_cpu_seconds']}, other processes on the machine "
+                f"CPU-s busy; stack {m['stack_cpu_seconds']}, RabbitMQ "
+                f"{m.get('rabbitmq_cpu_seconds')}, other processes on the machine "
                 f"{m['other_processes_cpu_seconds']}"
             )
+        q = {k.split(".", 2)[2]: v for k, v in (c.get("queues_at_end") or {}).items() if v}
+        if q:
+            print(f"         left on the bus at the end: {q}")
         if c.get("pdfs_rendered_during_send"):
             print(f"         PDFs rendered after the click: {c['pdfs_rendered_during_send']}")
     print("-" * 100)
@@ -1428,6 +1488,27 @@ def print_report(report: dict[str, Any]) -> None:
     print("=" * 100)
 
 
+def bus_prefetch() -> int:
+    """The consumers' prefetch (per queue), which the mailer's SMTP concurrency follows."""
+    import inspect
+
+    from shared.bus import Bus
+
+    return int(inspect.signature(Bus.__init__).parameters["prefetch"].default)
+
+
+def code_version() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_files": [f for f in changed if not f.startswith("bench/")],
+    }
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -1469,7 +1550,12 @@ def main() -> None:
         help="py-spy binary: profile envelope, mailer and gateway during each send "
         "(diagnosis only: it takes CPU from the stack)",
     )
-    p.add_argument("--smtp-concurrency", type=int, default=16, help="the mailer's prefetch")
+    p.add_argument(
+        "--smtp-concurrency",
+        type=int,
+        default=None,
+        help="raw SMTP baseline concurrency (default: the bus prefetch, as the mailer)",
+    )
     p.add_argument(
         "--chunk",
         type=int,
@@ -1507,6 +1593,8 @@ def main() -> None:
         "largest_client_bills": max(plan.per_client),
         "cpus": os.cpu_count(),
         "database": "postgresql" if args.postgres else "sqlite",
+        "code": code_version(),
+        "bus_prefetch": bus_prefetch(),
         "var_dir": str(run_dir),
         "targets": {
             "link_and_warm_seconds_below": TARGET_FAST_S,
@@ -1529,13 +1617,14 @@ def main() -> None:
             pdf_dir = run_dir / "baseline-pdfs"
             base: dict[str, Any] = {"loadavg_before": open("/proc/loadavg").read().split()[:3]}
             base["render"] = render_baseline(args._baseline_input, pdf_dir)
+            concurrency = args.smtp_concurrency or bus_prefetch()
             base["smtp"] = [
                 smtp_baseline(data, None, 1, run_dir / "smtp-link-seq"),
-                smtp_baseline(data, None, args.smtp_concurrency, run_dir / "smtp-link"),
+                smtp_baseline(data, None, concurrency, run_dir / "smtp-link"),
             ]
             if "error" not in base["render"]:
                 base["smtp"].append(
-                    smtp_baseline(data, pdf_dir, args.smtp_concurrency, run_dir / "smtp-attach")
+                    smtp_baseline(data, pdf_dir, concurrency, run_dir / "smtp-attach")
                 )
             report["baselines"] = base
     finally:

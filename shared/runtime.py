@@ -47,7 +47,11 @@ class Service:
             metadata.tables["inbox"] if "inbox" in metadata.tables else inbox_table(metadata)
         )
         self.tracer_provider = setup_tracing(self.name, settings.otel_exporter_otlp_endpoint)
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
         instrument_engine(self.engine, self.tracer_provider)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.bus = Bus(
@@ -57,6 +61,7 @@ class Service:
             delivery_limit=settings.delivery_limit,
             tracer_provider=self.tracer_provider,
             queue_expires_ms=settings.queue_expires_ms,
+            prefetch=settings.bus_prefetch,
         )
         self.relay = OutboxRelay(
             self.sessionmaker,

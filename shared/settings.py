@@ -25,6 +25,11 @@ class ServiceSettings(BaseSettings):
     exchange: str = "envelopepay"
     delivery_limit: int = 5
     queue_expires_ms: int | None = None
+    # Connections per service; a handler may hold two at once (its own and a helper's), so
+    # keep pool + overflow above twice the prefetch.
+    db_pool_size: int = 5
+    db_max_overflow: int = 20
+    bus_prefetch: int = 8
     http_host: str = "127.0.0.1"
     http_port: int = 0
     internal_token: str = DEV_INTERNAL_TOKEN

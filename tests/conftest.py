@@ -73,3 +73,9 @@ def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     from tests.e2e.conftest import running_system
 
     yield from running_system(request, tmp_path_factory)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the running system last: its PostgreSQL stack lives to the end of the session
+    and holds connections that the other PostgreSQL tests would otherwise compete for."""
+    items.sort(key=lambda item: "system" in getattr(item, "fixturenames", ()))
