@@ -568,6 +568,49 @@ class Db:
             await conn.close()
 
 
+class PgConnWatch:
+    """--postgres: peak connections per service database, and on the whole server, sampled
+    from pg_stat_activity every 0.5 s."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.peak: dict[str, int] = {}
+        self.max_connections: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        return {"peak": dict(sorted(self.peak.items())), "max_connections": self.max_connections}
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(POSTGRES_ADMIN)
+        try:
+            self.max_connections = int(await conn.fetchval("SHOW max_connections"))
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT datname, count(*) AS n FROM pg_stat_activity GROUP BY datname"
+                )
+                total = 0
+                for row in rows:
+                    total += row["n"]
+                    name = row["datname"] or ""
+                    if name.startswith(self.prefix + "_"):
+                        svc = name[len(self.prefix) + 1 :]
+                        self.peak[svc] = max(self.peak.get(svc, 0), row["n"])
+                self.peak["server_total"] = max(self.peak.get("server_total", 0), total)
+                await asyncio.sleep(0.5)
+        finally:
+            await conn.close()
+
+
 async def _pg_admin(statements: list[str]) -> None:
     import asyncpg
 
@@ -693,6 +736,7 @@ class Case:
             database_url_template=template,
             exchange=f"bench.{uuid.uuid4().hex[:10]}",
             sync_interval_seconds=86_400,
+            extra_env=parse_service_env(a.service_env),
             queue_expires_ms=10 * 60 * 1000,
         )
         self.envelope_db = Db(self.cfg, "envelope")
@@ -709,6 +753,8 @@ class Case:
                 log(f"--- {name} (last lines) ---\n{self.stack.tail(name, 15)}")
         finally:
             self.watch.stop()
+            if getattr(self, "pg_watch", None) is not None:
+                self.result["pg_connections"] = self.pg_watch.stop()
             self.stack.stop()
             if self.pg_prefix:
                 asyncio.run(
@@ -751,6 +797,9 @@ class Case:
                 self.envelope_db = Db(self.cfg, "envelope")
                 r["var_dir"] = str(self.cfg.var_dir)
         self.watch.start()
+        if self.pg_prefix:
+            self.pg_watch: PgConnWatch | None = PgConnWatch(self.pg_prefix)
+            self.pg_watch.start()
         clio = f"http://127.0.0.1:{self.cfg.ports.clio}"
         r["seed"] = asyncio.run(seed_clio(clio, plan))
         log(
@@ -794,10 +843,20 @@ class Case:
         connect_clio(self.cfg, gw, csrf)
         poll = 0.05 if self.name == "cold" else 0.5
         deadline = now() + a.sync_timeout
-        while (total := self.my_unpaid_total()) < plan.invoices:
+        total = 0
+        while total < plan.invoices:
+            try:
+                total = self.my_unpaid_total()
+            except httpx.HTTPError as exc:
+                # Counted, not fatal: the envelope service failing requests while the first
+                # sync floods it is itself a finding.
+                errs = r.setdefault("envelope_api_errors_during_sync", {})
+                key = str(exc).split(" for url")[0][:80]
+                errs[key] = errs.get(key, 0) + 1
             if now() > deadline:
                 raise RuntimeError(f"sync brought only {total} of {plan.invoices} invoices")
-            time.sleep(poll)
+            if total < plan.invoices:
+                time.sleep(poll)
         t_arrived = now()
         r["sync_seconds"] = round(t_arrived - t_connect, 2)
         pdfs_at_arrival = len(self.pdf_invoice_ids())
@@ -1373,6 +1432,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"code {report['code']['commit']} (+{len(report['code']['uncommitted_files'])} "
         f"uncommitted files outside bench/); bus prefetch {report['bus_prefetch']}"
+        + (f"; service env {report['service_env']}" if report.get("service_env") else "")
     )
     print(
         f"Send All benchmark: {report['invoices']} unpaid invoices, {report['clients']} "
@@ -1463,6 +1523,10 @@ def print_report(report: dict[str, Any]) -> None:
                 f"review of all in one POST refused ({c['review'].get('single_post_error')}); "
                 f"posted in chunks of {c['review'].get('chunked_posts')} invoices"
             )
+        if c.get("pg_connections"):
+            notes.append(f"PostgreSQL connections: {c['pg_connections']}")
+        if c.get("envelope_api_errors_during_sync"):
+            notes.append(f"envelope API errors during sync: {c['envelope_api_errors_during_sync']}")
         if c.get("render_settle"):
             notes.append(f"AOT rendering: {c['render_settle']}")
         if c.get("prefetch", {}).get("prefetched"):
@@ -1488,12 +1552,28 @@ def print_report(report: dict[str, Any]) -> None:
     print("=" * 100)
 
 
+def parse_service_env(items: list[str]) -> dict[str, dict[str, str]]:
+    """--service-env envelope:DB_MAX_OVERFLOW=200 -> {"envelope": {"DB_MAX_OVERFLOW": "200"}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        service, _, assignment = item.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not (service and key and eq):
+            raise SystemExit(f"--service-env wants SERVICE:KEY=VALUE, not {item!r}")
+        out.setdefault(service, {})[key] = value
+    return out
+
+
 def bus_prefetch() -> int:
     """The consumers' prefetch (per queue), which the mailer's SMTP concurrency follows."""
     import inspect
 
     from shared.bus import Bus
+    from shared.settings import ServiceSettings
 
+    field = ServiceSettings.model_fields.get("bus_prefetch")
+    if field is not None and isinstance(field.default, int):
+        return field.default
     return int(inspect.signature(Bus.__init__).parameters["prefetch"].default)
 
 
@@ -1543,6 +1623,14 @@ def main() -> None:
         type=float,
         default=150,
         help="stop waiting when no message and no progress moved for this long",
+    )
+    p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="SERVICE:KEY=VALUE",
+        help="extra environment for one service, e.g. envelope:DB_MAX_OVERFLOW=200 "
+        "(diagnosis: shown in the results next to the figures)",
     )
     p.add_argument(
         "--py-spy",
@@ -1595,6 +1683,7 @@ def main() -> None:
         "database": "postgresql" if args.postgres else "sqlite",
         "code": code_version(),
         "bus_prefetch": bus_prefetch(),
+        "service_env": parse_service_env(args.service_env),
         "var_dir": str(run_dir),
         "targets": {
             "link_and_warm_seconds_below": TARGET_FAST_S,
