@@ -255,6 +255,22 @@ def _cpu_ticks(pid: int) -> int | None:
         return None
 
 
+def _open_db_files(pid: int) -> int | None:
+    """Open file descriptors on a *.db file: one per open SQLite connection."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    n = 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".db"):
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
 def _children_map() -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -325,6 +341,10 @@ class ProcWatch:
         self.hwm: dict[int, int] = {}  # pid -> VmHWM kB, highest seen
         self.label: dict[int, str] = {}
         self.cpu: dict[int, int] = {}  # pid -> last seen cpu ticks
+        # Peaks per service: threads (aiosqlite runs a thread per connection) and open
+        # SQLite main-database files (one per open connection).
+        self.threads: dict[str, int] = {}
+        self.db_conns: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -354,12 +374,19 @@ class ProcWatch:
         for pid, label in self.pids().items():
             hwm = _status_kb(pid, "VmHWM")
             ticks = _cpu_ticks(pid)
+            threads = _status_kb(pid, "Threads")
+            db_files = _open_db_files(pid) if "/" not in label else None
             with self._lock:
                 self.label.setdefault(pid, label)
                 if hwm is not None:
                     self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
                 if ticks is not None:
                     self.cpu[pid] = max(self.cpu.get(pid, 0), ticks)
+                if "/" not in label:
+                    if threads is not None:
+                        self.threads[label] = max(self.threads.get(label, 0), threads)
+                    if db_files is not None:
+                        self.db_conns[label] = max(self.db_conns.get(label, 0), db_files)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -890,6 +917,16 @@ class Case:
         r["envelopes"] = expected_msgs
         r["envelopes_by_grouping"] = plan.envelopes
         r["select_review_open_seconds"] = round(now() - t_sel, 2)
+        if self.name == "warm":
+            # Drafting the envelopes renders their statements (a combined envelope's PDF of
+            # all its bills), while the firm user reviews them: warm means those too.
+            combined = sum(
+                math.ceil(len(g) / MAX_PER_ENVELOPE) - (1 if len(g) % MAX_PER_ENVELOPE == 1 else 0)
+                for g in by_client.values()
+                if len(g) > 1
+            )
+            r["statement_settle"] = self.settle_statements(combined)
+            r["quiet_wait_seconds_after_review"] = self.watch.wait_quiet()
         pdfs_at_click = len(self.pdf_invoice_ids() & set(ids))
         r["pdfs_ready_at_click"] = pdfs_at_click
         statements_at_click = self.statement_pdfs()
@@ -1021,6 +1058,9 @@ class Case:
             }
         self.watch.sample()
         r["peak_since_click"] = self.watch.report()
+        r["peak_threads"] = dict(sorted(self.watch.threads.items()))
+        if not self.args.postgres:
+            r["peak_sqlite_connections"] = dict(sorted(self.watch.db_conns.items()))
         r["peak_lifetime"] = merge_peaks(r["peak_before_click"], r["peak_since_click"])
         sink_api = httpx.get(
             f"http://127.0.0.1:{self.cfg.ports.mailview}/api/messages", timeout=60
@@ -1078,6 +1118,26 @@ class Case:
             "settled_by": "all rendered" if last >= len(mine) else "no growth",
         }
         log(f"{self.name}: ahead-of-time rendering settled: {out}")
+        return out
+
+    def settle_statements(self, expected: int) -> dict[str, Any]:
+        """Wait until the statements drafted envelopes render ahead of time are stored:
+        `expected` of them, or no growth for --settle-seconds with the envelope idle."""
+        a = self.args
+        started = now()
+        base = 0
+        last, last_change = -1, now()
+        while True:
+            have = self.statement_pdfs() - base
+            if have != last:
+                last, last_change = have, now()
+            if have >= expected or now() - started > a.sync_timeout:
+                break
+            if now() - last_change >= a.settle_seconds and self.envelope_busy() < 0.1:
+                break
+            time.sleep(0.5)
+        out = {"statements": last, "of": expected, "seconds": round(now() - started, 1)}
+        log(f"{self.name}: statements rendered while reviewing: {out}")
         return out
 
     def envelope_busy(self, window: float = 2.0) -> float:
@@ -1523,12 +1583,19 @@ def print_report(report: dict[str, Any]) -> None:
                 f"review of all in one POST refused ({c['review'].get('single_post_error')}); "
                 f"posted in chunks of {c['review'].get('chunked_posts')} invoices"
             )
+        if c.get("peak_sqlite_connections"):
+            notes.append(
+                f"peak open SQLite connections {c['peak_sqlite_connections']}; "
+                f"peak threads {c.get('peak_threads')}"
+            )
         if c.get("pg_connections"):
             notes.append(f"PostgreSQL connections: {c['pg_connections']}")
         if c.get("envelope_api_errors_during_sync"):
             notes.append(f"envelope API errors during sync: {c['envelope_api_errors_during_sync']}")
         if c.get("render_settle"):
             notes.append(f"AOT rendering: {c['render_settle']}")
+        if c.get("statement_settle"):
+            notes.append(f"statements rendered while reviewing: {c['statement_settle']}")
         if c.get("prefetch", {}).get("prefetched"):
             notes.append(f"prefetched via on-demand endpoint: {c['prefetch']}")
         if c.get("log_findings"):

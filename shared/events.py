@@ -214,11 +214,20 @@ class PaymentSucceeded(PaymentEvent):
 
 
 class PaymentFailed(PaymentEvent):
+    """A payment that will not bring money: an ACH debit that failed (e.g. R01), or, with
+    `returned`, one that had succeeded and was taken back (an ACH return, a chargeback).
+    Either way the bills' balances are owed again."""
+
     routing_key: ClassVar[str] = "payment.failed"
     reason: str = ""
+    failure_code: str | None = None
+    returned: bool = False
 
 
 class PaymentRefunded(PaymentEvent):
+    """One refund that succeeded: `refunded_minor` is this refund's amount and
+    `allocations` what it returned per item."""
+
     routing_key: ClassVar[str] = "payment.refunded"
     refund_id: str
     refunded_minor: int

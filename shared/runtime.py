@@ -52,7 +52,9 @@ class Service:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
         )
-        instrument_engine(self.engine, self.tracer_provider)
+        if settings.otel_exporter_otlp_endpoint:
+            # A span per SQL statement is worth its cost only when someone collects it.
+            instrument_engine(self.engine, self.tracer_provider)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.bus = Bus(
             service=self.name,
@@ -80,13 +82,32 @@ class Service:
         await add_event(session, self.outbox, ev)
 
     def handles(
-        self, event_type: type[E]
-    ) -> Callable[[Callable[[AsyncSession, E], Awaitable[None]]], Callable[..., Any]]:
+        self,
+        event_type: type[E],
+        *,
+        prepare: Callable[[E], Awaitable[Any]] | None = None,
+    ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Any]]:
         """Register `fn(session, event)`; it runs once per event id, in one transaction
-        with the inbox record and any events it publishes."""
+        with the inbox record and any events it publishes.
 
-        def register(fn: Callable[[AsyncSession, E], Awaitable[None]]) -> Callable[..., Any]:
+        With `prepare`, slow work that needs no transaction (rendering, reading blobs) runs
+        first, outside it, and `fn(session, event, prepared)` gets its result: a handler
+        never holds a connection (or SQLite's write lock) while it waits."""
+
+        def register(fn: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
             async def apply(ev: E) -> None:
+                extra: tuple[Any, ...] = ()
+                if prepare is not None:
+                    async with self.sessionmaker() as session:
+                        if await seen(session, self.inbox, self.name, ev):
+                            log.info(
+                                "%s: %s %s already handled",
+                                self.name,
+                                ev.routing_key,
+                                ev.event_id,
+                            )
+                            return
+                    extra = (await prepare(ev),)
                 async with self.sessionmaker() as session, session.begin():
                     if await seen(session, self.inbox, self.name, ev):
                         log.info(
@@ -96,7 +117,7 @@ class Service:
                     log.debug("%s: handling %s %s", self.name, ev.routing_key, ev.event_id)
                     # The handler's reads come first and its writes last, so on SQLite the
                     # write lock is held only for the end of the transaction.
-                    await fn(session, ev)
+                    await fn(session, ev, *extra)
                     await record(session, self.inbox, self.name, ev)
 
             self.bus.consume(event_type, apply)

@@ -42,9 +42,11 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
         await desk.on_invoice_updated(s, ev)
 
-    @service.handles(EnvelopeSendRequested)
-    async def send_requested(s: AsyncSession, ev: EnvelopeSendRequested) -> None:
-        await desk.on_send_requested(s, ev)
+    @service.handles(EnvelopeSendRequested, prepare=desk.prepare_send)
+    async def send_requested(
+        s: AsyncSession, ev: EnvelopeSendRequested, attachments: list[dict[str, str]]
+    ) -> None:
+        await desk.on_send_requested(s, ev, attachments)
 
     @service.handles(EmailSent)
     async def email_sent(s: AsyncSession, ev: EmailSent) -> None:

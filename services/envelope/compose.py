@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    select_autoescape,
+)
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
@@ -146,9 +154,15 @@ def check_template(source: str) -> None:
     render_user_template(source, sample_context())
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> Template:
+    # Send All renders one subject and one body for hundreds of envelopes: compile once.
+    return _user_env.from_string(source)
+
+
 def render_user_template(source: str, context: dict[str, Any]) -> str:
     try:
-        rendered = _user_env.from_string(source).render(context)
+        rendered = _compiled(source).render(context)
     except TemplateError as exc:
         message = getattr(exc, "message", None) or str(exc)
         if "is undefined" in message:

@@ -3,7 +3,6 @@ emails and client links, and keep PDFs rendered."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -22,7 +21,7 @@ from services.envelope.compose import (
 )
 from services.envelope.grouping import group_into_envelopes
 from services.envelope.models import Email, Envelope, EnvelopeSend, Firm, Invoice, Link, Pdf
-from services.envelope.rendering import Renderer
+from services.envelope.rendering import Renderer, issue_link
 from services.envelope.settings import EnvelopeSettings
 from shared.events import (
     EmailFailed,
@@ -33,9 +32,8 @@ from shared.events import (
     FirmUpdated,
     InvoiceSnapshot,
     InvoiceUpdated,
-    PayLinkIssued,
-    PayLinkItem,
     PaymentEvent,
+    PaymentFailed,
 )
 from shared.runtime import Service
 from shared.tokens import derive_token, hash_token
@@ -55,6 +53,17 @@ def _dump(value: Any) -> str:
     return json.dumps(value)
 
 
+def payment_status(paid: int, processing: int, refunded: int) -> str | None:
+    """What the firm sees of a bill's online payments."""
+    if processing > 0:
+        return "processing"
+    if paid > 0:
+        return "paid_online"
+    if refunded > 0:
+        return "refunded"
+    return None
+
+
 class Desk:
     def __init__(self, service: Service, settings: EnvelopeSettings) -> None:
         self.service = service
@@ -68,6 +77,10 @@ class Desk:
 
     def invoice_token(self, firm_id: str, invoice_id: str) -> str:
         return derive_token(self.settings.link_secret, "invoice", firm_id, invoice_id)
+
+    def statement_token(self, firm_id: str, invoice_ids: list[str]) -> str:
+        # The statement of a set of bills has one Pay All link, whichever email carries it.
+        return derive_token(self.settings.link_secret, "statement", firm_id, *sorted(invoice_ids))
 
     def view_url(self, token: str, invoice_id: str) -> str:
         return f"{self.settings.public_base_url}/v/{token}/{invoice_id}"
@@ -223,7 +236,17 @@ class Desk:
                 )
                 s.add(env)
                 envelopes.append(env)
-            return envelopes
+        if firm.default_delivery == "attachment":
+            # Their statements, ahead of time, as the invoices' own PDFs already are.
+            self.renderer.schedule_statements(
+                firm_id,
+                [
+                    (json.loads(e.invoice_ids), e.client_name)
+                    for e in envelopes
+                    if len(json.loads(e.invoice_ids)) > 1
+                ],
+            )
+        return envelopes
 
     async def envelope(self, firm_id: str, envelope_id: str) -> Envelope | None:
         async with self.service.sessionmaker() as s:
@@ -284,7 +307,28 @@ class Desk:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def on_send_requested(self, s: AsyncSession, ev: EnvelopeSendRequested) -> None:
+    async def prepare_send(self, ev: EnvelopeSendRequested) -> list[dict[str, str]]:
+        """Before the send's transaction: its PDFs, when it carries them (normally rendered
+        ahead of time; rendered now when not). Nothing here holds a transaction open."""
+        if ev.delivery != "attachment":
+            return []
+        async with self.service.sessionmaker() as s:
+            env = await s.get(Envelope, ev.envelope_id)
+            if env is None or env.firm_id != ev.firm_id:
+                return []
+            invoices = await self._invoices(
+                s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids)
+            )
+        if not invoices:
+            return []
+        try:
+            return await self._attachments(ev.firm_id, env.client_name, invoices)
+        except KeyError:
+            return []  # a bill vanished meanwhile; the send fails or goes without it
+
+    async def on_send_requested(
+        self, s: AsyncSession, ev: EnvelopeSendRequested, attachments: list[dict[str, str]]
+    ) -> None:
         if await s.get(EnvelopeSend, ev.send_id) is not None:
             return  # this send was already turned into an email
         env = await s.get(Envelope, ev.envelope_id)
@@ -334,11 +378,6 @@ class Desk:
                 )
             except TemplateInvalid as exc:
                 failure = f"template error: {exc}"
-        attachments: list[dict[str, str]] = []
-        if composed is not None and ev.delivery == "attachment":
-            attachments = await self._attachments(
-                ev.firm_id, firm, env.client_name, invoices, self.pay_url(token), now
-            )
         # Writes from here on.
         s.add(send)
         env.to, env.cc, env.subject, env.body, env.delivery = (
@@ -371,44 +410,20 @@ class Desk:
                 created_at=now,
             )
         )
-        expires = now + timedelta(days=self.settings.link_ttl_days)
-        s.add(
-            Link(
-                token_hash=hash_token(token),
-                firm_id=ev.firm_id,
-                envelope_id=env.id,
-                send_id=ev.send_id,
-                invoice_ids=_dump([i.invoice_id for i in invoices]),
-                created_at=now,
-                expires_at=expires,
-            )
-        )
         for inv in invoices:
             inv.email_status = "queued"
-        await self.service.publish(
+        await issue_link(
+            self.service,
             s,
-            PayLinkIssued(
-                firm_id=ev.firm_id,
-                link_id=ev.send_id,
-                token_hash=hash_token(token),
-                envelope_id=env.id,
-                client_id=env.client_id,
-                client_name=env.client_name,
-                client_email=ev.to[0],
-                items=[
-                    PayLinkItem(
-                        invoice_id=i.invoice_id,
-                        number=i.number,
-                        kind=i.kind,  # type: ignore[arg-type]
-                        currency=i.currency,
-                        balance_minor=max(0, i.balance_minor - i.paid_online_minor),
-                        due_at=i.due_at,
-                    )
-                    for i in invoices
-                ],
-                pay_all_outstanding=ev.pay_all_outstanding,
-                expires_at=expires,
-            ),
+            token=token,
+            link_id=ev.send_id,
+            invoices=invoices,
+            client_name=env.client_name,
+            client_email=ev.to[0],
+            expires=now + timedelta(days=self.settings.link_ttl_days),
+            envelope_id=env.id,
+            send_id=ev.send_id,
+            pay_all_outstanding=ev.pay_all_outstanding,
         )
         await self.service.publish(
             s,
@@ -451,12 +466,11 @@ class Desk:
                 inv.email_status = "failed"
 
     async def on_payment(self, s: AsyncSession, ev: PaymentEvent) -> None:
-        status = {
-            "payment.processing": "processing",
-            "payment.succeeded": "paid_online",
-            "payment.failed": None,
-            "payment.refunded": "refunded",
-        }[ev.routing_key]
+        """Keep each bill's online payments as sums that commute: payment events travel on
+        different queues, so a refund may arrive before the success it refunds. Status is
+        derived from the sums, never from the last event seen."""
+        key = ev.routing_key
+        returned = isinstance(ev, PaymentFailed) and ev.returned
         for alloc in ev.allocations:
             inv = await s.scalar(
                 select(Invoice).where(
@@ -465,11 +479,32 @@ class Desk:
             )
             if inv is None:
                 continue
-            if ev.routing_key == "payment.succeeded":
-                inv.paid_online_minor = (inv.paid_online_minor or 0) + alloc.amount_minor
-            elif ev.routing_key == "payment.processing" and inv.payment_status == "paid_online":
-                continue  # the success overtook the processing notice
-            inv.payment_status = status
+            amount = alloc.amount_minor
+            paid, processing, refunded = (
+                inv.paid_online_minor or 0,
+                inv.processing_minor or 0,
+                inv.refunded_minor or 0,
+            )
+            if key == "payment.processing":
+                processing += amount
+            elif key == "payment.succeeded":
+                paid += amount
+                if ev.method == "ach":
+                    processing -= amount  # its payment.processing came (or comes) first
+            elif key == "payment.failed":
+                if returned:
+                    paid -= amount  # it had succeeded: the money went back
+                elif ev.method == "ach":
+                    processing -= amount
+            elif key == "payment.refunded":
+                paid -= amount
+                refunded += amount
+            inv.paid_online_minor, inv.processing_minor, inv.refunded_minor = (
+                paid,
+                processing,
+                refunded,
+            )
+            inv.payment_status = payment_status(paid, processing, refunded)
 
     # --- PDFs ----------------------------------------------------------------------------
 
@@ -512,44 +547,38 @@ class Desk:
             link = await self._live_link(s, token)
             if link is None:
                 return None
-            firm = await self.firm(s, link.firm_id)
             invoices = await self._invoices(s, link.firm_id, json.loads(link.invoice_ids))
         if not invoices:
             return None
-        return await self.renderer.ensure_statement(
+        return await self.renderer.statement_for(
             link.firm_id,
-            firm,
-            [InvoiceSnapshot.model_validate_json(i.snapshot) for i in invoices],
-            client_name=invoices[0].client_name,
-            pay_url=self.pay_url(token),
-            statement_date=datetime.now(UTC).date(),
+            [i.invoice_id for i in invoices],
+            invoices[0].client_name,
+            datetime.now(UTC).date(),
+            register_link=True,
         )
 
     async def _attachments(
         self,
         firm_id: str,
-        firm: FirmProfile,
         client_name: str,
         invoices: list[Invoice],
-        pay_all_url: str,
-        now: datetime,
     ) -> list[dict[str, str]]:
-        """An email's PDFs: each bill's own (normally rendered ahead of time) and, when there
-        are several, the statement of them all first, with the Pay All link."""
+        """An email's PDFs: each bill's own and, when there are several, first the statement
+        of them all with its Pay All link; all normally rendered ahead of time."""
+        ids = [i.invoice_id for i in invoices]
         names = [f"{i.kind.replace('_', '-')}-{i.number}.pdf" for i in invoices]
-        renders = [self.renderer.ensure(firm_id, i.invoice_id) for i in invoices]
+        keys = await self.renderer.ensure_many(firm_id, ids)
+        out = [
+            {"filename": n, "pdf_key": keys[i]}
+            for n, i in zip(names, ids, strict=True)
+            if i in keys
+        ]
         if len(invoices) > 1:
-            names.insert(0, f"statement-{now.date().isoformat()}.pdf")
-            renders.insert(
-                0,
-                self.renderer.ensure_statement(
-                    firm_id,
-                    firm,
-                    [InvoiceSnapshot.model_validate_json(i.snapshot) for i in invoices],
-                    client_name=client_name,
-                    pay_url=pay_all_url,
-                    statement_date=now.date(),
-                ),
+            today = datetime.now(UTC).date()
+            key = await self.renderer.statement_for(
+                firm_id, ids, client_name, today, register_link=True
             )
-        keys = await asyncio.gather(*renders)
-        return [{"filename": n, "pdf_key": k} for n, k in zip(names, keys, strict=True)]
+            if key is not None:
+                out.insert(0, {"filename": f"statement-{today.isoformat()}.pdf", "pdf_key": key})
+        return out

@@ -52,7 +52,11 @@ class Invoice(Base):
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     email_status: Mapped[str | None] = mapped_column(String(30))
     payment_status: Mapped[str | None] = mapped_column(String(30))
-    paid_online_minor: Mapped[int] = mapped_column(Integer, default=0)
+    # Sums kept from payment events (each applied once; they commute, so events of
+    # different queues arriving in any order give the same result):
+    paid_online_minor: Mapped[int] = mapped_column(Integer, default=0)  # succeeded, net
+    processing_minor: Mapped[int] = mapped_column(Integer, default=0)  # ACH not settled
+    refunded_minor: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # occurred_at of the invoice.updated applied last: an older event arriving late is skipped.
     event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

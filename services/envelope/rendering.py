@@ -14,9 +14,9 @@ firm profile or template gets a new key.
 - WeasyPrint is CPU bound and holds the GIL, so renders run in worker processes started by a
   forkserver (forking this process, with its threads and sockets, is not safe); workers
   import only services.envelope.pdf and get plain dicts.
-- Client links: the PDF's pay link is the invoice's own derived link. Its Link row and
-  paylink.issued event are registered when a PDF is first handed out (ensure), not when it is
-  pre-rendered: no link is minted for a PDF that nobody receives.
+- Client links: the PDF's pay link is the invoice's own derived link (a statement's, the
+  statement's own, derived from its bills). Its Link row and paylink.issued event are
+  registered once the PDF exists, ahead of time with it, so a send has nothing left to do.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class LinkSource(Protocol):
 
     def invoice_token(self, firm_id: str, invoice_id: str) -> str: ...
 
+    def statement_token(self, firm_id: str, invoice_ids: list[str]) -> str: ...
+
     def pay_url(self, token: str, invoice_id: str | None = None) -> str: ...
 
 
@@ -107,6 +109,61 @@ def _after_commit(s: AsyncSession, callback: Callable[[], None]) -> None:
         event.listen(sync, "after_commit", committed)
         event.listen(sync, "after_rollback", rolled_back)
     callbacks.append(callback)
+
+
+async def issue_link(
+    service: Service,
+    s: AsyncSession,
+    *,
+    token: str,
+    link_id: str,
+    invoices: list[Invoice],
+    client_name: str,
+    client_email: str | None,
+    expires: datetime,
+    envelope_id: str = "",
+    send_id: str = "",
+    pay_all_outstanding: bool = False,
+) -> None:
+    """A client link: its row here (by the token's hash) and paylink.issued for payments,
+    with each bill's balance as it stands, in the caller's transaction."""
+    token_hash = hash_token(token)
+    s.add(
+        Link(
+            token_hash=token_hash,
+            firm_id=invoices[0].firm_id,
+            envelope_id=envelope_id,
+            send_id=send_id,
+            invoice_ids=json.dumps([i.invoice_id for i in invoices]),
+            created_at=datetime.now(UTC),
+            expires_at=expires,
+        )
+    )
+    await service.publish(
+        s,
+        PayLinkIssued(
+            firm_id=invoices[0].firm_id,
+            link_id=link_id,
+            token_hash=token_hash,
+            envelope_id=envelope_id,
+            client_id=invoices[0].client_id,
+            client_name=client_name,
+            client_email=client_email,
+            items=[
+                PayLinkItem(
+                    invoice_id=i.invoice_id,
+                    number=i.number,
+                    kind=i.kind,  # type: ignore[arg-type]
+                    currency=i.currency,
+                    balance_minor=max(0, i.balance_minor - (i.paid_online_minor or 0)),
+                    due_at=i.due_at,
+                )
+                for i in invoices
+            ],
+            pay_all_outstanding=pay_all_outstanding,
+            expires_at=expires,
+        ),
+    )
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -258,6 +315,9 @@ class Renderer:
             if found is None or found.snapshot.state not in PRERENDER_STATES:
                 return
             await self._produce(found.job)
+            # The PDF carries the invoice's pay link: register it now, ahead of time too,
+            # so that handing the PDF out (a send) has nothing left to do.
+            await self._ensure_invoice_link(found)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -272,15 +332,158 @@ class Renderer:
         if found is None:
             raise KeyError(invoice_id)
         await self._produce(found.job)
+        await self._ensure_invoice_link(found)
+        return found.job.key
+
+    async def _ensure_invoice_link(self, found: _InvoiceJob) -> None:
         if found.job.args["pay_url"] and not found.has_link:
             try:
                 async with self.service.sessionmaker() as s, s.begin():
                     await self._register_invoice_link(
-                        s, firm_id, found.invoice, found.snapshot, found.token
+                        s, found.invoice.firm_id, found.invoice, found.snapshot, found.token
                     )
             except IntegrityError:
                 pass  # registered concurrently
-        return found.job.key
+
+    async def ensure_many(self, firm_id: str, invoice_ids: list[str]) -> dict[str, str]:
+        """`ensure` for several invoices of one firm (an email's attachments): one session
+        to look them up, one query for the stored PDFs, renders only for those missing (in
+        parallel, joining renders under way), one transaction for the links not yet
+        registered. Returns invoice id -> PDF key; unknown invoices are left out."""
+        async with self.service.sessionmaker() as s:
+            invoices = list(
+                await s.scalars(
+                    select(Invoice).where(
+                        Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
+                    )
+                )
+            )
+            firm = await self.links.firm(s, firm_id)
+            tokens = {
+                i.invoice_id: self.links.invoice_token(firm_id, i.invoice_id) for i in invoices
+            }
+            registered = set(
+                await s.scalars(
+                    select(Link.token_hash).where(
+                        Link.token_hash.in_([hash_token(t) for t in tokens.values()])
+                    )
+                )
+            )
+            found = [
+                await self._invoice_job_of(inv, firm, tokens[inv.invoice_id], registered)
+                for inv in invoices
+            ]
+            stored = set(
+                await s.scalars(select(Pdf.key).where(Pdf.key.in_([f.job.key for f in found])))
+            )
+        await asyncio.gather(
+            *(self._produce(f.job, known_missing=True) for f in found if f.job.key not in stored)
+        )
+        unregistered = [f for f in found if f.job.args["pay_url"] and not f.has_link]
+        if unregistered:
+            try:
+                async with self.service.sessionmaker() as s, s.begin():
+                    for f in unregistered:
+                        await self._register_invoice_link(
+                            s, firm_id, f.invoice, f.snapshot, f.token
+                        )
+            except IntegrityError:
+                # Registered concurrently (another send of the same bills): one at a time.
+                for f in unregistered:
+                    try:
+                        async with self.service.sessionmaker() as s, s.begin():
+                            await self._register_invoice_link(
+                                s, firm_id, f.invoice, f.snapshot, f.token
+                            )
+                    except IntegrityError:
+                        pass
+        return {f.invoice.invoice_id: f.job.key for f in found}
+
+    def schedule_statements(self, firm_id: str, groups: list[tuple[list[str], str]]) -> None:
+        """Render, in the background, the statements that combined envelopes will carry
+        (`groups`: invoice ids and client name per envelope), so that a send with PDF
+        attachments finds them ready. Started when the envelopes are drafted."""
+        if groups:
+            task = asyncio.create_task(self._prerender_statements(firm_id, groups))
+            self._sweeps.add(task)
+            task.add_done_callback(self._sweeps.discard)
+
+    async def _prerender_statements(
+        self, firm_id: str, groups: list[tuple[list[str], str]]
+    ) -> None:
+        today = datetime.now(UTC).date()
+        for invoice_ids, client_name in groups:
+            # Pre-renders hold at most the background share of the pool, as invoices do.
+            async with self._slots:
+                try:
+                    await self.statement_for(
+                        firm_id, invoice_ids, client_name, today, register_link=True
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("pdf: pre-rendering a statement of firm %s failed", firm_id)
+
+    async def statement_for(
+        self,
+        firm_id: str,
+        invoice_ids: list[str],
+        client_name: str,
+        statement_date: date,
+        *,
+        register_link: bool = False,
+    ) -> str | None:
+        """The key of the statement of these invoices as they stand, whose Pay All link is
+        the statement's own (derived from the bills, like an invoice's): the same PDF for
+        every email of the same bills on the same day, so it can be rendered ahead of time.
+        The link is registered when the PDF is first handed out."""
+        async with self.service.sessionmaker() as s:
+            rows = {
+                i.invoice_id: i
+                for i in await s.scalars(
+                    select(Invoice).where(
+                        Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
+                    )
+                )
+            }
+            firm = await self.links.firm(s, firm_id)
+        invoices = [rows[i] for i in invoice_ids if i in rows]
+        if not invoices:
+            return None
+        token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
+        key = await self.ensure_statement(
+            firm_id,
+            firm,
+            [InvoiceSnapshot.model_validate_json(i.snapshot) for i in invoices],
+            client_name=client_name,
+            pay_url=self.links.pay_url(token),
+            statement_date=statement_date,
+        )
+        if register_link:
+            await self.register_statement_link(firm_id, invoices, client_name, None)
+        return key
+
+    async def register_statement_link(
+        self, firm_id: str, invoices: list[Invoice], client_name: str, client_email: str | None
+    ) -> None:
+        """Register the statement's Pay All link (once), when its PDF is handed out."""
+        token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
+        try:
+            async with self.service.sessionmaker() as s, s.begin():
+                if await s.get(Link, hash_token(token)) is not None:
+                    return
+                await issue_link(
+                    self.service,
+                    s,
+                    token=token,
+                    link_id=f"statement:{hash_token(token)[:16]}",
+                    invoices=invoices,
+                    client_name=client_name,
+                    client_email=client_email,
+                    expires=datetime.now(UTC) + timedelta(days=INVOICE_LINK_DAYS),
+                )
+        except IntegrityError:
+            pass  # registered concurrently
 
     async def ensure_statement(
         self,
@@ -345,10 +548,14 @@ class Renderer:
                 return None
             firm = await self.links.firm(s, firm_id)
             token = self.links.invoice_token(firm_id, invoice_id)
-            has_link = (
-                await s.scalar(select(Link.token_hash).where(Link.token_hash == hash_token(token)))
-                is not None
+            registered = set(
+                await s.scalars(select(Link.token_hash).where(Link.token_hash == hash_token(token)))
             )
+        return await self._invoice_job_of(inv, firm, token, registered)
+
+    async def _invoice_job_of(
+        self, inv: Invoice, firm: FirmProfile, token: str, registered: set[str]
+    ) -> _InvoiceJob:
         snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
         pay_url = self.links.pay_url(token) if snap.balance_minor > 0 else None
         # Keyed as pdf.invoice_cache_key(snap, <the firm as the PDF sees it>, pay_url=pay_url).
@@ -358,17 +565,19 @@ class Renderer:
             "pay_url": pay_url,
             "view_url": None,
         }
-        job = await self._job("invoice", args, firm_id, invoice_id)
-        return _InvoiceJob(job, inv, snap, token, has_link)
+        job = await self._job("invoice", args, inv.firm_id, inv.invoice_id)
+        return _InvoiceJob(job, inv, snap, token, hash_token(token) in registered)
 
-    async def _produce(self, job: Job) -> None:
-        """Have the PDF of `job` stored: join the render of the same key if one is under way."""
+    async def _produce(self, job: Job, *, known_missing: bool = False) -> None:
+        """Have the PDF of `job` stored: join the render of the same key if one is under way.
+        `known_missing`: the caller just looked and found it not stored."""
         task = self._inflight.get(job.key)
         if task is None:
-            async with self.service.sessionmaker() as s:
-                stored = await s.scalar(select(Pdf.key).where(Pdf.key == job.key))
-            if stored is not None:
-                return
+            if not known_missing:
+                async with self.service.sessionmaker() as s:
+                    stored = await s.scalar(select(Pdf.key).where(Pdf.key == job.key))
+                if stored is not None:
+                    return
             task = self._inflight.get(job.key)  # started while we looked
             if task is None:
                 task = asyncio.create_task(self._render_and_store(job))
@@ -428,39 +637,13 @@ class Renderer:
     ) -> None:
         # The PDF's pay link belongs to the invoice, not to one email, so a PDF rendered
         # ahead of time can carry it. It lives as long as the invoice is unpaid.
-        now = datetime.now(UTC)
-        expires = now + timedelta(days=INVOICE_LINK_DAYS)
-        s.add(
-            Link(
-                token_hash=hash_token(token),
-                firm_id=firm_id,
-                envelope_id="",
-                send_id="",
-                invoice_ids=json.dumps([inv.invoice_id]),
-                created_at=now,
-                expires_at=expires,
-            )
-        )
-        await self.service.publish(
+        await issue_link(
+            self.service,
             s,
-            PayLinkIssued(
-                firm_id=firm_id,
-                link_id=f"invoice:{inv.invoice_id}",
-                token_hash=hash_token(token),
-                envelope_id="",
-                client_id=inv.client_id,
-                client_name=inv.client_name,
-                client_email=snap.client_email,
-                items=[
-                    PayLinkItem(
-                        invoice_id=inv.invoice_id,
-                        number=inv.number,
-                        kind=snap.kind,
-                        currency=inv.currency,
-                        balance_minor=snap.balance_minor,
-                        due_at=inv.due_at,
-                    )
-                ],
-                expires_at=expires,
-            ),
+            token=token,
+            link_id=f"invoice:{inv.invoice_id}",
+            invoices=[inv],
+            client_name=inv.client_name,
+            client_email=snap.client_email,
+            expires=datetime.now(UTC) + timedelta(days=INVOICE_LINK_DAYS),
         )

@@ -21,6 +21,7 @@ from services.gateway import (
     web_review,
     web_settings,
     web_templates,
+    webhooks,
 )
 from services.gateway.clients import ServiceUnavailable, Upstream
 from services.gateway.deps import LoginRequired, Pages
@@ -69,6 +70,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     ):
         app.include_router(module.router(pages))
     app.include_router(public.router(settings, upstream))
+    app.include_router(webhooks.router(upstream))
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]

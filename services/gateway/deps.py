@@ -31,6 +31,10 @@ NOTICES = {
 }
 
 
+# Fields one firm form may carry: invoice_ids of a large selection, and the rest.
+MAX_FORM_FIELDS = 5000
+
+
 class LoginRequired(Exception):
     pass
 
@@ -64,7 +68,9 @@ class Pages:
         user_dep = Annotated[CurrentUser, Depends(current_user)]
 
         async def check_csrf(request: Request, user: user_dep) -> CurrentUser:  # type: ignore[valid-type]
-            form = await request.form()
+            # A selection of a thousand bills is a thousand fields (Starlette's default cap);
+            # the form is parsed once here and cached for the route.
+            form = await request.form(max_fields=MAX_FORM_FIELDS)
             if not auth.csrf_ok(user.csrf_token, str(form.get("csrf_token") or "")):
                 raise HTTPException(
                     status_code=403,

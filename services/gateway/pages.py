@@ -51,6 +51,8 @@ def invoice_state(item: dict[str, Any]) -> tuple[str, str]:
         return "Paid online", "paid"
     if item.get("payment_status") == "processing":
         return "Processing (ACH)", "processing"
+    if item.get("payment_status") == "refunded" and item.get("state") == "awaiting_payment":
+        return "Refunded", "unpaid"
     label = STATE_LABELS.get(item.get("state", ""), item.get("state", ""))
     css = {"Paid": "paid", "Unpaid": "unpaid", "Void": "void"}.get(label, "muted")
     return label, css

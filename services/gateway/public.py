@@ -1,7 +1,18 @@
-"""The client's pages, reached by the link token in an email; no login."""
+"""The client's pages, reached by the link token in an email; no login.
+
+The pay page (/pay/{token}) lists the envelope's bills; Pay, Pay All or Pay full balance asks
+payments for a checkout session, created only now, when the client clicks. With Stripe the
+client goes to Stripe's hosted page; in test mode to our own checkout page (/checkout/{id}),
+which takes a card or a bank account (ACH) and ends on the receipt.
+
+The checkout URL never carries the link token: the token rides in a signed, HttpOnly cookie
+bound to the checkout session, so the receipt can link back to the pay page.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from typing import Annotated, Any
 
@@ -16,9 +27,62 @@ from services.gateway.settings import GatewaySettings
 # Client pages must never be cached by a shared proxy or indexed.
 PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
 
+# The cookie that carries the link token from the pay page to the checkout and receipt.
+PAYLINK_COOKIE = "ep_paylink"
+PAYLINK_COOKIE_SECONDS = 2 * 24 * 3600  # a checkout session lives 24 hours
+
+CARD_FIELDS = ("name", "email", "card_number", "exp", "cvc")
+ACH_FIELDS = ("name", "email", "routing_number", "account_number", "account_type")
+# What the checkout form shows again after an error: never a card or account number or a CVC.
+KEPT_FIELDS = ("method", "email", "name", "holder_name", "exp", "routing_number", "account_type")
+
+
+def _signature(secret: str, session_id: str, token: str) -> str:
+    msg = f"paylink|{session_id}|{token}".encode()
+    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
+
+
+def paylink_cookie(secret: str, session_id: str, token: str) -> str:
+    """The cookie value that ties a checkout session to the pay link it came from."""
+    return f"{session_id}.{token}.{_signature(secret, session_id, token)}"
+
+
+def token_for(secret: str, raw: str | None, session_id: str) -> str | None:
+    """The link token of this checkout session from the cookie, if it is ours and untouched."""
+    parts = (raw or "").split(".")
+    if len(parts) != 3 or parts[0] != session_id:
+        return None
+    _, token, sig = parts
+    return token if hmac.compare_digest(sig, _signature(secret, session_id, token)) else None
+
+
+def checkout_body(form: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """(method, JSON body) for payments' card or ACH endpoint from the checkout form."""
+    if form.get("method") == "ach":
+        body = {k: form.get(k, "").strip() for k in ACH_FIELDS}
+        body["name"] = form.get("holder_name", "").strip()
+        body["account_type"] = body["account_type"] or "checking"
+        return "ach", body
+    return "card", {k: form.get(k, "").strip() for k in CARD_FIELDS}
+
+
+def field_errors(method: str, detail: Any) -> tuple[dict[str, str], str | None]:
+    """Split a 402/409 detail into (errors by form field, message for the whole form)."""
+    if not isinstance(detail, dict):
+        return {}, str(detail)
+    field, message = detail.get("field"), str(detail.get("message") or "")
+    known = CARD_FIELDS if method == "card" else ACH_FIELDS
+    if field not in known:
+        return {}, message
+    # The ACH form names its holder's name field apart from the card's "Name on card".
+    if method == "ach" and field == "name":
+        field = "holder_name"
+    return {str(field): message}, None
+
 
 def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
     r = APIRouter()
+    secret = settings.secret_key
 
     def private(resp: Response) -> Response:
         resp.headers.update(PRIVATE)
@@ -39,21 +103,33 @@ def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
     def csrf_ok(request: Request, given: str) -> bool:
         return auth.csrf_ok(request.cookies.get(auth.ANON_CSRF_COOKIE), given)
 
+    def back_token(request: Request, session_id: str) -> str | None:
+        return token_for(secret, request.cookies.get(PAYLINK_COOKIE), session_id)
+
     async def link(token: str) -> dict[str, Any]:
         resp = await upstream.call(upstream.payments, "GET", f"/internal/paylinks/{token}")
+        if resp.status_code == 404:
+            return {"status": "unknown", "firm": None, "client_name": ""}
         resp.raise_for_status()
         return resp.json()
 
     def expired(request: Request, data: dict[str, Any]) -> Response:
+        """A link that no longer works: a clear page with the firm's contact, never an error.
+        410 for an expired or revoked link, 404 for a token nobody issued."""
+        unknown = data.get("status") == "unknown"
         return private(
             render(
                 request,
                 "link_expired.html",
-                status_code=410,
+                status_code=404 if unknown else 410,
                 firm=data.get("firm"),
                 client_name=data.get("client_name"),
+                unknown=unknown,
             )
         )
+
+    def no_checkout(request: Request) -> Response:
+        return expired(request, {"status": "unknown"})
 
     async def pdf_from_envelope(request: Request, token: str, path: str) -> Response:
         resp = await upstream.call(upstream.envelope, "GET", path)
@@ -80,51 +156,71 @@ def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
             request, token, f"/internal/links/{token}/invoices/{invoice_id}/pdf"
         )
 
+    def pay_page_for(
+        request: Request, token: str, data: dict[str, Any], status_code: int = 200, **ctx: Any
+    ) -> Response:
+        ctx.setdefault("focus", "")
+        ctx.setdefault("error", None)
+        return with_csrf(
+            request, "pay.html", status_code=status_code, token=token, data=data, **ctx
+        )
+
     @r.get("/pay/{token}", response_model=None)
     async def pay_page(request: Request, token: str, invoice: str = "") -> Response:
         data = await link(token)
         if data["status"] != "ok":
             return expired(request, data)
         focus = invoice if any(i["invoice_id"] == invoice for i in data["items"]) else ""
-        return with_csrf(request, "pay.html", token=token, data=data, focus=focus, error=None)
+        return pay_page_for(request, token, data, focus=focus)
 
     @r.post("/pay/{token}/checkout", response_model=None)
     async def start_checkout(
-        request: Request, token: str, csrf_token: Annotated[str, Form()] = ""
+        request: Request,
+        token: str,
+        csrf_token: Annotated[str, Form()] = "",
+        scope: Annotated[str, Form()] = "items",
     ) -> Response:
+        """Pay, Pay All or Pay full balance: payments opens a checkout session now."""
         form = await request.form()
         data = await link(token)
         if data["status"] != "ok":
             return expired(request, data)
         if not csrf_ok(request, csrf_token):
-            return with_csrf(
-                request,
-                "pay.html",
-                status_code=403,
-                token=token,
-                data=data,
-                focus="",
-                error="This page expired. Please try again.",
-            )
+            error = "This page expired. Please try again."
+            return pay_page_for(request, token, data, status_code=403, error=error)
         ids = [str(v) for v in form.getlist("invoice_ids")]
+        body = {
+            "invoice_ids": ids,
+            "scope": "outstanding" if scope == "outstanding" else "items",
+        }
         resp = await upstream.call(
-            upstream.payments,
-            "POST",
-            f"/internal/paylinks/{token}/checkout",
-            json={"invoice_ids": ids},
+            upstream.payments, "POST", f"/internal/paylinks/{token}/checkout", json=body
         )
+        if resp.status_code == 502:
+            error = "Payments are not answering right now. Nothing was charged. Please try again."
+            return pay_page_for(request, token, data, status_code=503, error=error)
         if resp.status_code == 409:
-            return with_csrf(
-                request,
-                "pay.html",
-                status_code=409,
-                token=token,
-                data=await link(token),
-                focus="",
-                error=resp.json()["detail"],
-            )
+            fresh = await link(token)
+            if fresh["status"] != "ok":
+                return expired(request, fresh)
+            detail = resp.json().get("detail")
+            error = detail.get("message") if isinstance(detail, dict) else str(detail)
+            return pay_page_for(request, token, fresh, status_code=409, error=error)
         resp.raise_for_status()
-        return RedirectResponse(f"/checkout/{resp.json()['session_id']}", status_code=303)
+        started = resp.json()
+        session_id = str(started["session_id"])
+        target = started.get("redirect_url") or f"/checkout/{session_id}"
+        redirect = RedirectResponse(target, status_code=303)
+        redirect.set_cookie(
+            PAYLINK_COOKIE,
+            paylink_cookie(secret, session_id, token),
+            max_age=PAYLINK_COOKIE_SECONDS,
+            path="/checkout",
+            httponly=True,
+            samesite="lax",
+            secure=settings.session_cookie_secure,
+        )
+        return private(redirect)
 
     async def checkout(session_id: str) -> dict[str, Any] | None:
         resp = await upstream.call(upstream.payments, "GET", f"/internal/checkout/{session_id}")
@@ -133,60 +229,79 @@ def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
         resp.raise_for_status()
         return resp.json()
 
+    def checkout_page_for(
+        request: Request, cs: dict[str, Any], status_code: int = 200, **ctx: Any
+    ) -> Response:
+        ctx.setdefault("form", {"method": "card"})
+        ctx.setdefault("errors", {})
+        ctx.setdefault("error", None)
+        return with_csrf(
+            request,
+            "checkout.html",
+            status_code=status_code,
+            cs=cs,
+            back=back_token(request, cs["id"]),
+            **ctx,
+        )
+
     @r.get("/checkout/{session_id}", response_model=None)
     async def checkout_page(request: Request, session_id: str) -> Response:
         cs = await checkout(session_id)
         if cs is None:
-            return private(
-                render(request, "link_expired.html", status_code=404, firm=None, client_name=None)
-            )
-        if cs["payment_id"]:
+            return no_checkout(request)
+        if cs.get("payment_id"):
             return RedirectResponse(f"/checkout/{session_id}/done", status_code=303)
-        return with_csrf(request, "checkout.html", cs=cs, form={}, errors={}, error=None)
+        if cs["status"] == "open" and cs.get("processor") != "test" and cs.get("redirect_url"):
+            # Back on our URL of a Stripe session still open: its hosted page takes the payment.
+            return private(RedirectResponse(str(cs["redirect_url"]), status_code=303))
+        return checkout_page_for(request, cs, status_code=410 if cs["status"] == "expired" else 200)
 
     @r.post("/checkout/{session_id}", response_model=None)
     async def pay(request: Request, session_id: str) -> Response:
+        """Test mode: pay the session by card or by bank account; errors land at their field."""
         form = {k: str(v) for k, v in (await request.form()).items()}
         cs = await checkout(session_id)
         if cs is None:
-            return private(
-                render(request, "link_expired.html", status_code=404, firm=None, client_name=None)
-            )
-        safe_form = {k: form.get(k, "") for k in ("name", "email")}
+            return no_checkout(request)
+        kept = {k: form.get(k, "") for k in KEPT_FIELDS}
         if not csrf_ok(request, form.get("csrf_token", "")):
-            return with_csrf(
-                request,
-                "checkout.html",
-                status_code=403,
-                cs=cs,
-                form=safe_form,
-                errors={},
-                error="This page expired. Nothing was charged. Please try again.",
-            )
-        card = {k: form.get(k, "") for k in ("name", "email", "card_number", "exp", "cvc")}
+            error = "This page expired. Nothing was charged. Please try again."
+            return checkout_page_for(request, cs, status_code=403, form=kept, error=error)
+        method, body = checkout_body(form)
         resp = await upstream.call(
-            upstream.payments, "POST", f"/internal/checkout/{session_id}/card", json=card
+            upstream.payments, "POST", f"/internal/checkout/{session_id}/{method}", json=body
         )
-        if resp.status_code in (402, 409):
-            detail = resp.json()["detail"]
-            errors = {detail["field"]: detail["message"]} if detail.get("field") else {}
-            return with_csrf(
+        if resp.status_code in (402, 409, 422):
+            errors, error = field_errors(method, resp.json().get("detail"))
+            return checkout_page_for(
                 request,
-                "checkout.html",
+                await checkout(session_id) or cs,
                 status_code=resp.status_code,
-                cs=await checkout(session_id),
-                form=safe_form,
+                form=kept | {"method": method},
                 errors=errors,
-                error=None if errors else detail["message"],
+                error=error,
             )
         resp.raise_for_status()
-        return RedirectResponse(f"/checkout/{session_id}/done", status_code=303)
+        return private(RedirectResponse(f"/checkout/{session_id}/done", status_code=303))
 
     @r.get("/checkout/{session_id}/done", response_model=None)
     async def done(request: Request, session_id: str) -> Response:
+        """The receipt: received (card), processing (ACH until it settles), or failed. With
+        Stripe the client may come back before its webhook: then the payment is confirming."""
         cs = await checkout(session_id)
-        if cs is None or not cs["payment_id"]:
+        if cs is None:
+            return no_checkout(request)
+        if not cs.get("payment_id") and cs.get("processor") == "test":
             return RedirectResponse(f"/checkout/{session_id}", status_code=303)
-        return private(render(request, "receipt.html", cs=cs))
+        back = back_token(request, session_id)
+        return private(render(request, "receipt.html", cs=cs, back=back))
+
+    @r.get("/checkout/{session_id}/cancel", response_model=None)
+    async def cancel(request: Request, session_id: str) -> Response:
+        """Back from the processor's page without paying: to the pay page, when we know it."""
+        back = back_token(request, session_id)
+        if back:
+            return private(RedirectResponse(f"/pay/{back}", status_code=303))
+        return private(RedirectResponse(f"/checkout/{session_id}", status_code=303))
 
     return r

@@ -38,6 +38,77 @@ def run_send_id(run_id: str, envelope_id: str) -> str:
     return str(uuid.uuid5(uuid.UUID(run_id), envelope_id))
 
 
+async def request_sends(service: Service, sends: list[dict[str, Any]]) -> int:
+    """Record many sends (Send All) in one transaction: the same rows and events as
+    `request_send` each, without a commit per envelope. Sends already asked for (the form
+    posted twice, a second tab) are left out; should another request race this one, it
+    falls back to one transaction per send. Returns how many were newly asked for."""
+    if not sends:
+        return 0
+    ids = [x["send_id"] for x in sends]
+    envelope_ids = [x["envelope"]["id"] for x in sends]
+    async with service.sessionmaker() as s:
+        taken_ids = set(
+            await s.scalars(select(SendRequest.send_id).where(SendRequest.send_id.in_(ids)))
+        )
+        taken_seqs = {
+            (e, q)
+            for e, q in await s.execute(
+                select(SendRequest.envelope_id, SendRequest.seq).where(
+                    SendRequest.envelope_id.in_(envelope_ids)
+                )
+            )
+        }
+    fresh = [
+        x
+        for x in sends
+        if x["send_id"] not in taken_ids and (x["envelope"]["id"], x["seq"]) not in taken_seqs
+    ]
+    try:
+        async with service.sessionmaker() as s, s.begin():
+            firms: dict[str, Firm | None] = {}
+            for x in fresh:
+                if x["firm_id"] not in firms:
+                    firms[x["firm_id"]] = await s.get(Firm, x["firm_id"])
+                await _stage(s, service, firms[x["firm_id"]], x)
+    except IntegrityError:
+        return sum([await request_send(service, **x) for x in fresh])
+    return len(fresh)
+
+
+async def _stage(s: Any, service: Service, firm: Firm | None, x: dict[str, Any]) -> None:
+    envelope = x["envelope"]
+    s.add(
+        SendRequest(
+            send_id=x["send_id"],
+            firm_id=x["firm_id"],
+            envelope_id=envelope["id"],
+            seq=x["seq"],
+            run_id=x.get("run_id"),
+            batch_id=x.get("batch_id"),
+            user_id=x["user_id"],
+            created_at=datetime.now(UTC),
+        )
+    )
+    await s.flush()
+    await service.publish(
+        s,
+        EnvelopeSendRequested(
+            firm_id=x["firm_id"],
+            envelope_id=envelope["id"],
+            send_id=x["send_id"],
+            invoice_ids=envelope["invoice_ids"],
+            client_id=envelope["client_id"],
+            to=x["to"],
+            subject=x["subject"],
+            body=x["body"],
+            delivery=(firm.default_delivery if firm else "link"),  # type: ignore[arg-type]
+            pay_all_outstanding=x.get("pay_all_outstanding", False),
+            requested_by=x["user_id"],
+        ),
+    )
+
+
 async def request_send(
     service: Service,
     *,
@@ -55,38 +126,22 @@ async def request_send(
 ) -> bool:
     """Record the send and stage its event; False when this send (or another send with the
     same sequence number: a second tab) was already asked for."""
+    x = {
+        "firm_id": firm_id,
+        "user_id": user_id,
+        "envelope": envelope,
+        "send_id": send_id,
+        "seq": seq,
+        "to": to,
+        "subject": subject,
+        "body": body,
+        "batch_id": batch_id,
+        "run_id": run_id,
+        "pay_all_outstanding": pay_all_outstanding,
+    }
     try:
         async with service.sessionmaker() as s, s.begin():
-            firm = await s.get(Firm, firm_id)
-            s.add(
-                SendRequest(
-                    send_id=send_id,
-                    firm_id=firm_id,
-                    envelope_id=envelope["id"],
-                    seq=seq,
-                    run_id=run_id,
-                    batch_id=batch_id,
-                    user_id=user_id,
-                    created_at=datetime.now(UTC),
-                )
-            )
-            await s.flush()
-            await service.publish(
-                s,
-                EnvelopeSendRequested(
-                    firm_id=firm_id,
-                    envelope_id=envelope["id"],
-                    send_id=send_id,
-                    invoice_ids=envelope["invoice_ids"],
-                    client_id=envelope["client_id"],
-                    to=to,
-                    subject=subject,
-                    body=body,
-                    delivery=(firm.default_delivery if firm else "link"),  # type: ignore[arg-type]
-                    pay_all_outstanding=pay_all_outstanding,
-                    requested_by=user_id,
-                ),
-            )
+            await _stage(s, service, await s.get(Firm, firm_id), x)
     except IntegrityError:
         return False
     return True

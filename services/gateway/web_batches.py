@@ -11,7 +11,7 @@ from sqlalchemy import select
 from services.gateway.auth import CurrentUser
 from services.gateway.deps import Pages
 from services.gateway.models import Batch, SendRequest
-from services.gateway.sending import next_seq, request_send, run_send_id, sent_envelopes
+from services.gateway.sending import next_seq, request_sends, run_send_id, sent_envelopes
 from services.gateway.web_templates import template_choices, template_text
 
 
@@ -122,23 +122,26 @@ def router(pages: Pages) -> APIRouter:
             return show(request, "send_all.html", user, status_code=422, batch=batch,
                         envelopes=envelopes, errors=errors, subject=subject, body=body,
                         run_id=run_id, expected=expected)  # fmt: skip
-        for env in envelopes:
-            if not env["to"]:
-                continue  # shown as failed in the progress: no recipient
-            await request_send(
-                service,
-                firm_id=user.firm_id,
-                user_id=user.id,
-                envelope=env,
-                send_id=run_send_id(run_id, env["id"]),
-                seq=seqs[env["id"]],
-                to=env["to"],
-                subject=subject,
-                body=body,
-                batch_id=batch_id,
-                run_id=run_id,
-                pay_all_outstanding=batch.kind == "balance",
-            )
+        await request_sends(
+            service,
+            [
+                {
+                    "firm_id": user.firm_id,
+                    "user_id": user.id,
+                    "envelope": env,
+                    "send_id": run_send_id(run_id, env["id"]),
+                    "seq": seqs[env["id"]],
+                    "to": env["to"],
+                    "subject": subject,
+                    "body": body,
+                    "batch_id": batch_id,
+                    "run_id": run_id,
+                    "pay_all_outstanding": batch.kind == "balance",
+                }
+                for env in envelopes
+                if env["to"]  # no recipient: shown as failed in the progress
+            ],
+        )
         return RedirectResponse(f"/batches/{batch_id}/runs/{run_id}", status_code=303)
 
     async def run_progress(user: CurrentUser, batch: Batch, run_id: str) -> dict[str, Any]:

@@ -1,11 +1,38 @@
-"""Building the MIME message. Plain functions."""
+"""Building the MIME message, as bytes ready for SMTP. Plain functions.
+
+The structure is fixed and ours: multipart/alternative (text, then HTML; UTF-8,
+quoted-printable), inside multipart/mixed with base64 attachments when there are any.
+It is written directly rather than through the email package's generator, which walks a
+ten-PDF message line by line in Python and cost more CPU than the SMTP conversation.
+Header values that are not plain ASCII are RFC 2047 encoded (email.header), attachment
+filenames RFC 2231; lines end in CRLF and stay under 78 characters but for headers the
+encoder folds. tests/unit/test_mailer_message.py parses the result back with the email
+package to check every part.
+"""
 
 from __future__ import annotations
 
-import base64
-from email.message import EmailMessage
+import binascii
+import re
+import secrets
+from dataclasses import dataclass
+from email.header import Header
 from email.utils import formataddr, formatdate
 from typing import Any
+from urllib.parse import quote
+
+CRLF = "\r\n"
+B64_LINE = 76
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message ready for the relay: its envelope and its bytes."""
+
+    mail_from: str
+    recipients: list[str]
+    data: bytes
+    message_id: str
 
 
 def message_id_for(email_id: str, domain: str) -> str:
@@ -14,25 +41,106 @@ def message_id_for(email_id: str, domain: str) -> str:
     return f"<{email_id}@{domain}>"
 
 
-def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = formataddr((content["from_name"], mail_from))
-    msg["To"] = ", ".join(content["to"])
-    if content.get("cc"):
-        msg["Cc"] = ", ".join(content["cc"])
+def _one_line(value: str) -> str:
+    # Header values come from people and from Clio: never let one start another header.
+    return " ".join(value.splitlines())
+
+
+def _header(name: str, value: str) -> str:
+    value = _one_line(value)
+    if value.isascii() and len(name) + len(value) < 76 and "\n" not in value:
+        return f"{name}: {value}"
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
+    return f"{name}: {encoded}"
+
+
+def _qp(text: str) -> str:
+    # binascii's quoted-printable (C): soft breaks keep lines under 76 characters.
+    encoded = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    return encoded.decode("ascii").replace("\n", CRLF)
+
+
+def _b64_lines(b64: str) -> str:
+    b64 = "".join(b64.split())
+    return CRLF.join(b64[i : i + B64_LINE] for i in range(0, len(b64), B64_LINE))
+
+
+def _filename_param(filename: str) -> str:
+    filename = "".join(ch if ch.isprintable() else "_" for ch in filename)
+    if filename.isascii():
+        escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
+        return f'filename="{escaped}"'
+    return f"filename*=utf-8''{quote(filename, safe='')}"
+
+
+def _boundary() -> str:
+    # "=_" cannot occur in quoted-printable or base64 output: the boundary is never content.
+    return f"=_{secrets.token_hex(12)}"
+
+
+def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -> OutgoingMessage:
+    to = list(content["to"])
+    cc = list(content.get("cc") or [])
+    headers = [
+        _header("From", formataddr((content["from_name"], mail_from), charset="utf-8")),
+        _header("To", ", ".join(to)),
+    ]
+    if cc:
+        headers.append(_header("Cc", ", ".join(cc)))
     if content.get("reply_to"):
-        msg["Reply-To"] = content["reply_to"]
-    msg["Subject"] = content["subject"]
-    msg["Date"] = formatdate(localtime=False, usegmt=True)
-    msg["Message-ID"] = message_id
-    msg.set_content(content["text"])
-    msg.add_alternative(content["html"], subtype="html")
-    for att in content.get("attachments") or []:
-        maintype, _, subtype = att["content_type"].partition("/")
-        msg.add_attachment(
-            base64.b64decode(att["content_b64"]),
-            maintype=maintype,
-            subtype=subtype or "octet-stream",
-            filename=att["filename"],
-        )
-    return msg
+        headers.append(_header("Reply-To", content["reply_to"]))
+    headers += [
+        _header("Subject", content["subject"]),
+        f"Date: {formatdate(localtime=False, usegmt=True)}",
+        f"Message-ID: {message_id}",
+        "MIME-Version: 1.0",
+    ]
+    alt = _boundary()
+    alternative = [
+        f"--{alt}",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _qp(content["text"]),
+        f"--{alt}",
+        'Content-Type: text/html; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _qp(content["html"]),
+        f"--{alt}--",
+        "",
+    ]
+    attachments = content.get("attachments") or []
+    if not attachments:
+        lines = [
+            *headers,
+            f'Content-Type: multipart/alternative; boundary="{alt}"',
+            "",
+            *alternative,
+        ]
+    else:
+        mixed = _boundary()
+        lines = [
+            *headers,
+            f'Content-Type: multipart/mixed; boundary="{mixed}"',
+            "",
+            f"--{mixed}",
+            f'Content-Type: multipart/alternative; boundary="{alt}"',
+            "",
+            *alternative,
+        ]
+        for att in attachments:
+            ctype = att.get("content_type") or ""
+            if not re.fullmatch(r"[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+", ctype):
+                ctype = "application/octet-stream"
+            lines += [
+                f"--{mixed}",
+                f"Content-Type: {ctype}",
+                "Content-Transfer-Encoding: base64",
+                f"Content-Disposition: attachment; {_filename_param(att['filename'])}",
+                "",
+                _b64_lines(att["content_b64"]),
+            ]
+        lines += [f"--{mixed}--", ""]
+    data = CRLF.join(lines).encode("ascii")
+    return OutgoingMessage(mail_from, [*to, *cc], data, message_id)

@@ -16,8 +16,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from sqlalchemy import select
 
-from services.mailer.message import build_message, message_id_for
+from services.mailer.message import OutgoingMessage, build_message, message_id_for
 from services.mailer.models import OutgoingEmail
+from services.mailer.relay import RelayPool
 from services.mailer.settings import MailerSettings
 from shared.events import EmailFailed, EmailRequested, EmailSent
 from shared.outbox import record, seen
@@ -41,9 +42,28 @@ class Postman:
         self.http = httpx.AsyncClient(
             timeout=30, headers={"X-Internal-Token": settings.internal_token}
         )
+        # As many connections as emails handled at once (the bus prefetch).
+        self.relay = RelayPool(settings, size=settings.bus_prefetch)
 
     async def on_email_requested(self, ev: EmailRequested) -> None:
         sm = self.service.sessionmaker
+        async with sm() as s:
+            known = await seen(s, self.service.inbox, self.service.name, ev) or (
+                await s.get(OutgoingEmail, ev.email_id) is not None
+            )
+        # The content is fetched before the row is written, so that a new email costs one
+        # transaction before SMTP (row, inbox and `sending` together), not three.
+        msg: OutgoingMessage | None = None
+        problem: TransientFailure | PermanentFailure | None = None
+        message_id = message_id_for(ev.email_id, self.settings.message_id_domain)
+        if not known:
+            try:
+                content = await self._fetch(ev.content_url)
+                msg = build_message(
+                    content, mail_from=self.settings.mail_from, message_id=message_id
+                )
+            except (TransientFailure, PermanentFailure) as exc:
+                problem = exc
         async with sm() as s, s.begin():
             if await seen(s, self.service.inbox, self.service.name, ev):
                 return
@@ -56,21 +76,31 @@ class Postman:
                 return
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            row = OutgoingEmail(
-                email_id=ev.email_id,
-                firm_id=ev.firm_id,
-                envelope_id=ev.envelope_id,
-                to=json.dumps(ev.to),
-                subject=ev.subject,
-                content_url=ev.content_url,
-                status="pending",
-                attempts=0,
-                created_at=datetime.now(UTC),
-                trace=json.dumps(carrier),
+            s.add(
+                OutgoingEmail(
+                    email_id=ev.email_id,
+                    firm_id=ev.firm_id,
+                    envelope_id=ev.envelope_id,
+                    to=json.dumps(ev.to),
+                    subject=ev.subject,
+                    content_url=ev.content_url,
+                    # Committed as `sending` before SMTP starts: a crash from here on makes
+                    # the email uncertain, never sent twice.
+                    status="sending" if msg is not None else "pending",
+                    attempts=1 if msg is not None else 0,
+                    created_at=datetime.now(UTC),
+                    trace=json.dumps(carrier),
+                )
             )
-            s.add(row)
             await record(s, self.service.inbox, self.service.name, ev)
-        await self.deliver(ev.email_id)
+        if msg is not None:
+            await self._transmit(ev.email_id, msg, message_id, attempts=1)
+        elif isinstance(problem, PermanentFailure):
+            await self._fail(ev.email_id, str(problem))
+        elif problem is not None:
+            await self._retry_later(ev.email_id, 0, str(problem))
+        else:
+            await self.deliver(ev.email_id)  # known before, but not handled: the usual path
 
     async def _uncertain(self, s: Any, row: OutgoingEmail) -> None:
         """A mailer died during this message's SMTP conversation: it may or may not have
@@ -110,13 +140,20 @@ class Postman:
                 return
             row.status = "sending"
             row.attempts = attempts + 1
+        await self._transmit(email_id, msg, message_id, attempts=attempts + 1)
+
+    async def _transmit(
+        self, email_id: str, msg: OutgoingMessage, message_id: str, *, attempts: int
+    ) -> None:
+        """SMTP for an email committed as `sending`, then its outcome."""
+        sm = self.service.sessionmaker
         try:
             await self._smtp(msg)
         except PermanentFailure as exc:
             await self._fail(email_id, str(exc))
             return
         except TransientFailure as exc:
-            await self._retry_later(email_id, attempts + 1, str(exc))
+            await self._retry_later(email_id, attempts, str(exc))
             return
         if self.settings.crash_after_smtp and self.settings.environment != "production":
             log.error(
@@ -155,18 +192,8 @@ class Postman:
         return resp.json()
 
     async def _smtp(self, msg: Any) -> None:
-        st = self.settings
         try:
-            await aiosmtplib.send(
-                msg,
-                hostname=st.smtp_host,
-                port=st.smtp_port,
-                username=st.smtp_username or None,
-                password=st.smtp_password or None,
-                start_tls=st.smtp_starttls,
-                use_tls=st.smtp_tls,
-                timeout=st.smtp_timeout_seconds,
-            )
+            await self.relay.send(msg)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise PermanentFailure(f"every recipient was refused: {exc}") from exc
         except aiosmtplib.SMTPResponseException as exc:

@@ -1,18 +1,37 @@
-"""payments' internal HTTP API, called by the gateway's client pages and firm pages."""
+"""payments' HTTP API: the internal API the gateway's client and firm pages call
+(`/internal`, X-Internal-Token), and the processor's webhook (`/webhooks/stripe`, whose
+signature is its authentication)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
-from services.payments.ledger import CheckoutError, ItemView, Ledger
-from services.payments.models import Allocation, Payment
-from services.payments.processors import CardInvalid
+from services.payments import reports, rules
+from services.payments.balances import ItemView, link_view
+from services.payments.checkout import (
+    CheckoutError,
+    ProcessorUnavailable,
+    checkout_view,
+    create_checkout,
+)
+from services.payments.ledger import Ledger
+from services.payments.models import Allocation, Payment, Refund, RefundItem
+from services.payments.processors import CardInvalid, InvalidSignature
+from services.payments.refunds import PaymentNotFound, RefundRequest, refundable, request_refund
+from services.payments.testmode import CheckoutClosed, NotSettled, TestMode
 from shared.events import FirmProfile
 from shared.runtime import Service
+
+log = logging.getLogger(__name__)
+
+
+# --- shapes -------------------------------------------------------------------------------
 
 
 class ItemOut(BaseModel):
@@ -22,31 +41,48 @@ class ItemOut(BaseModel):
     due_at: date | None
     currency: str
     balance_minor: int
-    status: str
+    status: str  # unpaid, processing, paid
+
+
+class OutstandingOut(BaseModel):
+    items: list[ItemOut]
+    total_minor: int
 
 
 class LinkOut(BaseModel):
-    status: str
+    status: str  # ok, expired, unknown
     firm: FirmProfile | None
     client_name: str
     items: list[ItemOut]
     currency: str
     total_due_minor: int
+    pay_all_outstanding: bool
+    outstanding: OutstandingOut | None
 
 
-class CheckoutRequest(BaseModel):
+class CheckoutBody(BaseModel):
     invoice_ids: list[str] = []
+    scope: Literal["items", "outstanding"] = "items"
+
+
+class CheckoutStarted(BaseModel):
+    session_id: str
+    redirect_url: str | None
 
 
 class CheckoutOut(BaseModel):
     id: str
-    status: str
+    status: str  # open, complete, expired
     currency: str
     amount_minor: int
     firm: FirmProfile
     items: list[ItemOut]
     payment_id: str | None
+    payment_status: str | None
+    method: str | None
     processor: str
+    methods: list[str]
+    redirect_url: str | None
 
 
 class CardForm(BaseModel):
@@ -57,109 +93,366 @@ class CardForm(BaseModel):
     cvc: str = ""
 
 
+class AchForm(BaseModel):
+    name: str = ""
+    email: str = ""
+    routing_number: str = ""
+    account_number: str = ""
+    account_type: str = "checking"
+
+
+class AllocationOut(BaseModel):
+    invoice_id: str
+    number: str
+    kind: str
+    amount_minor: int
+    refunded_minor: int
+
+
 class PaymentOut(BaseModel):
     id: str
     status: str
     method: str
     currency: str
     amount_minor: int
+    refunded_minor: int
+    fee_minor: int
     payer_name: str | None
+    payer_email: str | None
     card_last4: str | None
+    bank_last4: str | None
+    client_name: str
+    processor: str
     created_at: datetime
-    allocations: list[dict[str, object]] = []
+    succeeded_at: datetime | None
+    failure_reason: str | None
+    allocations: list[AllocationOut]
 
 
-def _items(items: list[ItemView]) -> list[ItemOut]:
-    return [ItemOut(**i.__dict__) for i in items]
+class DepositOut(BaseModel):
+    account: str
+    amount_minor: int
+    fee_minor: int
+    net_minor: int
+    reversed_minor: int
+    status: str
+    ref: str | None
 
 
-def _payment(p: Payment, allocations: list[Allocation] | None = None) -> PaymentOut:
+class RefundItemOut(BaseModel):
+    invoice_id: str
+    number: str
+    amount_minor: int
+
+
+class RefundOut(BaseModel):
+    id: str
+    amount_minor: int
+    status: str  # pending, succeeded, failed
+    created_at: datetime
+    requested_by: str
+    failure_reason: str | None
+    items: list[RefundItemOut]
+
+
+class TimelineOut(BaseModel):
+    at: datetime
+    text: str
+
+
+class PaymentDetailOut(PaymentOut):
+    deposits: list[DepositOut]
+    refunds: list[RefundOut]
+    timeline: list[TimelineOut]
+    refundable_minor: int
+    partial_refund_allowed: bool
+    refund_block_reason: str | None
+
+
+class RefundItemIn(BaseModel):
+    invoice_id: str
+    amount_minor: int
+
+
+class RefundBody(BaseModel):
+    refund_id: str = Field(min_length=1, max_length=100)
+    requested_by: str = ""
+    full: bool = False
+    items: list[RefundItemIn] = []
+
+
+class AccountsBody(BaseModel):
+    operating_account: str = Field(min_length=1, max_length=100)
+    trust_account: str = Field(min_length=1, max_length=100)
+
+
+class ReturnBody(BaseModel):
+    code: str = Field(default="R10", pattern=r"^R\d{2}$")
+
+
+# --- conversions --------------------------------------------------------------------------
+
+
+def item_out(item: ItemView) -> ItemOut:
+    return ItemOut(**item.__dict__)
+
+
+def payment_out(p: Payment, allocations: list[Allocation]) -> PaymentOut:
     return PaymentOut(
         id=p.id,
         status=p.status,
         method=p.method,
         currency=p.currency,
         amount_minor=p.amount_minor,
+        refunded_minor=p.refunded_minor,
+        fee_minor=p.fee_minor,
         payer_name=p.payer_name,
+        payer_email=p.payer_email,
         card_last4=p.card_last4,
+        bank_last4=p.bank_last4,
+        client_name=p.client_name,
+        processor=p.processor,
         created_at=p.created_at,
+        succeeded_at=p.succeeded_at,
+        failure_reason=p.failure_reason,
         allocations=[
-            {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor, "kind": a.kind}
-            for a in allocations or []
+            AllocationOut(
+                invoice_id=a.invoice_id,
+                number=a.number,
+                kind=a.kind,
+                amount_minor=a.amount_minor,
+                refunded_minor=a.refunded_minor,
+            )
+            for a in allocations
         ],
     )
 
 
-def router(service: Service, ledger: Ledger) -> APIRouter:
-    r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
+def refund_out(r: Refund, items: list[RefundItem]) -> RefundOut:
+    return RefundOut(
+        id=r.id,
+        amount_minor=r.amount_minor,
+        status=r.status,
+        created_at=r.created_at,
+        requested_by=r.requested_by,
+        failure_reason=r.failure_reason,
+        items=[
+            RefundItemOut(invoice_id=i.invoice_id, number=i.number, amount_minor=i.amount_minor)
+            for i in items
+        ],
+    )
 
+
+def detail_out(d: reports.PaymentDetail) -> PaymentDetailOut:
+    base = payment_out(d.payment, d.allocations)
+    return PaymentDetailOut(
+        **base.model_dump(),
+        deposits=[
+            DepositOut(
+                account=x.account,
+                amount_minor=x.amount_minor,
+                fee_minor=x.fee_minor,
+                net_minor=x.net_minor,
+                reversed_minor=x.reversed_minor,
+                status=x.status,
+                ref=x.ref,
+            )
+            for x in d.deposits
+        ],
+        refunds=[refund_out(r, items) for r, items in d.refunds],
+        timeline=[TimelineOut(at=at, text=text) for at, text in d.timeline],
+        refundable_minor=d.refundable_minor,
+        partial_refund_allowed=d.payment.method != "ach",
+        refund_block_reason=d.refund_block_reason,
+    )
+
+
+def field_error(status: int, field: str | None, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail={"field": field, "message": message})
+
+
+# --- routes -------------------------------------------------------------------------------
+
+
+def router(service: Service, ledger: Ledger, testmode: TestMode | None) -> APIRouter:
+    r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
+    _client_routes(r, ledger, testmode)
+    _firm_routes(r, ledger)
+    if testmode is not None and ledger.settings.environment != "production":
+        _testmode_routes(r, ledger, testmode)
+    return r
+
+
+def _client_routes(r: APIRouter, ledger: Ledger, testmode: TestMode | None) -> None:
     @r.get("/paylinks/{token}")
     async def link(token: str) -> LinkOut:
-        view = await ledger.link_view(token)
+        async with ledger.service.sessionmaker() as s:
+            view = await link_view(s, token)
         return LinkOut(
             status=view.status,
             firm=view.firm,
             client_name=view.client_name,
-            items=_items(view.items),
+            items=[item_out(i) for i in view.items],
             currency=view.currency,
             total_due_minor=view.total_due_minor,
+            pay_all_outstanding=view.pay_all_outstanding,
+            outstanding=OutstandingOut(
+                items=[item_out(i) for i in view.outstanding.items],
+                total_minor=view.outstanding.total_minor,
+            )
+            if view.outstanding
+            else None,
         )
 
     @r.post("/paylinks/{token}/checkout")
-    async def checkout(token: str, body: CheckoutRequest) -> dict[str, str]:
+    async def start_checkout(token: str, body: CheckoutBody) -> CheckoutStarted:
         try:
-            cs = await ledger.create_checkout(token, body.invoice_ids)
+            cs = await create_checkout(ledger, token, body.invoice_ids, body.scope)
         except CheckoutError as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
-        return {"session_id": cs.id}
+        except ProcessorUnavailable as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from exc
+        return CheckoutStarted(session_id=cs.id, redirect_url=cs.redirect_url)
 
     @r.get("/checkout/{session_id}")
     async def get_checkout(session_id: str) -> CheckoutOut:
-        found = await ledger.checkout(session_id)
-        if found is None:
+        view = await checkout_view(ledger, session_id)
+        if view is None:
             raise HTTPException(status_code=404, detail="no such checkout")
-        cs, firm, items = found
+        cs, payment = view.session, view.payment
         return CheckoutOut(
             id=cs.id,
-            status=cs.status,
+            status=view.status,
             currency=cs.currency,
             amount_minor=cs.amount_minor,
-            firm=firm,
-            items=_items(items),
-            payment_id=cs.payment_id,
-            processor=ledger.settings.payments_processor,
+            firm=view.firm,
+            items=[item_out(i) for i in view.items],
+            payment_id=payment.id if payment else None,
+            payment_status=payment.status if payment else None,
+            method=payment.method if payment else None,
+            processor=cs.processor,
+            methods=["card", "ach"],
+            redirect_url=cs.redirect_url,
         )
+
+    async def pay(session_id: str, how: str, form: dict[str, Any]) -> PaymentOut:
+        if testmode is None:
+            raise field_error(409, None, "Payment details are taken on the processor's page.")
+        try:
+            if how == "card":
+                payment = await testmode.pay_card(session_id, form)
+            else:
+                payment = await testmode.pay_ach(session_id, form)
+        except LookupError as exc:
+            raise HTTPException(status_code=404, detail="no such checkout") from exc
+        except CardInvalid as exc:
+            raise field_error(402, exc.field, str(exc)) from exc
+        except CheckoutClosed as exc:
+            raise field_error(409, None, str(exc)) from exc
+        return await _payment_out(ledger, payment)
 
     @r.post("/checkout/{session_id}/card")
     async def pay_card(session_id: str, form: CardForm) -> PaymentOut:
-        try:
-            payment = await ledger.pay_card(session_id, form.model_dump())
-        except CardInvalid as exc:
-            raise HTTPException(
-                status_code=402, detail={"field": exc.field, "message": str(exc)}
-            ) from exc
-        except CheckoutError as exc:
-            raise HTTPException(
-                status_code=409, detail={"field": None, "message": str(exc)}
-            ) from exc
-        return _payment(payment)
+        return await pay(session_id, "card", form.model_dump())
 
+    @r.post("/checkout/{session_id}/ach")
+    async def pay_ach(session_id: str, form: AchForm) -> PaymentOut:
+        return await pay(session_id, "ach", form.model_dump())
+
+
+async def _payment_out(ledger: Ledger, payment: Payment) -> PaymentOut:
+    async with ledger.service.sessionmaker() as s:
+        allocations = await reports.allocations_of(s, payment.id)
+    return payment_out(payment, allocations)
+
+
+def _firm_routes(r: APIRouter, ledger: Ledger) -> None:
     @r.get("/firms/{firm_id}/payments")
-    async def payments(firm_id: str) -> list[PaymentOut]:
-        async with service.sessionmaker() as s:
-            rows = list(
-                await s.scalars(
-                    select(Payment)
-                    .where(Payment.firm_id == firm_id)
-                    .order_by(Payment.created_at.desc())
-                )
-            )
-            allocs = await s.scalars(
-                select(Allocation).where(Allocation.payment_id.in_([p.id for p in rows]))
-            )
-            by_payment: dict[str, list[Allocation]] = {}
-            for a in allocs:
-                by_payment.setdefault(a.payment_id, []).append(a)
-        return [_payment(p, by_payment.get(p.id)) for p in rows]
+    async def payments(firm_id: str, status: str = "", q: str = "") -> list[PaymentOut]:
+        async with ledger.service.sessionmaker() as s:
+            records = await reports.list_payments(s, firm_id, status or None, q or None)
+        return [payment_out(x.payment, x.allocations) for x in records]
+
+    @r.get("/firms/{firm_id}/payments.csv")
+    async def payments_csv(firm_id: str, status: str = "", q: str = "") -> StreamingResponse:
+        async with ledger.service.sessionmaker() as s:
+            records = await reports.list_payments(s, firm_id, status or None, q or None)
+        return StreamingResponse(
+            reports.csv_rows(records),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="payments.csv"'},
+        )
+
+    @r.get("/firms/{firm_id}/payments/{payment_id}")
+    async def payment(firm_id: str, payment_id: str) -> PaymentDetailOut:
+        async with ledger.service.sessionmaker() as s:
+            found = await s.get(Payment, payment_id)
+            left = await refundable(ledger, s, found) if found else 0
+            detail = await reports.payment_detail(s, firm_id, payment_id, left)
+        if detail is None:
+            raise HTTPException(status_code=404, detail="no such payment")
+        return detail_out(detail)
+
+    @r.post("/firms/{firm_id}/payments/{payment_id}/refunds")
+    async def refund(firm_id: str, payment_id: str, body: RefundBody) -> RefundOut:
+        request = RefundRequest(
+            refund_id=body.refund_id,
+            requested_by=body.requested_by or "a firm user",
+            full=body.full,
+            items=[(i.invoice_id, i.amount_minor) for i in body.items],
+        )
+        try:
+            made = await request_refund(ledger, firm_id, payment_id, request)
+        except PaymentNotFound as exc:
+            raise HTTPException(status_code=404, detail="no such payment") from exc
+        except rules.RefundRefused as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        except rules.RefundInvalid as exc:
+            raise field_error(422, exc.field, str(exc)) from exc
+        async with ledger.service.sessionmaker() as s:
+            items = await reports.refund_items_of(s, made.id)
+        return refund_out(made, items)
+
+    @r.put("/firms/{firm_id}/accounts")
+    async def accounts(firm_id: str, body: AccountsBody) -> AccountsBody:
+        row = await ledger.set_accounts(firm_id, body.operating_account, body.trust_account)
+        return AccountsBody(
+            operating_account=row.operating_account, trust_account=row.trust_account
+        )
+
+
+def _testmode_routes(r: APIRouter, ledger: Ledger, testmode: TestMode) -> None:
+    @r.post("/testmode/payments/{payment_id}/return")
+    async def simulate_return(payment_id: str, body: ReturnBody | None = None) -> PaymentOut:
+        try:
+            payment = await testmode.simulate_return(payment_id, (body or ReturnBody()).code)
+        except LookupError as exc:
+            raise HTTPException(status_code=404, detail="no such payment") from exc
+        except NotSettled as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        return await _payment_out(ledger, payment)
+
+    @r.post("/testmode/settle-due")
+    async def settle_due() -> dict[str, int]:
+        return {"settled": await testmode.settle_due()}
+
+
+def webhook_router(ledger: Ledger) -> APIRouter:
+    """The processor's webhooks. Verified on the raw body before anything is parsed."""
+    r = APIRouter()
+
+    @r.post("/webhooks/stripe")
+    async def stripe_webhook(request: Request) -> dict[str, bool]:
+        payload = await request.body()
+        try:
+            event = ledger.processor.parse_webhook(payload, request.headers.get("stripe-signature"))
+        except InvalidSignature as exc:
+            log.warning("webhook refused: %s", exc)
+            raise HTTPException(status_code=400, detail="invalid signature") from exc
+        if event is None:
+            log.info("webhook of a type the ledger does not use: ignored")
+            return {"received": True}
+        await ledger.apply(event)
+        return {"received": True}
 
     return r

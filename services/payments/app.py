@@ -1,4 +1,4 @@
-"""Wires the payments service: ledger handlers and the internal API."""
+"""Wires the payments service: the processor, the ledger's handlers and loops, the API."""
 
 from __future__ import annotations
 
@@ -10,17 +10,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.payments import api
 from services.payments.ledger import Ledger
 from services.payments.models import Base
+from services.payments.processors import Processor
+from services.payments.refunds import refund_loop
 from services.payments.settings import PaymentsSettings
+from services.payments.testmode import TestMode, TestModeProcessor
 from shared.events import FirmUpdated, InvoiceUpdated, PayLinkIssued
 from shared.runtime import Service
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
+def make_processor(settings: PaymentsSettings) -> Processor:
+    """Test mode by default; Stripe only when configured (its SDK is imported only then)."""
+    if settings.payments_processor == "stripe":
+        from services.payments.stripe_processor import StripeProcessor
+
+        return StripeProcessor(settings)
+    return TestModeProcessor(settings)
+
+
+def create_app(
+    settings: PaymentsSettings | None = None, processor: Processor | None = None
+) -> FastAPI:
     settings = settings or PaymentsSettings()
     service = Service(settings, Base.metadata, MIGRATIONS)
-    ledger = Ledger(service, settings)
+    ledger = Ledger(service, settings, processor or make_processor(settings))
+    testmode = TestMode(ledger) if ledger.processor.name == "test" else None
 
     @service.handles(FirmUpdated)
     async def firm_updated(s: AsyncSession, ev: FirmUpdated) -> None:
@@ -34,7 +49,18 @@ def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
     async def paylink_issued(s: AsyncSession, ev: PayLinkIssued) -> None:
         await ledger.on_paylink_issued(s, ev)
 
+    service.background(ledger.deposit_loop)
+
+    @service.background
+    async def refunds_retry_loop() -> None:
+        await refund_loop(ledger)
+
+    if testmode is not None:
+        service.background(testmode.settle_loop)
+
     app = service.make_app()
-    app.include_router(api.router(service, ledger))
+    app.include_router(api.router(service, ledger, testmode))
+    app.include_router(api.webhook_router(ledger))
     app.state.ledger = ledger
+    app.state.testmode = testmode
     return app

@@ -1,11 +1,159 @@
-"""Payment processors. Test mode runs offline with Stripe's test cards and states."""
+"""Payment processors: the interface the ledger uses, and the card checks shared by both.
+
+Two implementations: `services.payments.testmode.TestModeProcessor` (offline, Stripe's test
+cards and ACH behaviour; `make run` and the tests) and
+`services.payments.stripe_processor.StripeProcessor` (the stripe SDK: Checkout, Connect
+separate charges and transfers, webhooks).
+
+The ledger never sees a processor's own objects: everything a processor reports reaches it
+as a `ProcessorEvent`, applied idempotently (by `event_id`) and in any order.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import date
-from typing import Literal
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Literal, Protocol
+
+Method = Literal["card", "ach"]
+Account = Literal["operating", "trust"]
+EventKind = Literal[
+    # The client finished the processor's checkout (card: paid; ACH: still processing).
+    "checkout.completed",
+    "payment.processing",  # ACH debit started; not paid yet
+    "payment.succeeded",  # card charged / ACH settled
+    "payment.failed",  # declined card, ACH failure (e.g. R01)
+    "payment.disputed",  # ACH return or chargeback after success: the money goes back
+    "refund.succeeded",
+    "refund.failed",
+]
+
+
+class ProcessorError(Exception):
+    """The processor could not be reached or refused a request; `retryable` when trying
+    again later may work."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class InvalidSignature(Exception):
+    """A webhook whose signature does not verify: answer 400 and change nothing."""
+
+
+@dataclass(frozen=True)
+class CheckoutItem:
+    invoice_id: str
+    number: str
+    kind: Literal["invoice", "trust_request"]
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    session_id: str  # ours (checkout_sessions.id): the idempotency and reference key
+    firm_id: str
+    firm_name: str
+    currency: str  # ISO, upper case
+    items: list[CheckoutItem]
+    customer_email: str | None
+    success_url: str
+    cancel_url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ProcessorCheckout:
+    ref: str  # the processor's checkout id (Stripe cs_...)
+    redirect_url: str | None  # Stripe's hosted page; None: our own checkout page (test mode)
+
+
+@dataclass(frozen=True)
+class ProcessorEvent:
+    """One thing a processor reports, normalised. `event_id` is unique per processor event
+    (Stripe's evt_ id); the same event delivered again carries the same id."""
+
+    event_id: str
+    kind: EventKind
+    occurred_at: datetime  # when the processor says it happened (Stripe's `created`)
+    session_id: str | None = None  # ours, from client_reference_id / metadata
+    payment_ref: str | None = None  # Stripe payment_intent id; test mode's own ref
+    charge_ref: str | None = None
+    method: Method | None = None
+    amount_minor: int | None = None
+    fee_minor: int | None = None
+    refund_ref: str | None = None  # refund events: the processor's refund id
+    refund_id: str | None = None  # refund events: ours, from the refund's metadata
+    failure_code: str | None = None  # e.g. "R01", "card_declined"
+    failure_reason: str | None = None  # for the firm and the client
+    payer_name: str | None = None
+    payer_email: str | None = None
+    last4: str | None = None
+    raw_type: str = ""  # the processor's own event type, for the log
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """What reaches one of the firm's accounts from one payment."""
+
+    account: Account
+    amount_minor: int  # gross allocated to this account
+    fee_minor: int  # taken from this deposit: always 0 for trust
+    ref: str | None = None  # processor's transfer id
+    destination: str | None = None  # the firm's account at the processor (Stripe acct_...)
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    ref: str
+    status: Literal["pending", "succeeded", "failed"]
+    failure_reason: str | None = None
+    reversals: list[str] = field(default_factory=list)
+
+
+class Processor(Protocol):
+    name: str  # "test" or "stripe"
+
+    async def create_checkout(self, req: CheckoutRequest) -> ProcessorCheckout:
+        """Called when the client clicks Pay (never when an email is sent). Idempotent on
+        req.session_id."""
+        ...
+
+    async def deposit(
+        self,
+        *,
+        payment_id: str,
+        payment_ref: str,
+        charge_ref: str | None,
+        currency: str,
+        deposits: list[Deposit],
+        firm_id: str,
+    ) -> list[Deposit]:
+        """Move a succeeded payment's money to the firm's accounts (Stripe: one transfer per
+        account, source_transaction=charge, idempotency key per payment and account).
+        Returns the deposits with their refs."""
+        ...
+
+    async def refund(
+        self,
+        *,
+        refund_id: str,
+        payment_ref: str,
+        amount_minor: int,
+        currency: str,
+        reversals: list[Deposit],
+        firm_id: str,
+    ) -> RefundResult:
+        """Refund `amount_minor` of the payment (idempotency key from refund_id) and reverse
+        the given amounts of its transfers (Stripe: /v1/transfers/{ref}/reversals)."""
+        ...
+
+    def parse_webhook(self, payload: bytes, signature: str | None) -> ProcessorEvent | None:
+        """Verify on the raw body, then normalise. Raises InvalidSignature; returns None for
+        event types the ledger does not use (logged and ignored)."""
+        ...
 
 
 class CardInvalid(ValueError):

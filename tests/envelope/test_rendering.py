@@ -36,6 +36,7 @@ from shared.events import (
 from shared.migrations import upgrade_async
 from shared.money import format_money
 from shared.runtime import Service
+from shared.tokens import hash_token
 
 FIRM_ID = "firm-render"
 PUBLIC = "https://pay.hartwell.test"
@@ -171,11 +172,11 @@ async def test_an_updated_invoice_is_rendered_ahead_of_time(harness: Harness) ->
     for expected in ("INV-1001", "Northgate Provisions, Inc.", "Review of lease", "Recording fee"):
         assert expected in text
     assert harness.renderer.renders == 1
-    # Rendering ahead of time mints no client link: nobody has received the PDF yet.
-    assert await harness.events("paylink.issued") == []
+    # The PDF's pay link is registered with it, ahead of time: a send has nothing to add.
+    issued = await harness.events("paylink.issued")
+    assert [e["link_id"] for e in issued] == [f"invoice:{snap.invoice_id}"]
 
-    # A send or a View Invoice then finds it ready and renders nothing; the invoice's pay link
-    # is registered the first time the PDF is handed out, and only then.
+    # A send or a View Invoice then finds it ready and renders nothing; the link stays one.
     assert await harness.renderer.ensure(FIRM_ID, snap.invoice_id) == harness.expected_key(snap)
     assert await harness.renderer.ensure(FIRM_ID, snap.invoice_id) == harness.expected_key(snap)
     assert harness.renderer.renders == 1
@@ -303,6 +304,9 @@ async def test_a_combined_envelope_sent_with_attachments_carries_the_statement(
 
     (env,) = await harness.desk.create_drafts(FIRM_ID, [s.invoice_id for s in snaps], "u-1")
     assert env.delivery == "attachment"
+    # Drafting a combined envelope that goes out with attachments renders its statement.
+    await harness.renderer.drain()
+    assert harness.renderer.renders == renders_before_send + 1
     send = EnvelopeSendRequested(
         firm_id=FIRM_ID,
         envelope_id=env.id,
@@ -315,10 +319,11 @@ async def test_a_combined_envelope_sent_with_attachments_carries_the_statement(
         delivery="attachment",
         requested_by="u-1",
     )
+    attachments = await harness.desk.prepare_send(send)
     async with harness.service.sessionmaker() as s, s.begin():
-        await harness.desk.on_send_requested(s, send)
+        await harness.desk.on_send_requested(s, send, attachments)
 
-    # Only the statement was rendered at send time: the bills' PDFs were ready.
+    # Nothing was rendered at send time: the bills' PDFs and the statement were ready.
     assert harness.renderer.renders == renders_before_send + 1
     found = await harness.desk.email_content(send.send_id)
     assert found is not None
@@ -337,7 +342,13 @@ async def test_a_combined_envelope_sent_with_attachments_carries_the_statement(
     grand_total = format_money(sum(s.balance_minor for s in snaps), "USD")
     assert grand_total in statement
     token = harness.desk.send_token(send.send_id)
-    assert harness.desk.pay_url(token) in statement  # the Pay All link
+    # The statement's Pay All link is the statement's own, for these bills, and it works.
+    statement_token = harness.desk.statement_token(FIRM_ID, [s.invoice_id for s in snaps])
+    assert harness.desk.pay_url(statement_token) in statement
+    async with harness.service.sessionmaker() as s:
+        link = await s.get(Link, hash_token(statement_token))
+        assert link is not None
+        assert sorted(json.loads(link.invoice_ids)) == sorted(s_.invoice_id for s_ in snaps)
     for (_, content), snap in zip(files[1:], snaps, strict=True):
         assert snap.number in text_of(content)
     # The email's View Statement link leads to the same statement, rendered once.

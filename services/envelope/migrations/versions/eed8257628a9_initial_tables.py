@@ -1,8 +1,8 @@
 """initial tables
 
-Revision ID: 6029eb9f43c2
+Revision ID: eed8257628a9
 Revises: 
-Create Date: 2026-11-21 10:06:19.619116
+Create Date: 2026-11-21 13:10:53.175801
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 import shared.db
 
 
-revision: str = '6029eb9f43c2'
+revision: str = 'eed8257628a9'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -124,6 +124,8 @@ def upgrade() -> None:
     sa.Column('email_status', sa.String(length=30), nullable=True),
     sa.Column('payment_status', sa.String(length=30), nullable=True),
     sa.Column('paid_online_minor', sa.Integer(), nullable=False),
+    sa.Column('processing_minor', sa.Integer(), nullable=False),
+    sa.Column('refunded_minor', sa.Integer(), nullable=False),
     sa.Column('updated_at', shared.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('event_at', shared.db.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_invoices')),

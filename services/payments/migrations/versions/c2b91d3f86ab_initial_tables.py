@@ -1,8 +1,8 @@
 """initial tables
 
-Revision ID: 04b28ce50094
+Revision ID: c2b91d3f86ab
 Revises: 
-Create Date: 2026-11-21 09:49:12.551148
+Create Date: 2026-11-21 12:38:35.626751
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 import shared.db
 
 
-revision: str = '04b28ce50094'
+revision: str = 'c2b91d3f86ab'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -45,10 +45,16 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('firm_id', sa.String(length=64), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('client_name', sa.String(length=300), nullable=False),
+    sa.Column('scope', sa.String(length=20), nullable=False),
     sa.Column('items', sa.Text(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('amount_minor', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('processor', sa.String(length=20), nullable=False),
+    sa.Column('processor_ref', sa.String(length=200), nullable=True),
+    sa.Column('redirect_url', sa.Text(), nullable=True),
     sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', shared.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('payment_id', sa.String(length=64), nullable=True),
@@ -58,6 +64,13 @@ def upgrade() -> None:
     with op.batch_alter_table('checkout_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_checkout_sessions_firm_id'), ['firm_id'], unique=False)
 
+    op.create_table('firm_accounts',
+    sa.Column('firm_id', sa.String(length=64), nullable=False),
+    sa.Column('operating_account', sa.String(length=100), nullable=False),
+    sa.Column('trust_account', sa.String(length=100), nullable=False),
+    sa.Column('updated_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('firm_id', name=op.f('pk_firm_accounts'))
+    )
     op.create_table('firms',
     sa.Column('firm_id', sa.String(length=64), nullable=False),
     sa.Column('profile', sa.Text(), nullable=False),
@@ -111,31 +124,72 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('firm_id', sa.String(length=64), nullable=False),
     sa.Column('session_id', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('client_name', sa.String(length=300), nullable=False),
     sa.Column('method', sa.String(length=10), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('refunded_minor', sa.Integer(), nullable=False),
+    sa.Column('fee_minor', sa.Integer(), nullable=False),
     sa.Column('payer_name', sa.String(length=300), nullable=True),
     sa.Column('payer_email', sa.String(length=320), nullable=True),
     sa.Column('processor', sa.String(length=20), nullable=False),
     sa.Column('processor_ref', sa.String(length=200), nullable=True),
+    sa.Column('charge_ref', sa.String(length=200), nullable=True),
     sa.Column('card_last4', sa.String(length=4), nullable=True),
+    sa.Column('bank_last4', sa.String(length=4), nullable=True),
     sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('succeeded_at', shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('failure_code', sa.String(length=50), nullable=True),
     sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('settle_at', shared.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('settle_code', sa.String(length=10), nullable=True),
+    sa.Column('announced_processing', sa.Boolean(), nullable=False),
+    sa.Column('announced_succeeded', sa.Boolean(), nullable=False),
+    sa.Column('announced_failed', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payments')),
     sa.UniqueConstraint('session_id', name=op.f('uq_payments_session_id'))
     )
     with op.batch_alter_table('payments', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payments_firm_id'), ['firm_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payments_processor_ref'), ['processor_ref'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payments_settle_at'), ['settle_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payments_status'), ['status'], unique=False)
+
+    op.create_table('processor_events',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('processor', sa.String(length=20), nullable=False),
+    sa.Column('event_id', sa.String(length=200), nullable=False),
+    sa.Column('kind', sa.String(length=40), nullable=False),
+    sa.Column('occurred_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('session_id', sa.String(length=64), nullable=True),
+    sa.Column('payment_ref', sa.String(length=200), nullable=True),
+    sa.Column('refund_id', sa.String(length=100), nullable=True),
+    sa.Column('refund_ref', sa.String(length=200), nullable=True),
+    sa.Column('firm_id', sa.String(length=64), nullable=True),
+    sa.Column('payment_id', sa.String(length=64), nullable=True),
+    sa.Column('data', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_processor_events')),
+    sa.UniqueConstraint('processor', 'event_id', name=op.f('uq_processor_events_processor'))
+    )
+    with op.batch_alter_table('processor_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_processor_events_firm_id'), ['firm_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_processor_events_payment_id'), ['payment_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_processor_events_payment_ref'), ['payment_ref'], unique=False)
+        batch_op.create_index(batch_op.f('ix_processor_events_session_id'), ['session_id'], unique=False)
 
     op.create_table('allocations',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('payment_id', sa.String(length=64), nullable=False),
     sa.Column('firm_id', sa.String(length=64), nullable=False),
     sa.Column('invoice_id', sa.String(length=100), nullable=False),
+    sa.Column('number', sa.String(length=100), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('account', sa.String(length=20), nullable=False),
     sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('refunded_minor', sa.Integer(), nullable=False),
     sa.Column('source_balance_at_payment', sa.Integer(), nullable=False),
     sa.Column('reconciled', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_allocations_payment_id_payments')),
@@ -146,18 +200,98 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_allocations_invoice_id'), ['invoice_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_allocations_payment_id'), ['payment_id'], unique=False)
 
+    op.create_table('deposits',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('payment_id', sa.String(length=64), nullable=False),
+    sa.Column('firm_id', sa.String(length=64), nullable=False),
+    sa.Column('account', sa.String(length=20), nullable=False),
+    sa.Column('destination', sa.String(length=100), nullable=True),
+    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('fee_minor', sa.Integer(), nullable=False),
+    sa.Column('net_minor', sa.Integer(), nullable=False),
+    sa.Column('reversed_minor', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('transferred', sa.Boolean(), nullable=False),
+    sa.Column('ref', sa.String(length=200), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_deposits_payment_id_payments')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deposits')),
+    sa.UniqueConstraint('payment_id', 'account', name=op.f('uq_deposits_payment_id'))
+    )
+    with op.batch_alter_table('deposits', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_deposits_firm_id'), ['firm_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_deposits_payment_id'), ['payment_id'], unique=False)
+
+    op.create_table('refunds',
+    sa.Column('id', sa.String(length=100), nullable=False),
+    sa.Column('payment_id', sa.String(length=64), nullable=False),
+    sa.Column('firm_id', sa.String(length=64), nullable=False),
+    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('processor_ref', sa.String(length=200), nullable=True),
+    sa.Column('requested_by', sa.String(length=300), nullable=False),
+    sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('submitted', sa.Boolean(), nullable=False),
+    sa.Column('announced', sa.Boolean(), nullable=False),
+    sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_refunds_payment_id_payments')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_refunds'))
+    )
+    with op.batch_alter_table('refunds', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_refunds_firm_id'), ['firm_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_refunds_payment_id'), ['payment_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_refunds_processor_ref'), ['processor_ref'], unique=False)
+
+    op.create_table('refund_items',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('refund_id', sa.String(length=100), nullable=False),
+    sa.Column('invoice_id', sa.String(length=100), nullable=False),
+    sa.Column('number', sa.String(length=100), nullable=False),
+    sa.Column('account', sa.String(length=20), nullable=False),
+    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['refund_id'], ['refunds.id'], name=op.f('fk_refund_items_refund_id_refunds')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_refund_items'))
+    )
+    with op.batch_alter_table('refund_items', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_refund_items_refund_id'), ['refund_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('refund_items', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_refund_items_refund_id'))
+
+    op.drop_table('refund_items')
+    with op.batch_alter_table('refunds', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_refunds_processor_ref'))
+        batch_op.drop_index(batch_op.f('ix_refunds_payment_id'))
+        batch_op.drop_index(batch_op.f('ix_refunds_firm_id'))
+
+    op.drop_table('refunds')
+    with op.batch_alter_table('deposits', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_deposits_payment_id'))
+        batch_op.drop_index(batch_op.f('ix_deposits_firm_id'))
+
+    op.drop_table('deposits')
     with op.batch_alter_table('allocations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_allocations_payment_id'))
         batch_op.drop_index(batch_op.f('ix_allocations_invoice_id'))
         batch_op.drop_index(batch_op.f('ix_allocations_firm_id'))
 
     op.drop_table('allocations')
+    with op.batch_alter_table('processor_events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_processor_events_session_id'))
+        batch_op.drop_index(batch_op.f('ix_processor_events_payment_ref'))
+        batch_op.drop_index(batch_op.f('ix_processor_events_payment_id'))
+        batch_op.drop_index(batch_op.f('ix_processor_events_firm_id'))
+
+    op.drop_table('processor_events')
     with op.batch_alter_table('payments', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_payments_status'))
+        batch_op.drop_index(batch_op.f('ix_payments_settle_at'))
+        batch_op.drop_index(batch_op.f('ix_payments_processor_ref'))
         batch_op.drop_index(batch_op.f('ix_payments_firm_id'))
 
     op.drop_table('payments')
@@ -172,6 +306,7 @@ def downgrade() -> None:
     op.drop_table('outbox')
     op.drop_table('inbox')
     op.drop_table('firms')
+    op.drop_table('firm_accounts')
     with op.batch_alter_table('checkout_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_checkout_sessions_firm_id'))
 

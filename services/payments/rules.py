@@ -1,0 +1,357 @@
+"""The payment rules as plain functions over plain data: fees, the trust/operating split, which
+refunds are allowed, and a payment's state derived from everything its processor reported.
+
+Nothing here touches the database, the bus or HTTP, so every rule is tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ACH_PARTIAL_REFUND_REFUSED = (
+    "ACH payments are not eligible for partial refunds. "
+    "Refunding this payment returns the funds for every invoice in it."
+)
+ACH_NOT_SETTLED = (
+    "An ACH payment can be refunded only after it settles. "
+    "Bank payments take up to 4 business days; try again once it shows as paid."
+)
+
+# A payment's progress, from what its processor reported. Every fact can only move it up, so
+# the state after a set of events is the same whatever order they arrived in: a decline
+# followed by a successful retry is succeeded, a bank return after settlement is returned.
+PROCESSING, FAILED, SUCCEEDED, RETURNED = 0, 1, 2, 3
+RANK_STATUS = {
+    PROCESSING: "processing",
+    FAILED: "failed",
+    SUCCEEDED: "succeeded",
+    RETURNED: "returned",
+}
+
+# A refund's progress: Stripe may report a refund failed after it reported it succeeded.
+REFUND_PENDING, REFUND_SUCCEEDED, REFUND_FAILED = 0, 1, 2
+REFUND_STATUS = {REFUND_PENDING: "pending", REFUND_SUCCEEDED: "succeeded", REFUND_FAILED: "failed"}
+
+ACCOUNT_OF_KIND = {"invoice": "operating", "trust_request": "trust"}
+
+
+def account_for(kind: str) -> str:
+    """Trust requests are paid into trust, everything else into operating."""
+    return ACCOUNT_OF_KIND.get(kind, "operating")
+
+
+# --- fees ---------------------------------------------------------------------------------
+
+
+def _round_half_up(numerator: int, denominator: int) -> int:
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def processing_fee(method: str, amount_minor: int) -> int:
+    """Test mode's fee, Stripe's US list price: card 2.9% + 30 cents, ACH 0.8% capped at $5."""
+    if amount_minor <= 0:
+        return 0
+    if method == "ach":
+        return min(_round_half_up(amount_minor * 8, 1000), 500)
+    return _round_half_up(amount_minor * 29, 1000) + 30
+
+
+# --- deposits -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepositPlan:
+    account: str
+    amount_minor: int
+    fee_minor: int
+
+    @property
+    def net_minor(self) -> int:
+        return self.amount_minor - self.fee_minor
+
+
+def split_deposits(allocations: Iterable[tuple[str, int]], fee_minor: int) -> list[DepositPlan]:
+    """One deposit per account from (kind, amount) allocations. The whole fee is taken from
+    operating, never from trust: a payment of trust requests only still charges its fee to
+    operating (an operating deposit of 0 whose net is the negative fee)."""
+    totals = {"operating": 0, "trust": 0}
+    for kind, amount in allocations:
+        totals[account_for(kind)] += amount
+    plans = []
+    if totals["operating"] or fee_minor:
+        plans.append(DepositPlan("operating", totals["operating"], fee_minor))
+    if totals["trust"]:
+        plans.append(DepositPlan("trust", totals["trust"], 0))
+    return plans
+
+
+def reversed_by_refunds(account: str, refunded_minor: int, amount: int, fee: int) -> int:
+    """How much of a deposit the refunds so far take back: trust gives back what was refunded
+    of it; operating at most what it received (its net), as the fee is not returned."""
+    if account == "trust":
+        return min(refunded_minor, amount)
+    return min(refunded_minor, max(amount - fee, 0))
+
+
+def reversed_minor(
+    account: str, refunded_minor: int, amount: int, fee: int, *, returned: bool
+) -> int:
+    """What a deposit gives back in the end: a returned payment takes back everything each
+    account received (the firm's loss, and trust money that was never the firm's), whether
+    the return came before or after the deposit was made."""
+    if returned:
+        return amount if account == "trust" else max(amount - fee, 0)
+    return reversed_by_refunds(account, refunded_minor, amount, fee)
+
+
+def deposit_status(
+    transferred: bool, reversed_minor: int, amount: int, fee: int, returned: bool
+) -> str:
+    if returned:
+        return "returned"
+    if not transferred:
+        return "pending"
+    received = amount - fee
+    if reversed_minor and reversed_minor >= received:
+        return "reversed"
+    if reversed_minor:
+        return "partially_reversed"
+    return "paid"
+
+
+# --- refunds ------------------------------------------------------------------------------
+
+
+class RefundRefused(ValueError):
+    """The refund breaks a rule (409): the message is for the firm user."""
+
+
+class RefundInvalid(ValueError):
+    """A field of the refund request is wrong (422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class AllocationLeft:
+    """One allocated item of a payment and how much of it is still refundable: allocated minus
+    refunds that succeeded or are still pending (a failed refund gives its share back)."""
+
+    invoice_id: str
+    kind: str
+    allocated_minor: int
+    committed_minor: int
+
+    @property
+    def left_minor(self) -> int:
+        return max(self.allocated_minor - self.committed_minor, 0)
+
+
+def refund_block_reason(status: str, method: str, refundable_minor: int) -> str | None:
+    """Why nothing can be refunded now, or None when a refund may be asked for."""
+    if status == "processing":
+        return ACH_NOT_SETTLED if method == "ach" else "This payment has not completed yet."
+    if status == "failed":
+        return "This payment failed: no money was taken, so there is nothing to refund."
+    if status == "returned":
+        return "The bank returned this payment: the money already went back to the payer."
+    if status == "refunded":
+        return "This payment has been refunded in full."
+    if refundable_minor <= 0:
+        return "A refund of everything left on this payment is already in progress."
+    return None
+
+
+def plan_refund(
+    *,
+    status: str,
+    method: str,
+    allocations: Sequence[AllocationLeft],
+    full: bool,
+    items: Sequence[tuple[str, int]],
+) -> list[tuple[str, int]]:
+    """The (invoice_id, amount) of a refund request, checked against the rules: card
+    payments in full or per item up to what is left of it; ACH payments in full only (seed
+    000), which for a Pay All returns every item in it; only once the payment succeeded."""
+    left = {a.invoice_id: a.left_minor for a in allocations}
+    everything = [(a.invoice_id, a.left_minor) for a in allocations if a.left_minor > 0]
+    wanted = everything if full else _requested(items, left)
+    if method == "ach" and sorted(wanted) != sorted(everything):
+        raise RefundRefused(ACH_PARTIAL_REFUND_REFUSED)
+    reason = refund_block_reason(status, method, sum(left.values()))
+    if reason:
+        raise RefundRefused(reason)
+    if not wanted:
+        raise RefundInvalid("amount", "Enter an amount to refund.")
+    return wanted
+
+
+def _requested(items: Sequence[tuple[str, int]], left: dict[str, int]) -> list[tuple[str, int]]:
+    merged: dict[str, int] = {}
+    for invoice_id, amount in items:
+        if invoice_id not in left:
+            raise RefundInvalid("items", "That item is not part of this payment.")
+        if amount < 0:
+            raise RefundInvalid("amount", "A refund amount cannot be negative.")
+        merged[invoice_id] = merged.get(invoice_id, 0) + amount
+    for invoice_id, amount in merged.items():
+        if amount > left[invoice_id]:
+            raise RefundInvalid(
+                "amount", "The refund is more than what is left to refund on that item."
+            )
+    return [(i, a) for i, a in merged.items() if a > 0]
+
+
+def allocate_external_refund(
+    amount_minor: int, left: Sequence[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """A refund made outside EnvelopePay (the processor's dashboard) names no items: take it
+    from the items in their order, never more than is left on each."""
+    out = []
+    for invoice_id, available in left:
+        take = min(amount_minor, available)
+        if take > 0:
+            out.append((invoice_id, take))
+            amount_minor -= take
+    return out
+
+
+# --- ACH ----------------------------------------------------------------------------------
+
+
+def aba_routing_ok(routing: str) -> bool:
+    """A US routing number: nine digits whose weighted sum (3, 7, 1, ...) is a multiple of 10."""
+    if len(routing) != 9 or not routing.isdigit():
+        return False
+    weights = (3, 7, 1) * 3
+    return sum(int(d) * w for d, w in zip(routing, weights, strict=True)) % 10 == 0
+
+
+# --- the state a payment's events add up to -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One recorded processor event, as far as a payment's state goes."""
+
+    event_id: str
+    kind: str
+    occurred_at: datetime
+    payment_ref: str | None = None
+    charge_ref: str | None = None
+    method: str | None = None
+    fee_minor: int | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    payer_name: str | None = None
+    payer_email: str | None = None
+    last4: str | None = None
+    refund_id: str | None = None
+    refund_ref: str | None = None
+    amount_minor: int | None = None
+
+
+PAYMENT_KINDS = (
+    "checkout.completed",
+    "payment.processing",
+    "payment.succeeded",
+    "payment.failed",
+    "payment.disputed",
+)
+REFUND_KINDS = ("refund.succeeded", "refund.failed")
+
+
+@dataclass
+class PaymentState:
+    rank: int = PROCESSING
+    method: str | None = None
+    payment_ref: str | None = None
+    charge_ref: str | None = None
+    fee_minor: int | None = None
+    payer_name: str | None = None
+    payer_email: str | None = None
+    last4: str | None = None
+    first_at: datetime | None = None
+    succeeded_at: datetime | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    facts: list[Fact] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return RANK_STATUS[self.rank]
+
+
+def _rank(fact: Fact) -> int:
+    if fact.kind == "payment.disputed":
+        return RETURNED
+    if fact.kind == "payment.succeeded":
+        return SUCCEEDED
+    if fact.kind == "payment.failed":
+        return FAILED
+    if fact.kind == "checkout.completed" and fact.method == "card":
+        return SUCCEEDED  # a card checkout completes only once the card was charged
+    return PROCESSING
+
+
+def _latest(facts: Sequence[Fact], attr: str) -> object | None:
+    """The value the most recent fact (by the processor's time, then id) gives, if any."""
+    for fact in reversed(facts):
+        value = getattr(fact, attr)
+        if value is not None:
+            return value
+    return None
+
+
+def derive_payment(facts: Iterable[Fact]) -> PaymentState:
+    """A payment's state from every event recorded for it, independent of arrival order."""
+    ordered = sorted(
+        (f for f in facts if f.kind in PAYMENT_KINDS), key=lambda f: (f.occurred_at, f.event_id)
+    )
+    state = PaymentState(facts=ordered)
+    if not ordered:
+        return state
+    state.rank = max(_rank(f) for f in ordered)
+    state.first_at = ordered[0].occurred_at
+    state.method = _method(ordered)
+    for attr in ("payment_ref", "charge_ref", "fee_minor", "payer_name", "payer_email", "last4"):
+        setattr(state, attr, _latest(ordered, attr))
+    done = [f for f in ordered if _rank(f) >= SUCCEEDED]
+    state.succeeded_at = done[0].occurred_at if done else None
+    if state.rank in (FAILED, RETURNED):
+        deciding = [f for f in ordered if _rank(f) == state.rank]
+        state.failure_code = _latest(deciding, "failure_code")  # type: ignore[assignment]
+        state.failure_reason = _latest(deciding, "failure_reason")  # type: ignore[assignment]
+    return state
+
+
+def _method(ordered: Sequence[Fact]) -> str:
+    named = _latest(ordered, "method")
+    if named is not None:
+        return str(named)
+    # Only bank debits report a processing phase.
+    return "ach" if any(f.kind == "payment.processing" for f in ordered) else "card"
+
+
+def derive_refund(facts: Iterable[Fact]) -> tuple[int, str | None, str | None]:
+    """(rank, processor ref, failure reason) of one refund from its events."""
+    ordered = sorted(
+        (f for f in facts if f.kind in REFUND_KINDS), key=lambda f: (f.occurred_at, f.event_id)
+    )
+    rank = REFUND_PENDING
+    for fact in ordered:
+        rank = max(rank, REFUND_FAILED if fact.kind == "refund.failed" else REFUND_SUCCEEDED)
+    failed = [f for f in ordered if f.kind == "refund.failed"]
+    reason = _latest(failed, "failure_reason") if failed else None
+    return rank, _latest(ordered, "refund_ref"), reason  # type: ignore[return-value]
+
+
+def payment_status(rank: int, amount_minor: int, refunded_minor: int) -> str:
+    """The status shown: a succeeded payment becomes (partially) refunded by its refunds."""
+    if rank == SUCCEEDED and refunded_minor > 0:
+        return "refunded" if refunded_minor >= amount_minor else "partially_refunded"
+    return RANK_STATUS[rank]

@@ -1,0 +1,103 @@
+"""The mailer writes MIME itself: the email package must read back exactly what was given."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+from email.message import EmailMessage
+
+from services.mailer.message import build_message
+
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 40 + b"\n.leading dot line\n"
+TEXT = "Dear Müller & Söhne,\n\n" + "A long line with ümlauts and = signs " * 12 + "\n.\nThanks"
+HTML = "<p>Héllo <b>wörld</b> — <a href='https://pay.example/p/abc?x=1&y=2'>Pay</a></p>" * 30
+
+
+def content(**extra: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "from_name": "Kanzlei Müller LLP",
+        "to": ["ada@client.example", "bob@client.example"],
+        "cc": ["audit@client.example"],
+        "reply_to": "billing@firm.example",
+        "subject": "Rechnung für März: invoices INV-1001, INV-1002 and a long subject that folds",
+        "text": TEXT,
+        "html": HTML,
+        "attachments": [],
+    }
+    base.update(extra)
+    return base
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_headers_and_both_parts_read_back_unchanged() -> None:
+    out = build_message(content(), mail_from="billing@envelopepay.test", message_id="<m1@ep>")
+    msg = parse(out.data)
+    assert msg["Subject"] == content()["subject"]
+    assert msg["From"].addresses[0].display_name == "Kanzlei Müller LLP"
+    assert msg["From"].addresses[0].addr_spec == "billing@envelopepay.test"
+    assert [a.addr_spec for a in msg["To"].addresses] == [
+        "ada@client.example",
+        "bob@client.example",
+    ]
+    assert msg["Cc"] == "audit@client.example"
+    assert msg["Reply-To"] == "billing@firm.example"
+    assert msg["Message-ID"] == "<m1@ep>"
+    assert msg.get_content_type() == "multipart/alternative"
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == TEXT
+    assert html.get_content().replace("\r\n", "\n").rstrip("\n") == HTML
+    # The SMTP envelope goes to every To and Cc address.
+    assert out.recipients == ["ada@client.example", "bob@client.example", "audit@client.example"]
+    assert out.mail_from == "billing@envelopepay.test"
+
+
+def test_attachments_come_back_byte_for_byte_with_their_names() -> None:
+    atts = [
+        {"filename": "invoice-INV-1.pdf", "content_type": "application/pdf",
+         "content_b64": base64.b64encode(PDF).decode()},
+        {"filename": "Übersicht März.pdf", "content_type": "application/pdf",
+         "content_b64": base64.b64encode(PDF[::-1]).decode()},
+    ]  # fmt: skip
+    out = build_message(content(attachments=atts), mail_from="b@ep.test", message_id="<m2@ep>")
+    msg = parse(out.data)
+    assert msg.get_content_type() == "multipart/mixed"
+    got = list(msg.iter_attachments())
+    assert [a.get_filename() for a in got] == ["invoice-INV-1.pdf", "Übersicht März.pdf"]
+    assert [a.get_content_type() for a in got] == ["application/pdf", "application/pdf"]
+    assert got[0].get_content() == PDF
+    assert got[1].get_content() == PDF[::-1]
+    body = msg.get_body(("plain",))
+    assert body is not None and "Thanks" in body.get_content()
+
+
+def test_lines_are_crlf_and_short() -> None:
+    atts = [{"filename": "a.pdf", "content_type": "application/pdf",
+             "content_b64": base64.b64encode(PDF).decode()}]  # fmt: skip
+    data = build_message(content(attachments=atts), mail_from="b@ep.test", message_id="<m@ep>").data
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 78
+
+
+def test_header_injection_and_odd_values_stay_inert() -> None:
+    evil = content(
+        subject="Invoice\r\nBcc: victim@evil.example",
+        to=["ada@client.example"],
+        attachments=[{"filename": 'inv"\r\nX-Evil: 1.pdf', "content_type": "text/html\r\nX: y",
+                      "content_b64": base64.b64encode(b"x").decode()}],
+    )  # fmt: skip
+    msg = parse(build_message(evil, mail_from="b@ep.test", message_id="<m3@ep>").data)
+    assert msg["Bcc"] is None
+    assert msg["X-Evil"] is None
+    assert "victim@evil.example" in msg["Subject"]  # kept as text of the subject
+    (att,) = list(msg.iter_attachments())
+    assert att.get_content_type() == "application/octet-stream"
+    assert att["X"] is None
+    assert att.get_filename() is not None and "\n" not in att.get_filename()
