@@ -318,6 +318,11 @@ def derive_payment(facts: Iterable[Fact]) -> PaymentState:
     state.rank = max(_rank(f) for f in ordered)
     state.first_at = ordered[0].occurred_at
     state.method = _method(ordered)
+    if state.method is None and state.rank == SUCCEEDED:
+        # A success that does not say how it was paid: card or settled ACH (whose fee,
+        # deposits and announcements differ). It counts once an event says which; until
+        # then the payment stays processing. Stripe's checkout events always say.
+        state.rank = PROCESSING
     for attr in ("payment_ref", "charge_ref", "fee_minor", "payer_name", "payer_email", "last4"):
         setattr(state, attr, _latest(ordered, attr))
     done = [f for f in ordered if _rank(f) >= SUCCEEDED]
@@ -329,12 +334,14 @@ def derive_payment(facts: Iterable[Fact]) -> PaymentState:
     return state
 
 
-def _method(ordered: Sequence[Fact]) -> str:
+def _method(ordered: Sequence[Fact]) -> str | None:
+    """Card or ACH, or None while no event has said (Stripe's payment_intent.succeeded
+    names no method when the intent allowed both)."""
     named = _latest(ordered, "method")
     if named is not None:
         return str(named)
     # Only bank debits report a processing phase.
-    return "ach" if any(f.kind == "payment.processing" for f in ordered) else "card"
+    return "ach" if any(f.kind == "payment.processing" for f in ordered) else None
 
 
 def derive_refund(facts: Iterable[Fact]) -> tuple[int, str | None, str | None]:

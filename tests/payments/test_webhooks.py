@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from services.payments.models import Payment, ProcessorEventRecord
+from services.payments.models import Deposit, Payment, ProcessorEventRecord
 from services.payments.testmode import TEST_WEBHOOK_SECRET, sign
 from tests.payments.conftest import BillSpec, Payments, running
 
@@ -128,6 +128,49 @@ async def test_any_order_ends_in_the_same_state(payments: Payments, order: tuple
     assert payment.created_at == T0 and payment.fee_minor == 500
     assert (payment.payer_name, payment.bank_last4) == ("Dana Whitfield", "6789")
     # Processing is announced before settlement whatever the arrival order.
+    assert [k for k, _ in await payments.published()] == [
+        "payment.processing",
+        "payment.succeeded",
+    ]
+
+
+async def test_a_success_that_names_no_method_waits_for_one(payments: Payments) -> None:
+    """Stripe's payment_intent.succeeded names no method when the intent allowed card and
+    bank account. Arriving first, it must not make an ACH payment a card payment: no card
+    fee, no deposit and no announcement until an event says how it was paid."""
+    session_id = await open_session(payments)
+    ref = "pi_webhook_nomethod"
+    first = body(
+        "evt_nm_3",
+        "payment.succeeded",
+        T0 + timedelta(days=3),
+        session_id=session_id,
+        payment_ref=ref,
+        amount_minor=80_000,
+    )
+    assert (await deliver(payments, first)).status_code == 200
+    async with payments.ledger.service.sessionmaker() as s:
+        [payment] = list(await s.scalars(select(Payment)))
+        assert payment.status == "processing"
+        assert list(await s.scalars(select(Deposit))) == []
+    assert await payments.published() == []
+
+    later = body(
+        "evt_nm_1",
+        "payment.processing",
+        T0,
+        session_id=session_id,
+        payment_ref=ref,
+        method="ach",
+        amount_minor=80_000,
+    )
+    assert (await deliver(payments, later)).status_code == 200
+    async with payments.ledger.service.sessionmaker() as s:
+        [payment] = list(await s.scalars(select(Payment)))
+        deposits = list(await s.scalars(select(Deposit)))
+    assert payment.status == "succeeded" and payment.method == "ach"
+    assert payment.fee_minor == 500  # ACH: 0.8 % capped at $5.00, not the card's 2.9 % + 30c
+    assert sum(d.fee_minor for d in deposits) == 500
     assert [k for k, _ in await payments.published()] == [
         "payment.processing",
         "payment.succeeded",
