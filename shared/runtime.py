@@ -86,18 +86,21 @@ class Service:
         event_type: type[E],
         *,
         prepare: Callable[[E], Awaitable[Any]] | None = None,
+        prepare_if: Callable[[E], bool] | None = None,
+        prepared_default: Any = None,
     ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Any]]:
         """Register `fn(session, event)`; it runs once per event id, in one transaction
         with the inbox record and any events it publishes.
 
         With `prepare`, slow work that needs no transaction (rendering, reading blobs) runs
         first, outside it, and `fn(session, event, prepared)` gets its result: a handler
-        never holds a connection (or SQLite's write lock) while it waits."""
+        never holds a connection (or SQLite's write lock) while it waits. `prepare_if` says
+        which events need it; the others get `prepared_default` at no cost."""
 
         def register(fn: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
             async def apply(ev: E) -> None:
-                extra: tuple[Any, ...] = ()
-                if prepare is not None:
+                extra: tuple[Any, ...] = () if prepare is None else (prepared_default,)
+                if prepare is not None and (prepare_if is None or prepare_if(ev)):
                     async with self.sessionmaker() as session:
                         if await seen(session, self.inbox, self.name, ev):
                             log.info(

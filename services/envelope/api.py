@@ -207,13 +207,15 @@ def router(service: Service, desk: Desk) -> APIRouter:
     async def autofill_fields() -> dict[str, str]:
         return AUTOFILL_FIELDS
 
-    @r.get("/emails/{email_id}")
-    async def email(email_id: str) -> EmailContent:
+    @r.get("/emails/{email_id}", response_model=EmailContent)
+    async def email(email_id: str) -> Response:
         found = await desk.email_content(email_id)
         if found is None:
             raise HTTPException(status_code=404, detail="no such email")
         email, files = found
-        return EmailContent(
+        # Serialized once by pydantic's core (an email with ten PDFs is half a megabyte of
+        # base64): not validated again and re-encoded by FastAPI's response handling.
+        out = EmailContent(
             email_id=email.email_id,
             to=json.loads(email.to),
             cc=json.loads(email.cc),
@@ -231,6 +233,7 @@ def router(service: Service, desk: Desk) -> APIRouter:
                 for name, content in files
             ],
         )
+        return Response(out.model_dump_json(), media_type="application/json")
 
     async def stored_pdf(key: str, filename: str) -> Response:
         async with service.sessionmaker() as s:

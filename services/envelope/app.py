@@ -42,7 +42,12 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
         await desk.on_invoice_updated(s, ev)
 
-    @service.handles(EnvelopeSendRequested, prepare=desk.prepare_send)
+    @service.handles(
+        EnvelopeSendRequested,
+        prepare=desk.prepare_send,
+        prepare_if=lambda ev: ev.delivery == "attachment",  # only PDFs need preparing
+        prepared_default=[],
+    )
     async def send_requested(
         s: AsyncSession, ev: EnvelopeSendRequested, attachments: list[dict[str, str]]
     ) -> None:
