@@ -328,12 +328,10 @@ class Renderer:
     async def ensure(self, firm_id: str, invoice_id: str) -> str:
         """The key of the invoice's current PDF, rendered now unless it is stored or under
         way; registers the invoice's pay link the first time the PDF is handed out."""
-        found = await self._invoice_job(firm_id, invoice_id)
-        if found is None:
+        keys = await self.ensure_many(firm_id, [invoice_id])
+        if invoice_id not in keys:
             raise KeyError(invoice_id)
-        await self._produce(found.job)
-        await self._ensure_invoice_link(found)
-        return found.job.key
+        return keys[invoice_id]
 
     async def _ensure_invoice_link(self, found: _InvoiceJob) -> None:
         if found.job.args["pay_url"] and not found.has_link:
@@ -390,13 +388,7 @@ class Renderer:
             except IntegrityError:
                 # Registered concurrently (another send of the same bills): one at a time.
                 for f in unregistered:
-                    try:
-                        async with self.service.sessionmaker() as s, s.begin():
-                            await self._register_invoice_link(
-                                s, firm_id, f.invoice, f.snapshot, f.token
-                            )
-                    except IntegrityError:
-                        pass
+                    await self._ensure_invoice_link(f)
         return {f.invoice.invoice_id: f.job.key for f in found}
 
     def schedule_statements(self, firm_id: str, groups: list[tuple[list[str], str]]) -> None:
