@@ -491,11 +491,11 @@ class SinkCounter:
 
 
 class Profiler:
-    """Optional (--py-spy): sample envelope, mailer and gateway during the send and keep a
+    """Optional (--py-spy): sample the busiest processes during the send and keep a
     summary of where their CPU went. py-spy is not a project dependency: install it
     anywhere (`pip install --target /tmp/pyspy py-spy`) and pass the binary."""
 
-    SERVICES = ("envelope", "mailer", "gateway")
+    SERVICES = ("envelope", "mailer", "gateway", "mailsink", "payments")
 
     def __init__(self, binary: str | None, stack: Stack, out_dir: Path) -> None:
         self.binary = binary
@@ -512,8 +512,9 @@ class Profiler:
             if proc is None:
                 continue
             self.procs[name] = subprocess.Popen(
-                [self.binary, "record", "--pid", str(proc.pid), "--rate", "50", "--format",
-                 "raw", "--nonblocking", "--output", str(self.out_dir / f"{name}.txt")],
+                [self.binary, "record", "--pid", str(proc.pid), "--rate", "100", "--gil",
+                 "--format", "raw", "--nonblocking", "--output",
+                 str(self.out_dir / f"{name}.txt")],
                 stdout=subprocess.DEVNULL,
                 stderr=open(self.out_dir / f"{name}.err", "wb"),  # noqa: SIM115
             )  # fmt: skip

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
+    AsyncSessionTransaction,
     async_sessionmaker,
     create_async_engine,
 )
@@ -44,6 +49,10 @@ def _sqlite_path(url: str) -> Path | None:
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
+        # Statements run in the loop's thread (see shared.sqlite_inline), not aiosqlite's.
+        import shared.sqlite_inline  # noqa: F401  (registers the dialect)
+
+        url = "sqlite+inline" + url[url.index(":") :]
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +81,105 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+# --- one writer at a time on SQLite ---------------------------------------------------------
+#
+# SQLite lets one connection write at a time. Left to itself, a writer that finds the lock
+# taken sleeps in SQLite's busy handler, in steps that grow to 100 ms, while holding a pooled
+# connection: under a burst of events the waits add up to seconds, the pool runs dry and a
+# transaction whose snapshot went stale while it waited fails with "database is locked".
+# Inside one process the writers can queue instead: every `session.begin()` on a SQLite
+# engine first takes that engine's write lock, an asyncio lock handed over in FIFO order the
+# moment the holder commits, and takes a connection only once it holds it. Transactions
+# started without `begin()` only read and take no lock. PostgreSQL is left alone.
+
+SQLITE_LOCK_TIMEOUT = 30.0  # as long as busy_timeout: a stuck holder fails its waiters
+# One lock per database file (two engines on one file share it) and event loop.
+_write_locks: dict[str, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteLock]] = {}
+
+
+class WriteLock:
+    """An asyncio lock that the task holding it may take again (a helper that opens its own
+    transaction inside its caller's must not wait for its caller)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+        self._depth = 0
+
+    async def acquire(self, timeout: float | None = None) -> None:
+        task = asyncio.current_task()
+        if self._owner is task and task is not None:
+            self._depth += 1
+            return
+        if not self._lock.locked():
+            await self._lock.acquire()  # free: no timer needed
+        else:
+            await self._wait(SQLITE_LOCK_TIMEOUT if timeout is None else timeout)
+        self._owner, self._depth = task, 1
+
+    async def _wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout)
+        except TimeoutError:
+            raise OperationalError(
+                "BEGIN", None, Exception(f"database is locked (waited {timeout:g} s)")
+            ) from None
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+
+def write_lock(engine: AsyncEngine) -> WriteLock:
+    database = engine.url.database or ""
+    key = str(Path(database).resolve()) if database and database != ":memory:" else str(id(engine))
+    loops = _write_locks.setdefault(key, weakref.WeakKeyDictionary())
+    loop = asyncio.get_running_loop()
+    lock = loops.get(loop)
+    if lock is None:
+        lock = loops[loop] = WriteLock()
+    return lock
+
+
+class _LockedBegin:
+    def __init__(self, lock: WriteLock, tx: AsyncSessionTransaction) -> None:
+        self.lock, self.tx = lock, tx
+
+    async def __aenter__(self) -> AsyncSessionTransaction:
+        await self.lock.acquire()
+        try:
+            return await self.tx.__aenter__()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    async def __aexit__(
+        self,
+        typ: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.tx.__aexit__(typ, exc, tb)
+        finally:
+            self.lock.release()
+
+
+class Session(AsyncSession):
+    """`AsyncSession` whose `begin()` queues for the write lock on SQLite (see above)."""
+
+    def begin(self) -> Any:
+        tx = super().begin()
+        bind = self.bind
+        if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite":
+            return _LockedBegin(write_lock(bind), tx)
+        return tx
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, class_=Session, expire_on_commit=False)
 
 
 async def ping(engine: AsyncEngine) -> None:

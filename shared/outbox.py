@@ -30,6 +30,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -130,11 +132,32 @@ async def record(session: AsyncSession, inbox: Table, consumer: str, ev: Event) 
 
 
 async def claim(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> bool:
-    """True the first time `consumer` sees `ev`, recording it in the same transaction."""
-    if await seen(session, inbox, consumer, ev):
-        return False
-    await record(session, inbox, consumer, ev)
-    return True
+    """Record `ev` as applied by `consumer`, first thing in the transaction of its effects;
+    False when it already was (or is being, by a delivery whose transaction then commits).
+
+    One statement, INSERT .. ON CONFLICT DO NOTHING, where `seen` then `record` took two. A
+    duplicate delivered meanwhile waits on the row (PostgreSQL) or on the write lock
+    (SQLite) until the first transaction ends: after a commit it finds the row and skips,
+    after a rollback it claims the event itself."""
+    values = {
+        "consumer": consumer,
+        "event_id": str(ev.event_id),
+        "firm_id": ev.firm_id,
+        "routing_key": ev.routing_key,
+        "handled_at": datetime.now(UTC),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = pg_insert(inbox).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(inbox).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover - the two backends above are the supported ones
+        if await seen(session, inbox, consumer, ev):
+            return False
+        await record(session, inbox, consumer, ev)
+        return True
+    result = await session.execute(stmt)
+    return bool(result.rowcount == 1)
 
 
 Publish = Callable[[dict[str, Any], str, str, dict[str, str]], Awaitable[None]]

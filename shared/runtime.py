@@ -23,7 +23,7 @@ from shared.bus import Bus
 from shared.db import make_engine, make_sessionmaker, ping
 from shared.events import Event
 from shared.migrations import upgrade, upgrade_async
-from shared.outbox import OutboxRelay, add_event, inbox_table, outbox_table, record, seen
+from shared.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table, seen
 from shared.settings import ServiceSettings
 from shared.telemetry import instrument_app, instrument_engine, setup_tracing
 from shared.topology import SUBSCRIPTIONS
@@ -90,7 +90,7 @@ class Service:
         prepared_default: Any = None,
     ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Any]]:
         """Register `fn(session, event)`; it runs once per event id, in one transaction
-        with the inbox record and any events it publishes.
+        with the inbox record (claimed first: see `claim`) and any events it publishes.
 
         With `prepare`, slow work that needs no transaction (rendering, reading blobs) runs
         first, outside it, and `fn(session, event, prepared)` gets its result: a handler
@@ -112,16 +112,13 @@ class Service:
                             return
                     extra = (await prepare(ev),)
                 async with self.sessionmaker() as session, session.begin():
-                    if await seen(session, self.inbox, self.name, ev):
+                    if not await claim(session, self.inbox, self.name, ev):
                         log.info(
                             "%s: %s %s already handled", self.name, ev.routing_key, ev.event_id
                         )
                         return
                     log.debug("%s: handling %s %s", self.name, ev.routing_key, ev.event_id)
-                    # The handler's reads come first and its writes last, so on SQLite the
-                    # write lock is held only for the end of the transaction.
                     await fn(session, ev, *extra)
-                    await record(session, self.inbox, self.name, ev)
 
             self.bus.consume(event_type, apply)
             return fn

@@ -2,6 +2,11 @@
 
 The .eml files hold the bytes exactly as received over SMTP. The index holds the
 envelope and the parsed summary so listing thousands of messages never re-parses them.
+It is a snapshot (index.json) and a journal (index.log, one summary per line): a new
+message appends one line, so storing the n-th message costs the same as the first (the
+snapshot alone was rewritten whole per message, quadratic over a busy run). The journal
+is folded into the snapshot when it grows past the snapshot's size and when the store
+opens; a torn last line is skipped, and the .eml file salvages that message.
 All methods are synchronous and thread-safe: the SMTP handler calls them through
 asyncio.to_thread and FastAPI runs the sync endpoints in its thread pool, so large
 messages never block the event loop.
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGES = 5000
 INDEX_VERSION = 2
+JOURNAL_MIN_LINES = 500  # the journal is folded in past this or the snapshot's size
 
 # Millisecond timestamp + random suffix: sorts by arrival, cannot collide, and the strict
 # pattern means an id can never be used to escape the store directory.
@@ -60,6 +66,8 @@ class MailStore:
         self.max_messages = max_messages
         self._messages_dir = self.directory / "messages"
         self._index_path = self.directory / "index.json"
+        self._journal_path = self.directory / "index.log"
+        self._journal_lines = 0
         self._lock = threading.Lock()
         # Oldest first; ids are generated in increasing order so appending keeps it sorted.
         self._summaries: dict[str, MessageSummary] = {}
@@ -112,7 +120,7 @@ class MailStore:
             if next(reversed(self._summaries)) != message_id:
                 self._summaries = dict(sorted(self._summaries.items()))
             self._trim()
-            self._save_index()
+            self._journal(summary)
         return summary
 
     def messages(self, to: str | None = None) -> list[MessageSummary]:
@@ -183,11 +191,25 @@ class MailStore:
             self._eml_path(oldest).unlink(missing_ok=True)
 
     def _save_index(self) -> None:
+        """A new snapshot of every summary; the journal it folds in is emptied after."""
         payload = {
             "version": INDEX_VERSION,
             "messages": [s.model_dump(mode="json") for s in self._summaries.values()],
         }
         self._write_atomic(self._index_path, json.dumps(payload, ensure_ascii=False).encode())
+        self._journal_path.unlink(missing_ok=True)
+        self._journal_lines = 0
+
+    def _journal(self, summary: MessageSummary) -> None:
+        if self._journal_lines >= max(JOURNAL_MIN_LINES, len(self._summaries)):
+            self._save_index()  # folds this summary in too
+            return
+        line = json.dumps(
+            {"version": INDEX_VERSION, **summary.model_dump(mode="json")}, ensure_ascii=False
+        )
+        with self._journal_path.open("ab") as journal:
+            journal.write(line.encode() + b"\n")
+        self._journal_lines += 1
 
     @staticmethod
     def _write_atomic(path: Path, data: bytes) -> None:
@@ -198,6 +220,7 @@ class MailStore:
 
     def _load(self) -> None:
         indexed, salvaged = self._read_index()
+        journaled = self._read_journal(indexed)
         on_disk = sorted(
             p.stem for p in self._messages_dir.glob("*.eml") if _ID_RE.fullmatch(p.stem)
         )
@@ -224,10 +247,27 @@ class MailStore:
                 rebuilt,
                 dropped,
             )
-        if rebuilt or dropped or not self._index_path.exists():
+        if rebuilt or dropped or journaled or not self._index_path.exists():
             self._save_index()
         for tmp in (*self.directory.glob(".*.tmp"), *self._messages_dir.glob(".*.tmp")):
             tmp.unlink(missing_ok=True)
+
+    def _read_journal(self, indexed: dict[str, MessageSummary]) -> int:
+        """Adds the journal's summaries to `indexed`; returns how many lines it had."""
+        try:
+            lines = self._journal_path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return 0
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                if entry.pop("version", None) != INDEX_VERSION:
+                    continue
+                summary = MessageSummary.model_validate(entry)
+            except (ValueError, ValidationError, AttributeError):
+                continue  # a line torn by a crash: the .eml file still has the message
+            indexed[summary.id] = summary
+        return max(1, len(lines))
 
     def _read_index(self) -> tuple[dict[str, MessageSummary], dict[str, _Salvaged]]:
         try:

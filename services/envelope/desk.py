@@ -319,12 +319,10 @@ class Desk:
             invoices = await self._invoices(
                 s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids)
             )
+            firm = await self.firm(s, ev.firm_id)
         if not invoices:
             return []
-        try:
-            return await self._attachments(ev.firm_id, env.client_name, invoices)
-        except KeyError:
-            return []  # a bill vanished meanwhile; the send fails or goes without it
+        return await self._attachments(ev.firm_id, env.client_name, invoices, firm)
 
     async def on_send_requested(
         self, s: AsyncSession, ev: EnvelopeSendRequested, attachments: list[dict[str, str]]
@@ -513,11 +511,18 @@ class Desk:
             email = await s.get(Email, email_id)
             if email is None:
                 return None
-            files = []
-            for att in json.loads(email.attachments):
-                pdf = await s.get(Pdf, att["pdf_key"])
-                if pdf is not None:
-                    files.append((att["filename"], pdf.content))
+            attachments = json.loads(email.attachments)
+            stored: dict[str, bytes] = {}
+            if attachments:
+                keys = [att["pdf_key"] for att in attachments]
+                stored = dict(
+                    (await s.execute(select(Pdf.key, Pdf.content).where(Pdf.key.in_(keys)))).all()
+                )
+            files = [
+                (att["filename"], stored[att["pdf_key"]])
+                for att in attachments
+                if att["pdf_key"] in stored
+            ]
             return email, files
 
     async def _live_link(self, s: AsyncSession, token: str) -> Link | None:
@@ -563,12 +568,13 @@ class Desk:
         firm_id: str,
         client_name: str,
         invoices: list[Invoice],
+        firm: FirmProfile,
     ) -> list[dict[str, str]]:
         """An email's PDFs: each bill's own and, when there are several, first the statement
         of them all with its Pay All link; all normally rendered ahead of time."""
         ids = [i.invoice_id for i in invoices]
         names = [f"{i.kind.replace('_', '-')}-{i.number}.pdf" for i in invoices]
-        keys = await self.renderer.ensure_many(firm_id, ids)
+        keys = await self.renderer.ensure_many(firm_id, ids, loaded=(invoices, firm))
         out = [
             {"filename": n, "pdf_key": keys[i]}
             for n, i in zip(names, ids, strict=True)
@@ -577,7 +583,7 @@ class Desk:
         if len(invoices) > 1:
             today = datetime.now(UTC).date()
             key = await self.renderer.statement_for(
-                firm_id, ids, client_name, today, register_link=True
+                firm_id, ids, client_name, today, register_link=True, loaded=(invoices, firm)
             )
             if key is not None:
                 out.insert(0, {"filename": f"statement-{today.isoformat()}.pdf", "pdf_key": key})

@@ -343,20 +343,31 @@ class Renderer:
             except IntegrityError:
                 pass  # registered concurrently
 
-    async def ensure_many(self, firm_id: str, invoice_ids: list[str]) -> dict[str, str]:
+    async def ensure_many(
+        self,
+        firm_id: str,
+        invoice_ids: list[str],
+        *,
+        loaded: tuple[list[Invoice], FirmProfile] | None = None,
+    ) -> dict[str, str]:
         """`ensure` for several invoices of one firm (an email's attachments): one session
         to look them up, one query for the stored PDFs, renders only for those missing (in
         parallel, joining renders under way), one transaction for the links not yet
-        registered. Returns invoice id -> PDF key; unknown invoices are left out."""
+        registered. Returns invoice id -> PDF key; unknown invoices are left out.
+        `loaded`: the invoices (of `invoice_ids`) and the firm, when the caller has them."""
         async with self.service.sessionmaker() as s:
-            invoices = list(
-                await s.scalars(
-                    select(Invoice).where(
-                        Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
+            if loaded is not None:
+                invoices, firm = loaded
+            else:
+                invoices = list(
+                    await s.scalars(
+                        select(Invoice).where(
+                            Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
+                        )
                     )
                 )
-            )
-            firm = await self.links.firm(s, firm_id)
+                firm = await self.links.firm(s, firm_id)
+            firm_args = await self._firm_args(firm)
             tokens = {
                 i.invoice_id: self.links.invoice_token(firm_id, i.invoice_id) for i in invoices
             }
@@ -368,7 +379,9 @@ class Renderer:
                 )
             )
             found = [
-                await self._invoice_job_of(inv, firm, tokens[inv.invoice_id], registered)
+                await self._invoice_job_of(
+                    inv, firm, tokens[inv.invoice_id], registered, firm_args=firm_args
+                )
                 for inv in invoices
             ]
             stored = set(
@@ -424,21 +437,27 @@ class Renderer:
         statement_date: date,
         *,
         register_link: bool = False,
+        loaded: tuple[list[Invoice], FirmProfile] | None = None,
     ) -> str | None:
         """The key of the statement of these invoices as they stand, whose Pay All link is
         the statement's own (derived from the bills, like an invoice's): the same PDF for
         every email of the same bills on the same day, so it can be rendered ahead of time.
-        The link is registered when the PDF is first handed out."""
-        async with self.service.sessionmaker() as s:
-            rows = {
-                i.invoice_id: i
-                for i in await s.scalars(
-                    select(Invoice).where(
-                        Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
+        The link is registered when the PDF is first handed out. `loaded`: the invoices
+        and the firm, when the caller has them."""
+        if loaded is not None:
+            rows = {i.invoice_id: i for i in loaded[0]}
+            firm = loaded[1]
+        else:
+            async with self.service.sessionmaker() as s:
+                rows = {
+                    i.invoice_id: i
+                    for i in await s.scalars(
+                        select(Invoice).where(
+                            Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
+                        )
                     )
-                )
-            }
-            firm = await self.links.firm(s, firm_id)
+                }
+                firm = await self.links.firm(s, firm_id)
         invoices = [rows[i] for i in invoice_ids if i in rows]
         if not invoices:
             return None
@@ -460,6 +479,11 @@ class Renderer:
     ) -> None:
         """Register the statement's Pay All link (once), when its PDF is handed out."""
         token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
+        async with self.service.sessionmaker() as s:
+            # Usually registered already (at draft time, or by an earlier send): a read
+            # says so without queueing for the write lock.
+            if await s.scalar(select(Link.token_hash).where(Link.token_hash == hash_token(token))):
+                return
         try:
             async with self.service.sessionmaker() as s, s.begin():
                 if await s.get(Link, hash_token(token)) is not None:
@@ -546,14 +570,20 @@ class Renderer:
         return await self._invoice_job_of(inv, firm, token, registered)
 
     async def _invoice_job_of(
-        self, inv: Invoice, firm: FirmProfile, token: str, registered: set[str]
+        self,
+        inv: Invoice,
+        firm: FirmProfile,
+        token: str,
+        registered: set[str],
+        *,
+        firm_args: dict[str, Any] | None = None,
     ) -> _InvoiceJob:
         snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
         pay_url = self.links.pay_url(token) if snap.balance_minor > 0 else None
         # Keyed as pdf.invoice_cache_key(snap, <the firm as the PDF sees it>, pay_url=pay_url).
         args = {
             "invoice": snap.model_dump(mode="json"),
-            "firm": await self._firm_args(firm),
+            "firm": firm_args if firm_args is not None else await self._firm_args(firm),
             "pay_url": pay_url,
             "view_url": None,
         }

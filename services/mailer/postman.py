@@ -21,7 +21,7 @@ from services.mailer.models import OutgoingEmail
 from services.mailer.relay import RelayPool
 from services.mailer.settings import MailerSettings
 from shared.events import EmailFailed, EmailRequested, EmailSent
-from shared.outbox import record, seen
+from shared.outbox import claim, seen
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,13 @@ class Postman:
             except (TransientFailure, PermanentFailure) as exc:
                 problem = exc
         async with sm() as s, s.begin():
-            if await seen(s, self.service.inbox, self.service.name, ev):
+            if not await claim(s, self.service.inbox, self.service.name, ev):
                 return
             row = await s.get(OutgoingEmail, ev.email_id)
             if row is not None:
                 # Redelivered (the broker lost our ack) or requested twice: never again.
                 if row.status == "sending":
                     await self._uncertain(s, row)
-                await record(s, self.service.inbox, self.service.name, ev)
                 return
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
@@ -92,7 +91,6 @@ class Postman:
                     trace=json.dumps(carrier),
                 )
             )
-            await record(s, self.service.inbox, self.service.name, ev)
         if msg is not None:
             await self._transmit(ev.email_id, msg, message_id, attempts=1)
         elif isinstance(problem, PermanentFailure):

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiosmtplib
+import aiosmtplib.protocol
+import aiosmtplib.smtp
 
 from services.mailer.message import OutgoingMessage
 from services.mailer.settings import MailerSettings
@@ -26,6 +28,25 @@ log = logging.getLogger(__name__)
 CHECK_AFTER_IDLE_SECONDS = 5.0
 # Relays limit messages per connection; start a new one well before any such limit.
 MAX_MESSAGES_PER_CONNECTION = 200
+
+
+_regex_normalize = aiosmtplib.protocol.normalize_message_line_endings
+
+
+def normalize_message_line_endings(message: bytes) -> bytes:
+    """aiosmtplib's normalization (lone CR or LF to CRLF, a final CRLF), which it runs twice
+    per message (for SIZE and for DATA) as a regex substitution with a match per line: on
+    a message with ten PDFs, a fifth of the mailer's CPU. Ours are written with CRLF
+    throughout (services.mailer.message), so three counts in C prove there is nothing to
+    replace; anything else still goes through aiosmtplib's own."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:
+        return message if message.endswith(b"\r\n") else message + b"\r\n"
+    return _regex_normalize(message)
+
+
+aiosmtplib.protocol.normalize_message_line_endings = normalize_message_line_endings
+aiosmtplib.smtp.normalize_message_line_endings = normalize_message_line_endings  # type: ignore[attr-defined]
 
 
 class _Conn:

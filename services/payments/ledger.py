@@ -185,13 +185,17 @@ class Ledger:
             )
         )
         # A link can arrive before the bill's own event: keep what the link knows.
-        for item in ev.items:
-            exists = await s.scalar(
-                select(Bill.id).where(
-                    Bill.firm_id == ev.firm_id, Bill.invoice_id == item.invoice_id
+        known = set(
+            await s.scalars(
+                select(Bill.invoice_id).where(
+                    Bill.firm_id == ev.firm_id,
+                    Bill.invoice_id.in_([item.invoice_id for item in ev.items]),
                 )
             )
-            if exists is None:
+        )
+        for item in ev.items:
+            if item.invoice_id not in known:
+                known.add(item.invoice_id)
                 s.add(
                     Bill(
                         firm_id=ev.firm_id,

@@ -46,6 +46,18 @@ PDF_BYTES = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + bytes(range(256)) * 64 + b"\n%%EO
 PAY_URL = "https://pay.example.test/i/inv-017?token=abc&src=email"
 HELP_URL = "https://firm.example.test/help"
 PORTAL_URL = "https://portal.example.test/clients/42"
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+# Unknown charsets, a broken encoded word and an address header without addresses.
+MALFORMED_HEAD = (
+    b"From: not an address\r\n"
+    b"To: ada@client.example\r\n"
+    b"Subject: =?x-unknown?q?caf=E9?= and =?utf-8?b?broken\r\n"
+    b"Content-Type: multipart/mixed; boundary=XYZ\r\n"
+    b"\r\n"
+    b"--XYZ\r\n"
+    b"Content-Type: text/plain; charset=x-made-up\r\n"
+    b"\r\n"
+)
 
 
 def invoice_message(
@@ -226,6 +238,60 @@ async def test_raw_source_is_exactly_what_was_sent(
     assert detail["text"] == "Grüße aus München\n.leading dot\n..two dots\n"
 
 
+async def _wire(smtp: SmtpServer, *chunks: bytes) -> list[bytes]:
+    """Speak SMTP by hand: send each chunk as it is, and collect every reply line."""
+    reader, writer = await asyncio.open_connection(smtp.host, smtp.port)
+    replies = [await reader.readline()]
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.05)  # let a chunk arrive on its own
+        writer.write(b"QUIT\r\n")
+        while line := await reader.readline():
+            replies.append(line)
+    finally:
+        writer.close()
+    return replies
+
+
+async def test_data_read_in_chunks_keeps_smtp_rules(
+    smtp: SmtpServer, client: httpx.AsyncClient
+) -> None:
+    """The sink reads DATA in chunks, not lines: the end marker split across packets, dot
+    stuffing, an empty message, a line over 1,000 bytes and commands pipelined after the
+    message all behave as RFC 5321 says."""
+    head = b"EHLO wire\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<ada@client.example>\r\nDATA\r\n"
+    body = b"Subject: split\r\n\r\n..starts with a dot\r\nlast line\r\n"
+    replies = await _wire(smtp, head, body[:-1], b"\n.", b"\r\n")  # marker split
+    assert any(r.startswith(b"250 OK: queued as") for r in replies), replies
+    stored = (await client.get(f"/api/messages/{(await only_message(client))['id']}/raw")).content
+    assert stored == b"Subject: split\r\n\r\n.starts with a dot\r\nlast line\r\n"
+    await client.delete("/api/messages")
+
+    replies = await _wire(smtp, head, b".\r\n")  # an empty message
+    assert any(r.startswith(b"250 OK: queued as") for r in replies), replies
+    assert (
+        await client.get(f"/api/messages/{(await only_message(client))['id']}/raw")
+    ).content == b""
+    await client.delete("/api/messages")
+
+    long_line = b"Subject: long\r\n\r\n" + b"x" * 1000 + b"\r\n.\r\n"
+    replies = await _wire(smtp, head, long_line)
+    assert any(r.startswith(b"500 Line too long") for r in replies), replies
+    assert (await client.get("/api/messages")).json() == []
+
+    # Two messages in one write, the second MAIL pipelined right behind the first's end.
+    two = (
+        b"Subject: one\r\n\r\nfirst\r\n.\r\n"
+        b"MAIL FROM:<a@x.example>\r\nRCPT TO:<bob@client.example>\r\nDATA\r\n"
+    )
+    replies = await _wire(smtp, head, two, b"Subject: two\r\n\r\nsecond\r\n.\r\n")
+    assert sum(r.startswith(b"250 OK: queued as") for r in replies) == 2, replies
+    subjects = [m["subject"] for m in (await client.get("/api/messages")).json()]
+    assert subjects == ["two", "one"]
+
+
 async def test_smtputf8_recipient_and_subject(smtp: SmtpServer, client: httpx.AsyncClient) -> None:
     recipient = "jürgen@exämple.test"
     subject = "Überfällig: Rechnung für Jürgen 🧾"
@@ -247,15 +313,7 @@ async def test_malformed_message_is_still_shown(
     # Unknown charsets, a broken encoded word and an address header without addresses:
     # the sink must keep and show what it got rather than refuse or crash.
     raw = (
-        b"From: not an address\r\n"
-        b"To: ada@client.example\r\n"
-        b"Subject: =?x-unknown?q?caf=E9?= and =?utf-8?b?broken\r\n"
-        b"Content-Type: multipart/mixed; boundary=XYZ\r\n"
-        b"\r\n"
-        b"--XYZ\r\n"
-        b"Content-Type: text/plain; charset=x-made-up\r\n"
-        b"\r\n"
-        b"caf\xc3\xa9 https://example.test/x\r\n"
+        MALFORMED_HEAD + b"caf\xc3\xa9 https://example.test/x\r\n"
         b"--XYZ\r\n"
         b"Content-Type: application/octet-stream\r\n"
         b"Content-Transfer-Encoding: base64\r\n"
@@ -276,6 +334,68 @@ async def test_malformed_message_is_still_shown(
     assert (await client.get(f"/messages/{listed['id']}")).status_code == 200
     assert (await client.get(f"/api/messages/{listed['id']}/raw")).content == raw
     assert (await client.get(f"/messages/{listed['id']}/attachments/0")).status_code == 200
+
+
+MALFORMED = (
+    MALFORMED_HEAD + b"caf\xc3\xa9\r\n"
+    b"--XYZ\r\n"
+    b"Content-Type: application/octet-stream; name==?utf-8?q?R=C3=A9sum=C3=A9.pdf?=\r\n"
+    b'Content-Disposition: attachment; filename="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="\r\n'
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"JVBERi0xLjQK\r\n"
+    b"--XYZ\r\n"
+    b"Content-Type: image/png\r\n"
+    b"Content-ID: <logo@x>\r\n"
+    b"\r\n"
+    b"png\r\n"
+    b"--XYZ--\r\n"
+)
+
+
+def _forwarded() -> EmailMessage:
+    outer = plain_message(ADA, "Fwd: the invoice")
+    outer.add_attachment(invoice_message())  # message/rfc822: one attachment, not descended
+    return outer
+
+
+def _with_logo() -> EmailMessage:
+    message = plain_message(ADA, "with logo")
+    message.add_alternative('<p><img src="cid:logo@x" alt="logo"></p>', subtype="html")
+    message.get_payload()[1].add_related(b"\x89PNG", "image", "png", cid="<logo@x>")
+    return message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(lambda: bytes(invoice_message()), id="invoice"),
+        pytest.param(lambda: bytes(_with_logo()), id="embedded-logo"),
+        pytest.param(lambda: bytes(_forwarded()), id="forwarded"),
+        pytest.param(lambda: MALFORMED, id="malformed"),
+    ],
+)
+def test_quick_summary_matches_the_full_parse(raw: Any) -> None:
+    """The summary taken on arrival (headers through the modern policy, structure through
+    compat32) names the same attachments, in the same order, as the viewer's full parse,
+    whose order the download URLs use."""
+    from sandbox.mailsink.parsing import (
+        attachment_infos,
+        header_addresses,
+        header_text,
+        parse_message,
+        summarize,
+    )
+
+    data = raw()
+    quick = summarize(
+        "0000000000001-00000000", data, mail_from=SENDER, rcpt_tos=[ADA], received_at=NOW
+    )
+    full = parse_message(data)
+    assert quick.attachments == attachment_infos(full)
+    assert quick.subject == (header_text(full, "Subject") or "")
+    assert quick.to == [addr for _, addr in header_addresses(full, "To")]
+    assert quick.from_name == (header_addresses(full, "From") or [("", "")])[0][0]
 
 
 async def test_list_is_newest_first(smtp: SmtpServer, client: httpx.AsyncClient) -> None:
@@ -341,10 +461,14 @@ async def test_lost_index_is_rebuilt_from_eml_files(
     await send(smtp, invoice_message())
     before = await only_message(client)
     index = sink_dir / "index.json"
+    journal = sink_dir / "index.log"
+    assert journal.exists(), "a new message goes to the index's journal"
     if damage == "delete":
         index.unlink()
+        journal.unlink()
     else:
         index.write_text('{"version": 2, "messages": [')
+        journal.write_text('{"version": 2, "id": "17')
 
     async with client_for(MailStore(sink_dir)) as restarted:
         after = (await restarted.get("/api/messages")).json()
@@ -354,6 +478,27 @@ async def test_lost_index_is_rebuilt_from_eml_files(
     # Without the index the envelope can only be reconstructed from the headers.
     assert after[0]["envelope"] == {"mail_from": SENDER, "rcpt_tos": [ADA, BOB]}
     assert json.loads(index.read_text())["messages"][0]["id"] == before["id"]
+
+
+async def test_index_journal_is_folded_into_the_snapshot(sink_dir: Path) -> None:
+    """Each message appends one line to index.log; a new store, or a journal grown past
+    the snapshot, folds it into index.json. A torn last line loses nothing: the message's
+    .eml file is still there."""
+    store = MailStore(sink_dir)
+    async with await start_smtp_server(store) as smtp:
+        for n in range(3):
+            await send(smtp, plain_message(ADA, f"message {n}"))
+    journal = sink_dir / "index.log"
+    lines = journal.read_bytes().splitlines()
+    assert [json.loads(line)["subject"] for line in lines] == [f"message {n}" for n in range(3)]
+    assert json.loads((sink_dir / "index.json").read_text())["messages"] == []
+    journal.write_bytes(b"\n".join(lines[:2]) + b"\n" + lines[2][:20])  # a crash mid-line
+
+    reopened = MailStore(sink_dir)
+    assert [s.subject for s in reopened.messages()] == ["message 2", "message 1", "message 0"]
+    assert not journal.exists()
+    snapshot = json.loads((sink_dir / "index.json").read_text())["messages"]
+    assert [m["subject"] for m in snapshot] == ["message 0", "message 1", "message 2"]
 
 
 async def test_keeps_only_the_newest_messages(sink_dir: Path) -> None:

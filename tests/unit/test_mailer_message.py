@@ -101,3 +101,35 @@ def test_header_injection_and_odd_values_stay_inert() -> None:
     assert att.get_content_type() == "application/octet-stream"
     assert att["X"] is None
     assert att.get_filename() is not None and "\n" not in att.get_filename()
+
+
+def test_line_ending_shortcut_matches_aiosmtplib() -> None:
+    """The mailer's fast path for aiosmtplib's line-ending normalization gives the same
+    bytes as the regex it stands in for, on our messages and on anything else."""
+    from services.mailer.relay import _regex_normalize, normalize_message_line_endings
+
+    ours = build_message(
+        content(
+            attachments=[
+                {
+                    "filename": "a.pdf",
+                    "content_type": "application/pdf",
+                    "content_b64": base64.b64encode(PDF).decode(),
+                }
+            ]
+        ),
+        mail_from="billing@envelopepay.test",
+        message_id="<m@x>",
+    ).data
+    samples = [
+        ours,
+        ours[:-2],  # no final CRLF
+        b"a\nb\r\nc\rd",  # lone LF and lone CR
+        b"\r\n\r\n",
+        b"",
+        b"trailing CR\r",
+        b"\n\r",
+    ]
+    for sample in samples:
+        assert normalize_message_line_endings(sample) == _regex_normalize(sample), sample
+    assert normalize_message_line_endings(ours) is ours  # nothing rewritten
