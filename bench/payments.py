@@ -36,7 +36,6 @@ import math
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,9 +52,14 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from bench.support.common import (  # noqa: E402
+    code_version,
+    fresh_ports,
+    log,
+    machine_busy_ticks,
+)
 from devtools.stack import (  # noqa: E402
     DEMO_FIRM_ID,
-    Ports,
     Stack,
     StackConfig,
     csrf_of,
@@ -82,7 +86,6 @@ AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
 POSTGRES_ADMIN = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-RESERVED_PORTS = set(range(8000, 8005)) | {8090, 1025, 8025}
 SEED = 20_260_404
 # The webhook endpoint's signing secret, given to the payments service as
 # STRIPE_WEBHOOK_SECRET (test mode then verifies with it instead of its built-in one).
@@ -123,26 +126,6 @@ def now() -> float:
     return time.perf_counter()
 
 
-def log(msg: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in RESERVED_PORTS:
-            return port
-
-
-def fresh_ports() -> Ports:
-    ports: set[int] = set()
-    while len(ports) < len(vars(Ports())):
-        ports.add(free_port())
-    return Ports(**dict(zip(vars(Ports()), sorted(ports), strict=True)))
-
-
 def pct(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of sorted values."""
     if not values:
@@ -171,12 +154,6 @@ def cpu_ticks(pid: int) -> int:
         return int(fields[11]) + int(fields[12])  # utime + stime
     except (OSError, IndexError, ValueError):
         return 0
-
-
-def machine_busy_ticks() -> int:
-    with open("/proc/stat") as f:
-        cols = [int(x) for x in f.readline().split()[1:9]]
-    return sum(cols) - cols[3] - cols[4]  # all but idle and iowait
 
 
 def rss_mb(pid: int) -> float | None:
@@ -245,18 +222,6 @@ def scan_log(path: Path, since: int = 0) -> dict[str, Any]:
     if errors:
         out["first_error"] = errors[0][:400]
     return out
-
-
-def code_version() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_files": [f for f in changed if not f.startswith("bench/")],
-    }
 
 
 # --- databases ----------------------------------------------------------------------------

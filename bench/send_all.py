@@ -32,7 +32,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -50,9 +49,14 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from bench.support.common import (  # noqa: E402
+    code_version,
+    fresh_ports,
+    log,
+    machine_busy_ticks,
+)
 from devtools.stack import (  # noqa: E402
     DEMO_FIRM_ID,
-    Ports,
     Stack,
     StackConfig,
     connect_clio,
@@ -67,7 +71,6 @@ AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
 POSTGRES_ADMIN = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-RESERVED_PORTS = set(range(8000, 8005)) | {8090, 1025, 8025}
 CLIENT_PREFIX = "Bench Client"
 SEED = 20_250_517
 MAX_PER_ENVELOPE = 10  # EnvelopeSettings.max_items_per_envelope
@@ -84,26 +87,6 @@ CASES = {
 
 def now() -> float:
     return time.monotonic()
-
-
-def log(msg: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in RESERVED_PORTS:
-            return port
-
-
-def fresh_ports() -> Ports:
-    ports: set[int] = set()
-    while len(ports) < len(vars(Ports())):
-        ports.add(free_port())
-    return Ports(**dict(zip(vars(Ports()), sorted(ports), strict=True)))
 
 
 class BenchStack(Stack):
@@ -323,12 +306,6 @@ async def queue_depths(amqp_url: str, names: list[str]) -> dict[str, int | None]
     finally:
         await conn.close()
     return out
-
-
-def machine_busy_ticks() -> int:
-    with open("/proc/stat") as f:
-        cols = [int(x) for x in f.readline().split()[1:9]]
-    return sum(cols) - cols[3] - cols[4]  # all but idle and iowait
 
 
 class ProcWatch:
@@ -1651,18 +1628,6 @@ def bus_prefetch() -> int:
     if field is not None and isinstance(field.default, int):
         return field.default
     return int(inspect.signature(Bus.__init__).parameters["prefetch"].default)
-
-
-def code_version() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_files": [f for f in changed if not f.startswith("bench/")],
-    }
 
 
 def _interrupt(*_: object) -> None:

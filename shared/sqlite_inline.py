@@ -141,7 +141,15 @@ class InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
         kw.pop("async_fallback", None)
         creator_fn = kw.pop("async_creator_fn", None)
         if creator_fn is not None:
-            raise NotImplementedError("the inline SQLite dialect takes no async creator")
+            # create_async_engine(async_creator=...): the coroutine hands over the connection
+            # itself, a sqlite3 one for this dialect (opened with check_same_thread=False).
+            connection = await_only(creator_fn(*arg, **kw))
+            if not isinstance(connection, sqlite3.Connection):
+                raise TypeError(
+                    "the inline SQLite dialect's async_creator must return a sqlite3.Connection,"
+                    f" not {type(connection).__name__}"
+                )
+            return InlineConnection(self, connection)
         # Pooled connections may be checked out by another event loop's thread (Alembic runs
         # in one); each is used by one task at a time, which is all sqlite3 needs.
         kw["check_same_thread"] = False

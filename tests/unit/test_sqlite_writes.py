@@ -37,6 +37,35 @@ async def test_sqlite_urls_run_inline(engine) -> None:  # type: ignore[no-untype
         assert (await conn.execute(text("SELECT 41 + 1"))).scalar() == 42
 
 
+async def test_an_async_creator_hands_over_its_own_connection(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    import shared.sqlite_inline  # noqa: F401  (registers sqlite+inline)
+
+    path = tmp_path / "created.db"
+
+    async def opened() -> sqlite3.Connection:
+        return sqlite3.connect(path, check_same_thread=False)
+
+    engine = create_async_engine("sqlite+inline://", async_creator=opened)
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        await conn.execute(text("INSERT INTO t VALUES (7)"))
+    await engine.dispose()
+    assert sqlite3.connect(path).execute("SELECT x FROM t").fetchall() == [(7,)]
+
+    async def wrong() -> object:
+        return object()
+
+    engine = create_async_engine("sqlite+inline://", async_creator=wrong)
+    with pytest.raises(TypeError, match="must return a sqlite3.Connection"):
+        async with engine.connect():
+            pass
+    await engine.dispose()
+
+
 async def test_many_writers_queue_instead_of_failing(engine) -> None:  # type: ignore[no-untyped-def]
     """Fifty transactions that read, wait, then write: without the lock SQLite would make
     them sleep in its busy handler or fail the stale ones with "database is locked"."""
