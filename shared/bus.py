@@ -186,9 +186,14 @@ class Bus:
         await self.broker.stop()
 
     async def publish_raw(
-        self, body: dict[str, Any], routing_key: str, event_id: str, headers: dict[str, str]
+        self,
+        body: bytes | dict[str, Any],
+        routing_key: str,
+        event_id: str,
+        headers: dict[str, str],
     ) -> None:
-        """Publish one outbox row; returns after the broker confirmed it."""
+        """Publish one outbox row (its JSON as bytes, or a dict to encode); returns after the
+        broker confirmed it."""
         await self.broker.publish(
             body,
             exchange=self.exchange,

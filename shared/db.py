@@ -167,14 +167,17 @@ class _LockedBegin:
             self.lock.release()
 
 
+def is_sqlite(bind: Any) -> bool:
+    return isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite"
+
+
 class Session(AsyncSession):
     """`AsyncSession` whose `begin()` queues for the write lock on SQLite (see above)."""
 
     def begin(self) -> Any:
         tx = super().begin()
-        bind = self.bind
-        if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite":
-            return _LockedBegin(write_lock(bind), tx)
+        if is_sqlite(self.bind):
+            return _LockedBegin(write_lock(self.bind), tx)  # type: ignore[arg-type]
         return tx
 
 

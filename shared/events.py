@@ -131,8 +131,10 @@ class EnvelopeSendRequested(Event):
 class EmailRequested(Event):
     """A message ready to go out; the mailer sends each `email_id` at most once.
 
-    The content is fetched from `content_url` (an internal API) rather than carried here:
-    it holds the client's link token, and no secret travels on the bus.
+    The content holds the client's link token, and no secret may be readable on the bus:
+    it travels in `sealed_content` (`shared.email_content`: encrypted and authenticated
+    under the internal token, bound to `email_id`), and stays available at `content_url`
+    (an internal API) for retries and for an event that carries none.
     """
 
     routing_key: ClassVar[str] = "email.requested"
@@ -141,6 +143,7 @@ class EmailRequested(Event):
     to: list[str]
     subject: str
     content_url: str
+    sealed_content: str | None = None
 
 
 class EmailSent(Event):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     event,
     insert,
     select,
@@ -35,7 +37,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from shared.db import UTCDateTime
+from shared.db import UTCDateTime, is_sqlite
 from shared.events import Event
 
 log = logging.getLogger(__name__)
@@ -160,8 +162,15 @@ async def claim(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -
     return bool(result.rowcount == 1)
 
 
-Publish = Callable[[dict[str, Any], str, str, dict[str, str]], Awaitable[None]]
-"""publish(body, routing_key, event_id, headers): returns once the broker has confirmed."""
+Publish = Callable[[bytes, str, str, dict[str, str]], Awaitable[None]]
+"""publish(body, routing_key, event_id, headers): `body` is the event's JSON; returns once
+the broker has confirmed."""
+
+COMPLETE_CHUNK = 16
+
+Complete = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+"""complete(payloads) -> the same payloads with what the message carries beyond its row:
+called by the relay just before publishing, for one routing key, with a batch's events."""
 
 
 class OutboxRelay:
@@ -175,16 +184,29 @@ class OutboxRelay:
         *,
         poll_seconds: float = 1.0,
         batch: int = 100,
+        retention: timedelta = timedelta(days=7),
+        prune_every_seconds: float = 600.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._outbox = outbox
         self._publish = publish
         self._poll_seconds = poll_seconds
         self._batch = batch
+        self._retention = retention
+        self._prune_every = prune_every_seconds
+        self._pruned_at = 0.0
+        self._complete: dict[str, Complete] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published = 0
+
+    def completes(self, routing_key: str, complete: Complete) -> None:
+        """Have `complete` add to each `routing_key` event, at publishing time, what its
+        outbox row does not hold: content too big to be written twice to the outbox (an
+        email with its PDFs), derived from committed data. A row whose completion fails is
+        not published and is retried as a failed publish is."""
+        self._complete[routing_key] = complete
 
     def wake(self) -> None:
         loop = self._loop
@@ -222,6 +244,9 @@ class OutboxRelay:
             try:
                 count = await self.publish_pending()
                 backoff = self._poll_seconds
+                if count == 0 and time.monotonic() - self._pruned_at >= self._prune_every:
+                    self._pruned_at = time.monotonic()
+                    await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -235,55 +260,122 @@ class OutboxRelay:
             except TimeoutError:
                 pass
 
+    async def prune(self, now: datetime | None = None, batch: int = 1000) -> int:
+        """Delete rows published longer ago than the retention, a batch per transaction
+        (each holds SQLite's write lock only briefly); returns how many were deleted."""
+        ob = self._outbox
+        cutoff = (now or datetime.now(UTC)) - self._retention
+        deleted = 0
+        while True:
+            async with self._sessionmaker() as session, session.begin():
+                old = (
+                    select(ob.c.id)
+                    .where(ob.c.published_at.is_not(None), ob.c.published_at < cutoff)
+                    .order_by(ob.c.id)
+                    .limit(batch)
+                )
+                result = await session.execute(delete(ob).where(ob.c.id.in_(old)))
+            deleted += result.rowcount or 0
+            if (result.rowcount or 0) < batch:
+                break
+        if deleted:
+            log.info("outbox: deleted %d rows published before %s", deleted, cutoff.isoformat())
+        return deleted
+
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished rows; returns how many were published."""
-        ob = self._outbox
-        published = 0
+        if is_sqlite(self._sessionmaker.kw.get("bind")):
+            return await self._publish_pending_sqlite()
         async with self._sessionmaker() as session, session.begin():
             # SKIP LOCKED lets several replicas relay one table on PostgreSQL without
-            # publishing the same row twice at once; SQLite ignores it (one writer anyway).
-            rows = (
-                await session.execute(
-                    select(ob)
-                    .where(ob.c.published_at.is_(None))
-                    .order_by(ob.c.id)
-                    .limit(self._batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            done: list[int] = []
-            failed: tuple[Any, Exception] | None = None
-            for row in rows:
-                headers = json.loads(row.headers or "{}")
-                token = otel_context.attach(propagate.extract(headers))
-                try:
-                    await self._publish(
-                        json.loads(row.payload), row.routing_key, row.event_id, headers
-                    )
-                except Exception as exc:
-                    # Later rows wait: the events of one service keep their order.
-                    failed = (row, exc)
-                    break
-                finally:
-                    otel_context.detach(token)
-                done.append(row.id)
-            # One write at the end keeps SQLite's single write lock short.
-            if done:
-                await session.execute(
-                    update(ob)
-                    .where(ob.c.id.in_(done))
-                    .values(published_at=datetime.now(UTC), attempts=ob.c.attempts + 1)
-                )
-            if failed is not None:
-                row, exc = failed
-                log.warning(
-                    "outbox relay: %s %s not published: %r", row.routing_key, row.event_id, exc
-                )
-                await session.execute(
-                    update(ob)
-                    .where(ob.c.id == row.id)
-                    .values(attempts=ob.c.attempts + 1, last_error=repr(exc)[:2000])
-                )
-            published = len(done)
-        self.published += published
-        return published
+            # publishing the same row twice at once.
+            rows = (await session.execute(self._pending().with_for_update(skip_locked=True))).all()
+            done, failed = await self._publish_rows(rows)
+            await self._mark(session, done, failed)
+        self.published += len(done)
+        return len(done)
+
+    async def _publish_pending_sqlite(self) -> int:
+        """SQLite: one process writes each file, so no row locks are needed; the rows are
+        read and published with no transaction open, and only marking them takes the
+        write lock, briefly. Holding it across the broker's confirms would stop every
+        handler of the service from writing meanwhile."""
+        async with self._sessionmaker() as session:
+            rows = (await session.execute(self._pending())).all()
+        if not rows:
+            return 0
+        done, failed = await self._publish_rows(rows)
+        async with self._sessionmaker() as session, session.begin():
+            await self._mark(session, done, failed)
+        self.published += len(done)
+        return len(done)
+
+    def _pending(self) -> Any:
+        ob = self._outbox
+        return select(ob).where(ob.c.published_at.is_(None)).order_by(ob.c.id).limit(self._batch)
+
+    async def _bodies(self, rows: list[Any]) -> dict[int, bytes | Exception]:
+        """Each row's message body: the payload as stored (JSON already, not parsed to be
+        encoded again), or as completed for its routing key."""
+        bodies: dict[int, bytes | Exception] = {}
+        for key, complete in self._complete.items():
+            mine = [row for row in rows if row.routing_key == key]
+            if not mine:
+                continue
+            try:
+                completed = await complete([json.loads(row.payload) for row in mine])
+                for row, payload in zip(mine, completed, strict=True):
+                    bodies[row.id] = json.dumps(payload, separators=(",", ":")).encode()
+            except Exception as exc:
+                log.exception("outbox relay: completing %s events failed", key)
+                for row in mine:
+                    bodies[row.id] = exc
+        for row in rows:
+            bodies.setdefault(row.id, row.payload.encode())
+        return bodies
+
+    async def _publish_rows(
+        self, rows: list[Any]
+    ) -> tuple[list[int], tuple[Any, Exception] | None]:
+        """Publish `rows` in order, each once the one before was confirmed; a failure stops
+        there (later rows wait, so the events of one service keep their order)."""
+        done: list[int] = []
+        bodies: dict[int, bytes | Exception] = {}
+        for i, row in enumerate(rows):
+            if i % COMPLETE_CHUNK == 0:
+                # Completed a few at a time: a batch of emails with their PDFs is never all
+                # in memory at once.
+                bodies = await self._bodies(rows[i : i + COMPLETE_CHUNK])
+            headers = json.loads(row.headers or "{}")
+            token = otel_context.attach(propagate.extract(headers))
+            try:
+                body = bodies[row.id]
+                if isinstance(body, Exception):
+                    raise body
+                await self._publish(body, row.routing_key, row.event_id, headers)
+            except Exception as exc:
+                return done, (row, exc)
+            finally:
+                otel_context.detach(token)
+            done.append(row.id)
+        return done, None
+
+    async def _mark(
+        self, session: AsyncSession, done: list[int], failed: tuple[Any, Exception] | None
+    ) -> None:
+        ob = self._outbox
+        # One write at the end keeps SQLite's single write lock short.
+        if done:
+            await session.execute(
+                update(ob)
+                .where(ob.c.id.in_(done))
+                .values(published_at=datetime.now(UTC), attempts=ob.c.attempts + 1)
+            )
+        if failed is not None:
+            row, exc = failed
+            log.warning("outbox relay: %s %s not published: %r", row.routing_key, row.event_id, exc)
+            await session.execute(
+                update(ob)
+                .where(ob.c.id == row.id)
+                .values(attempts=ob.c.attempts + 1, last_error=repr(exc)[:2000])
+            )

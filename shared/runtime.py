@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,6 +71,7 @@ class Service:
             self.outbox,
             self.bus.publish_raw,
             poll_seconds=settings.outbox_poll_seconds,
+            retention=timedelta(hours=settings.outbox_retention_hours),
         )
         self._background: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []

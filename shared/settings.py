@@ -41,6 +41,9 @@ class ServiceSettings(BaseSettings):
     migrate_on_start: bool | None = None
     var_dir: Path = Path("var")
     outbox_poll_seconds: float = 1.0
+    # Published outbox rows are kept this long (for inspection and replay), then deleted:
+    # an email's row carries its sealed content, PDFs included.
+    outbox_retention_hours: float = 168.0
 
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:

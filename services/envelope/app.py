@@ -13,6 +13,7 @@ from services.envelope.models import Base
 from services.envelope.settings import EnvelopeSettings
 from shared.events import (
     EmailFailed,
+    EmailRequested,
     EmailSent,
     EnvelopeSendRequested,
     FirmUpdated,
@@ -63,6 +64,9 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
 
     for payment_event in (PaymentProcessing, PaymentSucceeded, PaymentFailed, PaymentRefunded):
         service.handles(payment_event)(desk.on_payment)
+
+    # email.requested goes out with its content sealed in, read when it is published.
+    service.relay.completes(EmailRequested.routing_key, desk.seal_email_contents)
 
     app = service.make_app()
     app.include_router(api.router(service, desk))

@@ -23,6 +23,7 @@ from services.envelope.grouping import group_into_envelopes
 from services.envelope.models import Email, Envelope, EnvelopeSend, Firm, Invoice, Link, Pdf
 from services.envelope.rendering import Renderer, issue_link
 from services.envelope.settings import EnvelopeSettings
+from shared.email_content import seal_content
 from shared.events import (
     EmailFailed,
     EmailRequested,
@@ -506,24 +507,62 @@ class Desk:
 
     # --- PDFs ----------------------------------------------------------------------------
 
+    async def seal_email_contents(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The outbox relay's completion of `email.requested`: each email's content, PDFs
+        included, sealed into the event as it is published (`shared.email_content`), so
+        the mailer needs no fetch. Read from the committed email, never written twice."""
+        found = await self.email_contents([p["email_id"] for p in payloads])
+        out = []
+        for payload in payloads:
+            if payload["email_id"] not in found:  # gone: the mailer's fetch says so
+                out.append(payload)
+                continue
+            email, files = found[payload["email_id"]]
+            content = {
+                "to": json.loads(email.to),
+                "cc": json.loads(email.cc),
+                "from_name": email.from_name,
+                "reply_to": email.reply_to,
+                "subject": email.subject,
+                "html": email.html,
+                "text": email.text,
+                "attachments": [
+                    {"filename": name, "content_type": "application/pdf", "data": data}
+                    for name, data in files
+                ],
+            }
+            sealed = seal_content(self.settings.internal_token, email.email_id, content)
+            out.append({**payload, "sealed_content": sealed})
+        return out
+
     async def email_content(self, email_id: str) -> tuple[Email, list[tuple[str, bytes]]] | None:
+        return (await self.email_contents([email_id])).get(email_id)
+
+    async def email_contents(
+        self, email_ids: list[str]
+    ) -> dict[str, tuple[Email, list[tuple[str, bytes]]]]:
+        """Each email that exists, with its attachments' (filename, PDF bytes); two queries
+        however many emails."""
         async with self.service.sessionmaker() as s:
-            email = await s.get(Email, email_id)
-            if email is None:
-                return None
-            attachments = json.loads(email.attachments)
+            emails = list(await s.scalars(select(Email).where(Email.email_id.in_(email_ids))))
+            listed = {e.email_id: json.loads(e.attachments) for e in emails}
+            keys = {att["pdf_key"] for atts in listed.values() for att in atts}
             stored: dict[str, bytes] = {}
-            if attachments:
-                keys = [att["pdf_key"] for att in attachments]
+            if keys:
                 stored = dict(
                     (await s.execute(select(Pdf.key, Pdf.content).where(Pdf.key.in_(keys)))).all()
                 )
-            files = [
-                (att["filename"], stored[att["pdf_key"]])
-                for att in attachments
-                if att["pdf_key"] in stored
-            ]
-            return email, files
+        return {
+            e.email_id: (
+                e,
+                [
+                    (att["filename"], stored[att["pdf_key"]])
+                    for att in listed[e.email_id]
+                    if att["pdf_key"] in stored
+                ],
+            )
+            for e in emails
+        }
 
     async def _live_link(self, s: AsyncSession, token: str) -> Link | None:
         link = await s.get(Link, hash_token(token))

@@ -61,8 +61,13 @@ def _qp(text: str) -> str:
 
 
 def _b64_lines(b64: str) -> str:
-    b64 = "".join(b64.split())
-    return CRLF.join(b64[i : i + B64_LINE] for i in range(0, len(b64), B64_LINE))
+    return CRLF.join([b64[i : i + B64_LINE] for i in range(0, len(b64), B64_LINE)])
+
+
+def _attachment_body(att: dict[str, Any]) -> str:
+    if "data" in att:  # bytes (sealed content) rather than base64 (the internal API)
+        return _b64_lines(binascii.b2a_base64(att["data"], newline=False).decode("ascii"))
+    return _b64_lines("".join(att["content_b64"].split()))
 
 
 def _filename_param(filename: str) -> str:
@@ -139,7 +144,7 @@ def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -
                 "Content-Transfer-Encoding: base64",
                 f"Content-Disposition: attachment; {_filename_param(att['filename'])}",
                 "",
-                _b64_lines(att["content_b64"]),
+                _attachment_body(att),
             ]
         lines += [f"--{mixed}--", ""]
     data = CRLF.join(lines).encode("ascii")

@@ -20,9 +20,11 @@ from services.mailer.message import OutgoingMessage, build_message, message_id_f
 from services.mailer.models import OutgoingEmail
 from services.mailer.relay import RelayPool
 from services.mailer.settings import MailerSettings
+from shared.email_content import open_content
 from shared.events import EmailFailed, EmailRequested, EmailSent
 from shared.outbox import claim, seen
 from shared.runtime import Service
+from shared.sealing import SealBroken
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class Postman:
         message_id = message_id_for(ev.email_id, self.settings.message_id_domain)
         if not known:
             try:
-                content = await self._fetch(ev.content_url)
+                content = self._opened(ev) or await self._fetch(ev.content_url)
                 msg = build_message(
                     content, mail_from=self.settings.mail_from, message_id=message_id
                 )
@@ -177,6 +179,19 @@ class Postman:
                 ),
             )
         log.info("mailer: sent %s", email_id)
+
+    def _opened(self, ev: EmailRequested) -> dict[str, Any] | None:
+        """The content the event carries, sealed; None when it carries none or it does not
+        open (another internal token, say, during a rotation): then it is fetched."""
+        if not ev.sealed_content:
+            return None
+        try:
+            return open_content(self.settings.internal_token, ev.email_id, ev.sealed_content)
+        except SealBroken as exc:
+            log.warning(
+                "mailer: the content sealed in %s does not open (%s); fetching it", ev.email_id, exc
+            )
+            return None
 
     async def _fetch(self, url: str) -> dict[str, Any]:
         try:

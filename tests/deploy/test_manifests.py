@@ -54,7 +54,7 @@ COMMON_ENV = {
     "HTTP_PORT",
     "INTERNAL_TOKEN",
     # In a container the default (its own loopback) is wrong: the envelope puts a URL on its
-    # internal API into envelope.send_requested and the mailer fetches the email from it.
+    # internal API into email.requested, and the mailer fetches the email from it to retry.
     "INTERNAL_BASE_URL",
     "PUBLIC_BASE_URL",
     "LOG_LEVEL",

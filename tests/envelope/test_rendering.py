@@ -25,7 +25,9 @@ from services.envelope.desk import Desk
 from services.envelope.models import Base, Email, Envelope, Link, Pdf
 from services.envelope.rendering import COALESCE_SECONDS
 from services.envelope.settings import EnvelopeSettings
+from shared.email_content import open_content
 from shared.events import (
+    EmailRequested,
     EnvelopeSendRequested,
     FirmProfile,
     FirmUpdated,
@@ -358,6 +360,33 @@ async def test_a_combined_envelope_sent_with_attachments_carries_the_statement(
     assert json.loads(email.attachments)[0]["pdf_key"] == key
     assert harness.renderer.renders == renders_before_send + 1
     assert await harness.desk.link_statement("not-a-token") is None
+
+    # email.requested goes out with the same email sealed in, added as it is published:
+    # the mailer needs no fetch, the link token is not readable on the bus, and the
+    # outbox row stays small (the PDFs are not written to it).
+    async with harness.service.sessionmaker() as s:
+        [payload] = (
+            await s.scalars(
+                select(harness.service.outbox.c.payload).where(
+                    harness.service.outbox.c.routing_key == "email.requested"
+                )
+            )
+        ).all()
+    assert len(payload) < 2000 and json.loads(payload)["sealed_content"] is None
+    [published] = await harness.desk.seal_email_contents([json.loads(payload)])
+    requested = EmailRequested.model_validate(published)
+    assert token not in json.dumps(published) and statement_token not in json.dumps(published)
+    assert requested.content_url.endswith(f"/internal/emails/{send.send_id}")
+    assert requested.sealed_content is not None
+    carried = open_content(
+        harness.service.settings.internal_token, send.send_id, requested.sealed_content
+    )
+    assert carried["html"] == email.html and carried["text"] == email.text
+    assert carried["subject"] == email.subject and carried["to"] == ["ap@northgate.test"]
+    assert [(a["filename"], a["data"]) for a in carried["attachments"]] == files
+    # An email that no longer exists goes out as it is; the mailer's fetch then says so.
+    gone = {**json.loads(payload), "email_id": "no-such-email"}
+    assert await harness.desk.seal_email_contents([gone]) == [gone]
 
     # The client's View Statement, through envelope's internal API (the gateway's upstream).
     app = FastAPI()

@@ -9,6 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import shared.runtime
@@ -187,7 +188,7 @@ class Publisher:
         self.attempts: list[str] = []
 
     async def __call__(
-        self, body: dict[str, Any], routing_key: str, event_id: str, headers: dict[str, str]
+        self, body: bytes, routing_key: str, event_id: str, headers: dict[str, str]
     ) -> None:
         self.attempts.append(event_id)
         if event_id in self.fail_once:
@@ -272,6 +273,79 @@ async def test_a_failed_publish_is_kept_retried_and_holds_back_later_events(
     assert [m.message_id for m in published] == [str(e.event_id) for e in (first, second, third)]
     assert [InvoiceRemoved.model_validate_json(m.body) for m in published] == [first, second, third]
     assert await tap.queue.get(no_ack=True, fail=False) is None
+
+
+async def test_a_completed_event_is_published_as_completed_and_a_failed_completion_waits(
+    rabbit: Rabbit, sync_db: async_sessionmaker[AsyncSession]
+) -> None:
+    tap = await Tap.on(rabbit)
+    publisher = rabbit.bus("sync")
+    await publisher.start()
+    first, second = removed("clio:1"), removed("clio:2")
+    await stage(sync_db, first, second)
+    relay = OutboxRelay(sync_db, sync_outbox, publisher.publish_raw)
+    calls: list[list[str]] = []
+    broken = True
+
+    async def complete(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        calls.append([p["invoice_id"] for p in payloads])
+        if broken:
+            raise RuntimeError("the content is not readable yet")
+        return [{**p, "reason": p["reason"] + " (completed)"} for p in payloads]
+
+    relay.completes(InvoiceRemoved.routing_key, complete)
+    assert await relay.publish_pending() == 0
+    rows = await outbox_rows(sync_db)
+    assert all(r.published_at is None for r in rows)
+    assert "not readable yet" in rows[0].last_error
+    # The rows keep what was committed; completion happens on the way out only.
+    assert "completed" not in rows[0].payload
+
+    broken = False
+    assert await relay.publish_pending() == 2
+    assert calls == [["clio:1", "clio:2"], ["clio:1", "clio:2"]]
+    published = await tap.take(2)
+    assert [InvoiceRemoved.model_validate_json(m.body).reason for m in published] == [
+        "deleted in Clio (completed)",
+        "deleted in Clio (completed)",
+    ]
+    assert [m.message_id for m in published] == [str(first.event_id), str(second.event_id)]
+    assert "completed" not in (await outbox_rows(sync_db))[0].payload
+
+
+async def test_published_rows_are_pruned_after_the_retention_and_no_others(
+    sync_db: async_sessionmaker[AsyncSession],
+) -> None:
+    old, recent, unpublished = removed("clio:old"), removed("clio:recent"), removed("clio:new")
+    await stage(sync_db, old, recent, unpublished)
+    now = datetime.now(UTC)
+    async with sync_db() as s, s.begin():
+        for ev, published_at in ((old, now - timedelta(days=8)), (recent, now - timedelta(days=6))):
+            await s.execute(
+                update(sync_outbox)
+                .where(sync_outbox.c.event_id == str(ev.event_id))
+                .values(published_at=published_at)
+            )
+        # An unpublished row is never pruned, however old.
+        await s.execute(
+            update(sync_outbox)
+            .where(sync_outbox.c.event_id == str(unpublished.event_id))
+            .values(created_at=now - timedelta(days=30))
+        )
+
+    async def nothing(*_: Any) -> None:
+        raise AssertionError("prune publishes nothing")
+
+    relay = OutboxRelay(sync_db, sync_outbox, nothing, retention=timedelta(days=7))
+    assert await relay.prune(now) == 1
+    assert [r.event_id for r in await outbox_rows(sync_db)] == [
+        str(recent.event_id),
+        str(unpublished.event_id),
+    ]
+    assert await relay.prune(now) == 0
+    # In batches, all of them.
+    assert await relay.prune(now + timedelta(days=2), batch=1) == 1
+    assert [r.event_id for r in await outbox_rows(sync_db)] == [str(unpublished.event_id)]
 
 
 async def test_a_commit_wakes_the_relay_and_a_rollback_publishes_nothing(

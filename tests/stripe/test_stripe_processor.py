@@ -80,6 +80,11 @@ class Env:
         return [event for event in parsed if event is not None]
 
 
+# One expiry for the whole module: a request built again a second later must be the same
+# request, or Stripe refuses the reused idempotency key.
+EXPIRES_AT = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+
+
 def request(session_id: str, **overrides: Any) -> CheckoutRequest:
     fields: dict[str, Any] = {
         "session_id": session_id,
@@ -93,7 +98,7 @@ def request(session_id: str, **overrides: Any) -> CheckoutRequest:
         "customer_email": "client@example.com",
         "success_url": "http://app.test/pay/done",
         "cancel_url": "http://app.test/pay",
-        "expires_at": datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2),
+        "expires_at": EXPIRES_AT,
     }
     fields.update(overrides)
     return CheckoutRequest(**fields)
