@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aio_pika
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import (
     Channel,
@@ -148,39 +149,51 @@ class Bus:
     async def start(self, subscriptions: dict[str, tuple[type[Event], ...]] | None = None) -> None:
         # The whole topology first (every consumer's queue and dead-letter queue), so that
         # nothing published or rejected in the first moments is dropped.
-        await self.broker.connect()
         await self.declare_topology(subscriptions or {})
-        await self.declare_dead_letters()
         await self.broker.start()
 
     async def declare_topology(self, subscriptions: dict[str, tuple[type[Event], ...]]) -> None:
-        exchange = await self.broker.declare_exchange(self.exchange)
-        dlx = await self.broker.declare_exchange(self.dlx)
-        for service, events in subscriptions.items():
-            for event_type in events:
-                queue = self.queue(event_type.routing_key, service)
-                declared = await self.broker.declare_queue(queue)
-                await declared.bind(exchange, routing_key=event_type.routing_key)
-                await self._declare_dlq(dlx, queue.name)
+        """Declare the exchanges, every consumer's queue with its binding and dead-letter
+        queue, on a channel of their own that is closed afterwards.
 
-    async def declare_dead_letters(self) -> None:
-        dlx = await self.broker.declare_exchange(self.dlx)
-        for name in self._dead_letter_routes:
-            await self._declare_dlq(dlx, name)
+        Not through `broker.declare_queue`: FastStream keeps each queue it declares, bound to
+        the channel it was declared on, and a subscriber of that queue then consumes on that
+        channel (the broker's publishing channel, without the subscriber's prefetch) instead
+        of its own. Every handler of a service would run at once, unbounded, and publishing
+        would share the channel with all deliveries."""
+        connection = await self.broker.connect()
+        channel = await connection.channel()
+        try:
+            exchange = await channel.declare_exchange(
+                self.exchange.name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            dlx = await channel.declare_exchange(
+                self.dlx.name, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            names = [
+                self.queue(event_type.routing_key, service)
+                for service, events in subscriptions.items()
+                for event_type in events
+            ]
+            for queue in names:
+                declared = await channel.declare_queue(
+                    queue.name, durable=True, arguments=queue.arguments
+                )
+                await declared.bind(exchange, routing_key=queue.routing())
+            # This service's own queues too, where `subscriptions` does not list them.
+            for name in {q.name for q in names} | set(self._dead_letter_routes):
+                dlq = await channel.declare_queue(
+                    name + ".dlq", durable=True, arguments=self._dlq_arguments()
+                )
+                await dlq.bind(dlx, routing_key=name)
+        finally:
+            await channel.close()
 
-    async def _declare_dlq(self, dlx: Any, name: str) -> None:
-        arguments: dict[str, Any] = {}
+    def _dlq_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"x-queue-type": "quorum"}
         if self.queue_expires_ms:
             arguments["x-expires"] = self.queue_expires_ms
-        dlq = await self.broker.declare_queue(
-            RabbitQueue(
-                name + ".dlq",
-                queue_type=QueueType.QUORUM,
-                durable=True,
-                arguments=arguments,  # type: ignore[arg-type]
-            )
-        )
-        await dlq.bind(dlx, routing_key=name)
+        return arguments
 
     async def stop(self) -> None:
         await self.broker.stop()

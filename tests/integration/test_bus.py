@@ -188,6 +188,36 @@ async def test_a_handled_event_is_acked_once(rabbit: Rabbit) -> None:
     assert await message_count(channel, queue + ".dlq") == 0
 
 
+async def test_prefetch_bounds_the_handlers_running_at_once(rabbit: Rabbit) -> None:
+    """The whole topology (this service's queue included) is declared before the consumers
+    start; each consumer must still get its own channel with the prefetch, or a burst of
+    events would run every handler at once and starve the service's publishing."""
+    running, peak, handled = 0, 0, 0
+    release = asyncio.Event()
+
+    async def handle(ev: InvoiceRemoved) -> None:
+        nonlocal running, peak, handled
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+        handled += 1
+
+    bus = rabbit.bus("envelope", prefetch=3)
+    queue = rabbit.consume(bus, InvoiceRemoved, handle)
+    await bus.start({bus.service: (InvoiceRemoved,)})
+    for i in range(12):
+        await publish(bus, removed(invoice_id=f"clio:{i}"))
+    await wait_for(lambda: running == 3, what="three handlers running")
+    await asyncio.sleep(0.3)  # time for any delivery beyond the prefetch to arrive
+    assert running == 3 and peak == 3
+    channel = await rabbit.channel()
+    assert await message_count(channel, queue) == 9  # the rest wait in the queue
+    release.set()
+    await wait_for(lambda: handled == 12, what="all twelve handled")
+    assert peak == 3
+
+
 async def test_a_failing_handler_is_retried_then_dead_lettered(rabbit: Rabbit) -> None:
     calls: list[uuid.UUID] = []
 
