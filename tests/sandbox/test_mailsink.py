@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -366,9 +367,38 @@ def _with_logo() -> EmailMessage:
     return message
 
 
+def _smtp_bytes(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=email_policy.SMTP)  # CRLF, as it arrives over SMTP
+
+
+def _mixed_everything() -> EmailMessage:
+    message = _with_logo()
+    message.add_attachment(b"%PDF-1.7 " * 9000, "application", "pdf", filename="INV-1.pdf")
+    message.add_attachment("Caf\u00e9 notes\n" * 40, subtype="plain", filename="n\u00f6tes.txt")
+    message.add_attachment(b"\x00\x01" * 10, "application", "octet-stream")  # no name
+    message.preamble = "This is a MIME message.\r\n--not a boundary\r\n"
+    message.epilogue = "--XYZ-- trailing words"
+    return message
+
+
+_UNCLOSED = (
+    b"From: a@example.com\r\nTo: b@example.com\r\nSubject: unclosed\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="B1"\r\n\r\n'
+    b"--B1\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+    b"--B1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
+    b'filename="x.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0x\r\n'
+)
+
+
 @pytest.mark.parametrize(
     "raw",
     [
+        pytest.param(lambda: _smtp_bytes(invoice_message()), id="invoice-crlf"),
+        pytest.param(lambda: _smtp_bytes(_with_logo()), id="embedded-logo-crlf"),
+        pytest.param(lambda: _smtp_bytes(_forwarded()), id="forwarded-crlf"),
+        pytest.param(lambda: _smtp_bytes(_mixed_everything()), id="nested-preamble-epilogue"),
+        pytest.param(lambda: _smtp_bytes(plain_message(ADA, "plain")), id="single-part-crlf"),
+        pytest.param(lambda: _UNCLOSED, id="unclosed-multipart"),
         pytest.param(lambda: bytes(invoice_message()), id="invoice"),
         pytest.param(lambda: bytes(_with_logo()), id="embedded-logo"),
         pytest.param(lambda: bytes(_forwarded()), id="forwarded"),
@@ -380,6 +410,8 @@ def test_quick_summary_matches_the_full_parse(raw: Any) -> None:
     compat32) names the same attachments, in the same order, as the viewer's full parse,
     whose order the download URLs use."""
     from sandbox.mailsink.parsing import (
+        _STRUCTURE_PARSER,
+        _quick_structure,
         attachment_infos,
         header_addresses,
         header_text,
@@ -393,6 +425,13 @@ def test_quick_summary_matches_the_full_parse(raw: Any) -> None:
     )
     full = parse_message(data)
     assert quick.attachments == attachment_infos(full)
+    # The boundary-splitting shortcut builds the same tree as the line parser where it
+    # applies, and declines (None) the shapes it leaves to the parser.
+    shortcut = _quick_structure(data)
+    if shortcut is not None:
+        assert attachment_infos(shortcut) == attachment_infos(_STRUCTURE_PARSER.parsebytes(data))
+    crlf_and_plain = b"\r\n\r\n" in data and b"message/rfc822" not in data
+    assert (shortcut is not None) == (crlf_and_plain and data is not _UNCLOSED)
     assert quick.subject == (header_text(full, "Subject") or "")
     assert quick.to == [addr for _, addr in header_addresses(full, "To")]
     assert quick.from_name == (header_addresses(full, "From") or [("", "")])[0][0]
