@@ -170,18 +170,18 @@ class Bus:
             dlx = await channel.declare_exchange(
                 self.dlx.name, aio_pika.ExchangeType.DIRECT, durable=True
             )
-            names = [
+            queues = [
                 self.queue(event_type.routing_key, service)
                 for service, events in subscriptions.items()
                 for event_type in events
             ]
-            for queue in names:
+            for queue in queues:
                 declared = await channel.declare_queue(
                     queue.name, durable=True, arguments=queue.arguments
                 )
                 await declared.bind(exchange, routing_key=queue.routing())
             # This service's own queues too, where `subscriptions` does not list them.
-            for name in {q.name for q in names} | set(self._dead_letter_routes):
+            for name in {q.name for q in queues} | set(self._dead_letter_routes):
                 dlq = await channel.declare_queue(
                     name + ".dlq", durable=True, arguments=self._dlq_arguments()
                 )

@@ -282,11 +282,18 @@ def extract_links(html: str | None, text: str | None) -> list[str]:
     return result
 
 
+def _split_head(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(the header lines with their CRLFs, the body), split at the first empty line; None
+    when there is none in CRLF form."""
+    end = raw.find(b"\r\n\r\n")
+    return None if end < 0 else (raw[: end + 2], raw[end + 4 :])
+
+
 def _header_block(raw: bytes) -> bytes:
     """The top-level header lines, without the body: the header parser otherwise reads the
     whole body too, a line at a time, only to keep it as one string."""
-    end = raw.find(b"\r\n\r\n")
-    return raw if end < 0 else raw[: end + 2]
+    split = _split_head(raw)
+    return raw if split is None else split[0]
 
 
 _STRUCTURE_HEADERS = BytesHeaderParser(_class=_StructurePart, policy=policy.compat32)
@@ -306,14 +313,14 @@ def _quick_structure(raw: bytes) -> _StructurePart | None:
 
 
 def _quick_part(raw: bytes, depth: int) -> _StructurePart | None:
-    end = raw.find(b"\r\n\r\n")
-    if end < 0 or depth > _MAX_DEPTH:
+    split = _split_head(raw)
+    if split is None or depth > _MAX_DEPTH:
         return None
-    part = _STRUCTURE_HEADERS.parsebytes(raw[: end + 2])
+    head, body = split
+    part = _STRUCTURE_HEADERS.parsebytes(head)
     assert isinstance(part, _StructurePart)
     if part.defects:
         return None
-    body = raw[end + 4 :]
     maintype = part.get_content_maintype()
     if maintype == "message":
         return None  # the parser nests the enclosed message: leave that to it
@@ -351,7 +358,9 @@ def summarize(
     head: Message
     try:
         head = _HEAD_PARSER.parsebytes(_header_block(raw))
-        structure = _quick_structure(raw) or _STRUCTURE_PARSER.parsebytes(raw)
+        structure = _quick_structure(raw)
+        if structure is None:  # not a Message's truth value: that is its header count
+            structure = _STRUCTURE_PARSER.parsebytes(raw)
         attachments = attachment_infos(structure)  # type: ignore[arg-type]
     except Exception:
         # Whatever the quick path trips on, the full parse (as the viewer does) decides.
