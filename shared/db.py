@@ -181,6 +181,18 @@ class Session(AsyncSession):
         return tx
 
 
+def insert_unless_present(bind: Any, table: Any) -> Any:
+    """INSERT .. ON CONFLICT DO NOTHING into `table`, on PostgreSQL or SQLite: a row that
+    is already there (by any unique key) is left as it is and the result's rowcount is 0."""
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=Session, expire_on_commit=False)
 

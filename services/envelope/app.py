@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.envelope import api, api_batches, api_templates
-from services.envelope.desk import Desk
+from services.envelope.desk import Desk, PreparedSend
 from services.envelope.models import Base
 from services.envelope.settings import EnvelopeSettings
 from shared.events import (
@@ -47,12 +47,12 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
         EnvelopeSendRequested,
         prepare=desk.prepare_send,
         prepare_if=lambda ev: ev.delivery == "attachment",  # only PDFs need preparing
-        prepared_default=[],
+        prepared_default=None,
     )
     async def send_requested(
-        s: AsyncSession, ev: EnvelopeSendRequested, attachments: list[dict[str, str]]
+        s: AsyncSession, ev: EnvelopeSendRequested, prepared: PreparedSend | None
     ) -> None:
-        await desk.on_send_requested(s, ev, attachments)
+        await desk.on_send_requested(s, ev, prepared)
 
     @service.handles(EmailSent)
     async def email_sent(s: AsyncSession, ev: EmailSent) -> None:

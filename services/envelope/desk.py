@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, case, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.envelope import template_store
@@ -23,6 +23,7 @@ from services.envelope.grouping import group_into_envelopes
 from services.envelope.models import Email, Envelope, EnvelopeSend, Firm, Invoice, Link, Pdf
 from services.envelope.rendering import Renderer, issue_link
 from services.envelope.settings import EnvelopeSettings
+from shared.db import UTCDateTime, insert_unless_present
 from shared.email_content import seal_content
 from shared.events import (
     EmailFailed,
@@ -42,6 +43,16 @@ from shared.tokens import derive_token, hash_token
 log = logging.getLogger(__name__)
 
 SENDABLE_STATES = {"awaiting_payment", "paid"}
+
+
+@dataclass(frozen=True)
+class PreparedSend:
+    """A send's inputs, read before its transaction, and its PDFs."""
+
+    envelope: Envelope
+    firm: FirmProfile
+    invoices: list[Invoice]
+    attachments: list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -308,52 +319,72 @@ class Desk:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def prepare_send(self, ev: EnvelopeSendRequested) -> list[dict[str, str]]:
-        """Before the send's transaction: its PDFs, when it carries them (normally rendered
-        ahead of time; rendered now when not). Nothing here holds a transaction open."""
-        if ev.delivery != "attachment":
-            return []
-        async with self.service.sessionmaker() as s:
-            env = await s.get(Envelope, ev.envelope_id)
-            if env is None or env.firm_id != ev.firm_id:
-                return []
-            invoices = await self._invoices(
-                s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids)
+    async def _send_inputs(
+        self, s: AsyncSession, ev: EnvelopeSendRequested
+    ) -> tuple[Envelope, FirmProfile, list[Invoice]] | None:
+        """What a send is made of: the envelope with its firm's profile (one query) and
+        its bills; None when the envelope does not exist (for this firm)."""
+        found = (
+            await s.execute(
+                select(Envelope, Firm.profile)
+                .outerjoin(Firm, Firm.firm_id == Envelope.firm_id)
+                .where(Envelope.id == ev.envelope_id)
             )
-            firm = await self.firm(s, ev.firm_id)
-        if not invoices:
-            return []
-        return await self._attachments(ev.firm_id, env.client_name, invoices, firm)
-
-    async def on_send_requested(
-        self, s: AsyncSession, ev: EnvelopeSendRequested, attachments: list[dict[str, str]]
-    ) -> None:
-        if await s.get(EnvelopeSend, ev.send_id) is not None:
-            return  # this send was already turned into an email
-        env = await s.get(Envelope, ev.envelope_id)
-        if env is None or env.firm_id != ev.firm_id:
-            log.error(
-                "envelope %s of firm %s does not exist; send %s dropped",
-                ev.envelope_id,
-                ev.firm_id,
-                ev.send_id,
-            )
-            return
-        firm = await self.firm(s, ev.firm_id)
+        ).first()
+        if found is None or found[0].firm_id != ev.firm_id:
+            return None
+        env, profile = found
+        firm = (
+            FirmProfile.model_validate_json(profile)
+            if profile is not None
+            else FirmProfile(name="Your law firm")
+        )
         invoices = await self._invoices(
             s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids)
         )
+        return env, firm, invoices
+
+    async def prepare_send(self, ev: EnvelopeSendRequested) -> PreparedSend | None:
+        """Before the send's transaction: what it is made of and its PDFs, when it carries
+        them (normally rendered ahead of time; rendered now when not). One session of reads,
+        closed before any rendering: nothing here holds a transaction open. The email is
+        composed from these same reads, so its text and its PDFs agree."""
+        if ev.delivery != "attachment":
+            return None
+        async with self.service.sessionmaker() as s:
+            inputs = await self._send_inputs(s, ev)
+            if inputs is None:
+                return None
+            env, firm, invoices = inputs
+            attachments = (
+                await self._attachments(s, ev.firm_id, env.client_name, invoices, firm)
+                if invoices
+                else []
+            )
+        return PreparedSend(env, firm, invoices, attachments)
+
+    async def on_send_requested(
+        self, s: AsyncSession, ev: EnvelopeSendRequested, prepared: PreparedSend | None
+    ) -> None:
+        """The send's transaction: its record, the email, the client link and the events,
+        written with single statements (no ORM flush: this runs once per email)."""
+        sends, envelopes = EnvelopeSend.__table__, Envelope.__table__
+        if prepared is not None:
+            env, firm, invoices = prepared.envelope, prepared.firm, prepared.invoices
+            attachments = prepared.attachments
+        else:
+            inputs = await self._send_inputs(s, ev)
+            if inputs is None:
+                log.error(
+                    "envelope %s of firm %s does not exist; send %s dropped",
+                    ev.envelope_id,
+                    ev.firm_id,
+                    ev.send_id,
+                )
+                return
+            env, firm, invoices = inputs
+            attachments = []
         now = datetime.now(UTC)
-        send = EnvelopeSend(
-            send_id=ev.send_id,
-            firm_id=ev.firm_id,
-            envelope_id=env.id,
-            requested_by=ev.requested_by,
-            requested_at=ev.occurred_at,
-            to=_dump(ev.to),
-            subject=ev.subject,
-            status="queued",
-        )
         token = self.send_token(ev.send_id)
         items = [self._item(i, token) for i in invoices]
         failure = None
@@ -378,23 +409,44 @@ class Desk:
             except TemplateInvalid as exc:
                 failure = f"template error: {exc}"
         # Writes from here on.
-        s.add(send)
-        env.to, env.cc, env.subject, env.body, env.delivery = (
-            _dump(ev.to),
-            _dump(ev.cc),
-            ev.subject,
-            ev.body,
-            ev.delivery,
+        failed = failure is not None or composed is None
+        recorded = await s.execute(
+            insert_unless_present(s.get_bind(), sends).values(
+                send_id=ev.send_id,
+                firm_id=ev.firm_id,
+                envelope_id=env.id,
+                requested_by=ev.requested_by,
+                requested_at=ev.occurred_at,
+                to=_dump(ev.to),
+                subject=ev.subject,
+                status="failed" if failed else "queued",
+                error=failure,
+            )
+        )
+        if recorded.rowcount != 1:
+            return  # this send was already turned into an email
+        status = envelopes.c.status
+        await s.execute(
+            update(envelopes)
+            .where(envelopes.c.id == env.id)
+            .values(
+                to=_dump(ev.to),
+                cc=_dump(ev.cc),
+                subject=ev.subject,
+                body=ev.body,
+                delivery=ev.delivery,
+                status=(
+                    case((status == "draft", "failed"), else_=status)
+                    if failed
+                    else case((status.in_(("draft", "failed")), "queued"), else_=status)
+                ),
+            )
         )
         if failure or composed is None:
-            send.status = "failed"
-            send.error = failure
-            env.status = "failed" if env.status == "draft" else env.status
             log.warning("envelope %s send %s failed: %s", env.id, ev.send_id, failure)
             return
-        env.status = "queued" if env.status in ("draft", "failed") else env.status
-        s.add(
-            Email(
+        await s.execute(
+            insert(Email.__table__).values(
                 email_id=ev.send_id,
                 firm_id=ev.firm_id,
                 envelope_id=env.id,
@@ -409,8 +461,15 @@ class Desk:
                 created_at=now,
             )
         )
-        for inv in invoices:
-            inv.email_status = "queued"
+        invoice_table = Invoice.__table__
+        await s.execute(
+            update(invoice_table)
+            .where(
+                invoice_table.c.firm_id == ev.firm_id,
+                invoice_table.c.invoice_id.in_([i.invoice_id for i in invoices]),
+            )
+            .values(email_status="queued")
+        )
         await issue_link(
             self.service,
             s,
@@ -437,22 +496,46 @@ class Desk:
         )
 
     async def on_email_sent(self, s: AsyncSession, ev: EmailSent) -> None:
-        send = await s.get(EnvelopeSend, ev.email_id)
-        if send is None or send.firm_id != ev.firm_id:
+        """Three statements, each returning what the next needs: once per email sent."""
+        sends, envelopes, invoices = (
+            EnvelopeSend.__table__,
+            Envelope.__table__,
+            Invoice.__table__,
+        )
+        send = (
+            await s.execute(
+                update(sends)
+                .where(sends.c.send_id == ev.email_id, sends.c.firm_id == ev.firm_id)
+                .values(status="sent", sent_at=ev.sent_at, message_id=ev.message_id)
+                .returning(sends.c.envelope_id)
+            )
+        ).first()
+        if send is None:
             return
-        send.status, send.sent_at, send.message_id = "sent", ev.sent_at, ev.message_id
-        env = await s.get(Envelope, send.envelope_id)
+        sent_at = literal(ev.sent_at, UTCDateTime())
+        last = envelopes.c.last_sent_at
+        env = (
+            await s.execute(
+                update(envelopes)
+                .where(envelopes.c.id == send.envelope_id)
+                .values(
+                    status="sent",
+                    last_sent_at=case((or_(last.is_(None), last < sent_at), sent_at), else_=last),
+                )
+                .returning(envelopes.c.invoice_ids)
+            )
+        ).first()
         if env is None:
             return
-        env.status = "sent"
-        env.last_sent_at = max(
-            filter(None, [env.last_sent_at and env.last_sent_at.replace(tzinfo=UTC), ev.sent_at])
+        await s.execute(
+            update(invoices)
+            .where(
+                invoices.c.firm_id == ev.firm_id,
+                invoices.c.invoice_id.in_(json.loads(env.invoice_ids)),
+                or_(invoices.c.last_sent_at.is_(None), invoices.c.last_sent_at <= sent_at),
+            )
+            .values(last_sent_at=sent_at, email_status="sent")
         )
-        for inv in await self._invoices(s, ev.firm_id, json.loads(env.invoice_ids)):
-            last = inv.last_sent_at.replace(tzinfo=UTC) if inv.last_sent_at else None
-            if last is None or ev.sent_at >= last:
-                inv.last_sent_at = ev.sent_at
-                inv.email_status = "sent"
 
     async def on_email_failed(self, s: AsyncSession, ev: EmailFailed) -> None:
         send = await s.get(EnvelopeSend, ev.email_id)
@@ -604,26 +687,32 @@ class Desk:
 
     async def _attachments(
         self,
+        s: AsyncSession,
         firm_id: str,
         client_name: str,
         invoices: list[Invoice],
         firm: FirmProfile,
     ) -> list[dict[str, str]]:
         """An email's PDFs: each bill's own and, when there are several, first the statement
-        of them all with its Pay All link; all normally rendered ahead of time."""
-        ids = [i.invoice_id for i in invoices]
-        names = [f"{i.kind.replace('_', '-')}-{i.number}.pdf" for i in invoices]
-        keys = await self.renderer.ensure_many(firm_id, ids, loaded=(invoices, firm))
+        of them all with its Pay All link; all normally rendered ahead of time, found with
+        two reads in `s` (which is left closed)."""
+        today = datetime.now(UTC).date()
+        keys, statement = await self.renderer.ensure_for_email(
+            s,
+            firm_id,
+            invoices,
+            firm,
+            statement_of=client_name if len(invoices) > 1 else None,
+            statement_date=today,
+        )
         out = [
-            {"filename": n, "pdf_key": keys[i]}
-            for n, i in zip(names, ids, strict=True)
-            if i in keys
+            {
+                "filename": f"{i.kind.replace('_', '-')}-{i.number}.pdf",
+                "pdf_key": keys[i.invoice_id],
+            }
+            for i in invoices
+            if i.invoice_id in keys
         ]
-        if len(invoices) > 1:
-            today = datetime.now(UTC).date()
-            key = await self.renderer.statement_for(
-                firm_id, ids, client_name, today, register_link=True, loaded=(invoices, firm)
-            )
-            if key is not None:
-                out.insert(0, {"filename": f"statement-{today.isoformat()}.pdf", "pdf_key": key})
+        if statement is not None:
+            out.insert(0, {"filename": f"statement-{today.isoformat()}.pdf", "pdf_key": statement})
         return out

@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -128,8 +128,8 @@ async def issue_link(
     """A client link: its row here (by the token's hash) and paylink.issued for payments,
     with each bill's balance as it stands, in the caller's transaction."""
     token_hash = hash_token(token)
-    s.add(
-        Link(
+    await s.execute(
+        insert(Link.__table__).values(
             token_hash=token_hash,
             firm_id=invoices[0].firm_id,
             envelope_id=envelope_id,
@@ -350,11 +350,9 @@ class Renderer:
         *,
         loaded: tuple[list[Invoice], FirmProfile] | None = None,
     ) -> dict[str, str]:
-        """`ensure` for several invoices of one firm (an email's attachments): one session
-        to look them up, one query for the stored PDFs, renders only for those missing (in
-        parallel, joining renders under way), one transaction for the links not yet
-        registered. Returns invoice id -> PDF key; unknown invoices are left out.
-        `loaded`: the invoices (of `invoice_ids`) and the firm, when the caller has them."""
+        """`ensure` for several invoices of one firm. Returns invoice id -> PDF key; unknown
+        invoices are left out. `loaded`: the invoices (of `invoice_ids`) and the firm, when
+        the caller has them."""
         async with self.service.sessionmaker() as s:
             if loaded is not None:
                 invoices, firm = loaded
@@ -367,42 +365,78 @@ class Renderer:
                     )
                 )
                 firm = await self.links.firm(s, firm_id)
-            firm_args = await self._firm_args(firm)
-            tokens = {
-                i.invoice_id: self.links.invoice_token(firm_id, i.invoice_id) for i in invoices
-            }
-            registered = set(
-                await s.scalars(
-                    select(Link.token_hash).where(
-                        Link.token_hash.in_([hash_token(t) for t in tokens.values()])
-                    )
-                )
+            keys, _ = await self.ensure_for_email(s, firm_id, invoices, firm)
+        return keys
+
+    async def ensure_for_email(
+        self,
+        s: AsyncSession,
+        firm_id: str,
+        invoices: list[Invoice],
+        firm: FirmProfile,
+        *,
+        statement_of: str | None = None,
+        statement_date: date | None = None,
+    ) -> tuple[dict[str, str], str | None]:
+        """An email's PDFs: each invoice's and, with `statement_of` (the client's name), the
+        statement of them all. Two reads in the caller's session `s` (which links exist,
+        which PDFs are stored), which it leaves without a transaction; renders only what is
+        missing (in parallel, joining renders under way); one transaction registers the
+        links not yet registered. Returns (invoice id -> PDF key, statement key or None)."""
+        firm_args = await self._firm_args(firm)
+        tokens = {i.invoice_id: self.links.invoice_token(firm_id, i.invoice_id) for i in invoices}
+        found = [
+            await self._invoice_job_of(
+                inv, firm, tokens[inv.invoice_id], set(), firm_args=firm_args
             )
-            found = [
-                await self._invoice_job_of(
-                    inv, firm, tokens[inv.invoice_id], registered, firm_args=firm_args
-                )
-                for inv in invoices
-            ]
-            stored = set(
-                await s.scalars(select(Pdf.key).where(Pdf.key.in_([f.job.key for f in found])))
+            for inv in invoices
+        ]
+        statement: Job | None = None
+        statement_hash = ""
+        if statement_of is not None and invoices:
+            token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
+            statement_hash = hash_token(token)
+            statement = await self._statement_job(
+                firm_id,
+                firm_args,
+                [f.snapshot for f in found],
+                client_name=statement_of,
+                pay_url=self.links.pay_url(token),
+                statement_date=statement_date or datetime.now(UTC).date(),
             )
+        hashes = [hash_token(t) for t in tokens.values()] + [statement_hash] * bool(statement)
+        registered = set(
+            await s.scalars(select(Link.token_hash).where(Link.token_hash.in_(hashes)))
+        )
+        jobs = [f.job for f in found] + ([statement] if statement else [])
+        stored = set(await s.scalars(select(Pdf.key).where(Pdf.key.in_([j.key for j in jobs]))))
+        await s.close()  # no transaction open while rendering
+        for f in found:
+            f.has_link = hash_token(f.token) in registered
         await asyncio.gather(
-            *(self._produce(f.job, known_missing=True) for f in found if f.job.key not in stored)
+            *(self._produce(j, known_missing=True) for j in jobs if j.key not in stored)
         )
         unregistered = [f for f in found if f.job.args["pay_url"] and not f.has_link]
-        if unregistered:
+        statement_unregistered = statement is not None and statement_hash not in registered
+        if unregistered or statement_unregistered:
             try:
-                async with self.service.sessionmaker() as s, s.begin():
+                async with self.service.sessionmaker() as w, w.begin():
                     for f in unregistered:
                         await self._register_invoice_link(
-                            s, firm_id, f.invoice, f.snapshot, f.token
+                            w, firm_id, f.invoice, f.snapshot, f.token
+                        )
+                    if statement_unregistered:
+                        await self._register_statement_link(
+                            w, firm_id, invoices, statement_of or ""
                         )
             except IntegrityError:
                 # Registered concurrently (another send of the same bills): one at a time.
                 for f in unregistered:
                     await self._ensure_invoice_link(f)
-        return {f.invoice.invoice_id: f.job.key for f in found}
+                if statement_unregistered:
+                    await self.register_statement_link(firm_id, invoices, statement_of or "", None)
+        keys = {f.invoice.invoice_id: f.job.key for f in found}
+        return keys, statement.key if statement else None
 
     def schedule_statements(self, firm_id: str, groups: list[tuple[list[str], str]]) -> None:
         """Render, in the background, the statements that combined envelopes will carry
@@ -488,18 +522,29 @@ class Renderer:
             async with self.service.sessionmaker() as s, s.begin():
                 if await s.get(Link, hash_token(token)) is not None:
                     return
-                await issue_link(
-                    self.service,
-                    s,
-                    token=token,
-                    link_id=f"statement:{hash_token(token)[:16]}",
-                    invoices=invoices,
-                    client_name=client_name,
-                    client_email=client_email,
-                    expires=datetime.now(UTC) + timedelta(days=INVOICE_LINK_DAYS),
-                )
+                await self._register_statement_link(s, firm_id, invoices, client_name, client_email)
         except IntegrityError:
             pass  # registered concurrently
+
+    async def _register_statement_link(
+        self,
+        s: AsyncSession,
+        firm_id: str,
+        invoices: list[Invoice],
+        client_name: str,
+        client_email: str | None = None,
+    ) -> None:
+        token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
+        await issue_link(
+            self.service,
+            s,
+            token=token,
+            link_id=f"statement:{hash_token(token)[:16]}",
+            invoices=invoices,
+            client_name=client_name,
+            client_email=client_email,
+            expires=datetime.now(UTC) + timedelta(days=INVOICE_LINK_DAYS),
+        )
 
     async def ensure_statement(
         self,
@@ -512,11 +557,32 @@ class Renderer:
         statement_date: date,
     ) -> str:
         """The key of the combined statement of `invoices`, rendered unless stored."""
-        job = await self._job(
+        job = await self._statement_job(
+            firm_id,
+            await self._firm_args(firm),
+            invoices,
+            client_name=client_name,
+            pay_url=pay_url,
+            statement_date=statement_date,
+        )
+        await self._produce(job)
+        return job.key
+
+    async def _statement_job(
+        self,
+        firm_id: str,
+        firm_args: dict[str, Any],
+        invoices: list[InvoiceSnapshot],
+        *,
+        client_name: str,
+        pay_url: str | None,
+        statement_date: date,
+    ) -> Job:
+        return await self._job(
             "statement",
             {
                 "invoices": [i.model_dump(mode="json") for i in invoices],
-                "firm": await self._firm_args(firm),
+                "firm": firm_args,
                 "client_name": client_name,
                 "pay_url": pay_url,
                 "statement_date": statement_date.isoformat(),
@@ -524,8 +590,6 @@ class Renderer:
             firm_id,
             None,
         )
-        await self._produce(job)
-        return job.key
 
     # --- the work ------------------------------------------------------------------------
 

@@ -14,15 +14,16 @@ import aiosmtplib
 import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select, update
 
 from services.mailer.message import OutgoingMessage, build_message, message_id_for
 from services.mailer.models import OutgoingEmail
 from services.mailer.relay import RelayPool
 from services.mailer.settings import MailerSettings
+from shared.db import insert_unless_present
 from shared.email_content import open_content
 from shared.events import EmailFailed, EmailRequested, EmailSent
-from shared.outbox import claim, seen
+from shared.outbox import claim
 from shared.runtime import Service
 from shared.sealing import SealBroken
 
@@ -49,9 +50,22 @@ class Postman:
 
     async def on_email_requested(self, ev: EmailRequested) -> None:
         sm = self.service.sessionmaker
+        emails = OutgoingEmail.__table__
+        inbox = self.service.inbox
         async with sm() as s:
-            known = await seen(s, self.service.inbox, self.service.name, ev) or (
-                await s.get(OutgoingEmail, ev.email_id) is not None
+            # Seen before (this event, or this email under another event)? One read.
+            known = bool(
+                await s.scalar(
+                    select(
+                        or_(
+                            exists().where(
+                                inbox.c.consumer == self.service.name,
+                                inbox.c.event_id == str(ev.event_id),
+                            ),
+                            exists().where(emails.c.email_id == ev.email_id),
+                        )
+                    )
+                )
             )
         # The content is fetched before the row is written, so that a new email costs one
         # transaction before SMTP (row, inbox and `sending` together), not three.
@@ -67,32 +81,32 @@ class Postman:
             except (TransientFailure, PermanentFailure) as exc:
                 problem = exc
         async with sm() as s, s.begin():
-            if not await claim(s, self.service.inbox, self.service.name, ev):
-                return
-            row = await s.get(OutgoingEmail, ev.email_id)
-            if row is not None:
-                # Redelivered (the broker lost our ack) or requested twice: never again.
-                if row.status == "sending":
-                    await self._uncertain(s, row)
+            if not await claim(s, inbox, self.service.name, ev):
                 return
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            s.add(
-                OutgoingEmail(
+            # Committed as `sending` before SMTP starts: a crash from here on makes the
+            # email uncertain, never sent twice.
+            added = await s.execute(
+                insert_unless_present(s.get_bind(), emails).values(
                     email_id=ev.email_id,
                     firm_id=ev.firm_id,
                     envelope_id=ev.envelope_id,
                     to=json.dumps(ev.to),
                     subject=ev.subject,
                     content_url=ev.content_url,
-                    # Committed as `sending` before SMTP starts: a crash from here on makes
-                    # the email uncertain, never sent twice.
                     status="sending" if msg is not None else "pending",
                     attempts=1 if msg is not None else 0,
                     created_at=datetime.now(UTC),
                     trace=json.dumps(carrier),
                 )
             )
+            if added.rowcount != 1:
+                # Redelivered (the broker lost our ack) or requested twice: never again.
+                row = await s.get(OutgoingEmail, ev.email_id)
+                if row is not None and row.status == "sending":
+                    await self._uncertain(s, row)
+                return
         if msg is not None:
             await self._transmit(ev.email_id, msg, message_id, attempts=1)
         elif isinstance(problem, PermanentFailure):
@@ -160,13 +174,17 @@ class Postman:
                 "mailer: crash_after_smtp is set: dying after the relay accepted %s", email_id
             )
             os._exit(70)
+        emails = OutgoingEmail.__table__
+        sent_at = datetime.now(UTC)
         async with sm() as s, s.begin():
-            row = await s.get(OutgoingEmail, email_id)
-            assert row is not None
-            row.status = "sent"
-            row.sent_at = datetime.now(UTC)
-            row.message_id = message_id
-            row.error = None
+            row = (
+                await s.execute(
+                    update(emails)
+                    .where(emails.c.email_id == email_id)
+                    .values(status="sent", sent_at=sent_at, message_id=message_id, error=None)
+                    .returning(emails.c.firm_id, emails.c.envelope_id, emails.c.to)
+                )
+            ).one()
             await self.service.publish(
                 s,
                 EmailSent(
@@ -175,7 +193,7 @@ class Postman:
                     envelope_id=row.envelope_id,
                     message_id=message_id,
                     to=json.loads(row.to),
-                    sent_at=row.sent_at,
+                    sent_at=sent_at,
                 ),
             )
         log.info("mailer: sent %s", email_id)

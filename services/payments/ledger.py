@@ -39,6 +39,7 @@ from services.payments.models import (
 from services.payments.processors import Deposit as DepositOrder
 from services.payments.processors import Processor, ProcessorError, ProcessorEvent
 from services.payments.settings import PaymentsSettings
+from shared.db import insert_unless_present
 from shared.events import Allocation as AllocationEvent
 from shared.events import (
     FirmUpdated,
@@ -168,10 +169,9 @@ class Ledger:
                 alloc.reconciled = True
 
     async def on_paylink_issued(self, s: AsyncSession, ev: PayLinkIssued) -> None:
-        if await s.get(PayLink, ev.token_hash) is not None:
-            return
-        s.add(
-            PayLink(
+        # One statement, not a read and a flush: a link is issued with every email.
+        added = await s.execute(
+            insert_unless_present(s.get_bind(), PayLink.__table__).values(
                 token_hash=ev.token_hash,
                 firm_id=ev.firm_id,
                 link_id=ev.link_id,
@@ -184,6 +184,8 @@ class Ledger:
                 expires_at=ev.expires_at,
             )
         )
+        if added.rowcount != 1:
+            return  # issued before
         # A link can arrive before the bill's own event: keep what the link knows.
         known = set(
             await s.scalars(

@@ -22,12 +22,13 @@ from sqlalchemy import func, select
 from services.envelope import api, pdf
 from services.envelope.app import MIGRATIONS
 from services.envelope.desk import Desk
-from services.envelope.models import Base, Email, Envelope, Link, Pdf
+from services.envelope.models import Base, Email, Envelope, EnvelopeSend, Invoice, Link, Pdf
 from services.envelope.rendering import COALESCE_SECONDS
 from services.envelope.settings import EnvelopeSettings
 from shared.email_content import open_content
 from shared.events import (
     EmailRequested,
+    EmailSent,
     EnvelopeSendRequested,
     FirmProfile,
     FirmUpdated,
@@ -403,3 +404,78 @@ async def test_a_combined_envelope_sent_with_attachments_carries_the_statement(
     async with harness.service.sessionmaker() as s:
         assert (await s.get(Envelope, env.id)).status == "queued"  # type: ignore[union-attr]
         assert await s.get(Email, send.send_id) is not None
+
+
+async def test_sends_stamp_last_sent_once_and_never_back_in_time(harness: Harness) -> None:
+    """A link-delivery send, twice, with the mailer's confirmations arriving out of order:
+    each send is one email and one record, a repeated send request changes nothing, and
+    Last Sent (of the envelope and of each bill) is the newest confirmation's."""
+    await harness.firm_updated()
+    snaps = [snapshot(1020), snapshot(1021)]
+    for snap in snaps:
+        await harness.invoice_updated(snap)
+    (env,) = await harness.desk.create_drafts(FIRM_ID, [s.invoice_id for s in snaps], "u-1")
+
+    def send(send_id: str) -> EnvelopeSendRequested:
+        return EnvelopeSendRequested(
+            firm_id=FIRM_ID,
+            envelope_id=env.id,
+            send_id=send_id,
+            invoice_ids=json.loads(env.invoice_ids),
+            client_id=env.client_id,
+            to=["ap@northgate.test"],
+            subject="Invoices {{ invoice_numbers }}",
+            body=env.body,
+            delivery="link",
+            requested_by="u-1",
+        )
+
+    async def handle(handler: object, ev: object) -> None:
+        async with harness.service.sessionmaker() as s, s.begin():
+            await handler(s, ev)  # type: ignore[operator]
+
+    async def request(send_id: str) -> None:
+        async with harness.service.sessionmaker() as s, s.begin():
+            await harness.desk.on_send_requested(s, send(send_id), None)
+
+    await request("send-a")
+    await request("send-a")  # the same send requested again: nothing more
+    await request("send-b")
+    async with harness.service.sessionmaker() as s:
+        emails = list(await s.scalars(select(Email).order_by(Email.email_id)))
+        assert [e.email_id for e in emails] == ["send-a", "send-b"]
+        assert emails[0].subject == "Invoices invoice INV-1020 and invoice INV-1021"
+        queued = await s.get(Envelope, env.id)
+        assert queued is not None and queued.status == "queued"
+        assert queued.subject == "Invoices {{ invoice_numbers }}"
+        bills = list(await s.scalars(select(Invoice).where(Invoice.firm_id == FIRM_ID)))
+        assert {b.email_status for b in bills} == {"queued"}
+    links = [e for e in await harness.events("paylink.issued") if e["envelope_id"] == env.id]
+    assert sorted(e["link_id"] for e in links) == ["send-a", "send-b"]
+
+    newer = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    older = newer - timedelta(hours=1)
+
+    def sent(send_id: str, at: datetime) -> EmailSent:
+        return EmailSent(
+            firm_id=FIRM_ID,
+            email_id=send_id,
+            envelope_id=env.id,
+            message_id=f"<{send_id}@test>",
+            to=["ap@northgate.test"],
+            sent_at=at,
+        )
+
+    await handle(harness.desk.on_email_sent, sent("send-b", newer))
+    await handle(harness.desk.on_email_sent, sent("send-a", older))  # confirmed late
+    await handle(harness.desk.on_email_sent, sent("not-a-send", newer + timedelta(days=1)))
+    async with harness.service.sessionmaker() as s:
+        done = await s.get(Envelope, env.id)
+        assert done is not None and done.status == "sent"
+        assert done.last_sent_at == newer
+        bills = list(await s.scalars(select(Invoice).where(Invoice.firm_id == FIRM_ID)))
+        assert [(b.last_sent_at, b.email_status) for b in bills] == [(newer, "sent")] * 2
+        records = {r.send_id: r for r in await s.scalars(select(EnvelopeSend))}
+        assert set(records) == {"send-a", "send-b"}
+        assert (records["send-a"].status, records["send-a"].sent_at) == ("sent", older)
+        assert records["send-b"].message_id == "<send-b@test>"
