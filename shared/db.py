@@ -10,6 +10,8 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -184,13 +186,8 @@ class Session(AsyncSession):
 def insert_unless_present(bind: Any, table: Any) -> Any:
     """INSERT .. ON CONFLICT DO NOTHING into `table`, on PostgreSQL or SQLite: a row that
     is already there (by any unique key) is left as it is and the result's rowcount is 0."""
-    if bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
+    insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    return insert(table).on_conflict_do_nothing()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

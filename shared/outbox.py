@@ -28,16 +28,15 @@ from sqlalchemy import (
     Text,
     delete,
     event,
+    exists,
     insert,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from shared.db import UTCDateTime, is_sqlite
+from shared.db import UTCDateTime, insert_unless_present, is_sqlite
 from shared.events import Event
 
 log = logging.getLogger(__name__)
@@ -106,38 +105,22 @@ async def add_event(session: AsyncSession, outbox: Table, ev: Event) -> None:
     session.sync_session.info[_PENDING] = True
 
 
+def inbox_has(inbox: Table, consumer: str, ev: Event) -> Any:
+    """EXISTS: whether `consumer` already applied `ev`, to read on its own (`seen`) or
+    within a larger read."""
+    return exists().where(inbox.c.consumer == consumer, inbox.c.event_id == str(ev.event_id))
+
+
 async def seen(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> bool:
     """Whether `consumer` already applied `ev`. A read: it takes no write lock."""
-    found = await session.execute(
-        select(inbox.c.event_id).where(
-            inbox.c.consumer == consumer, inbox.c.event_id == str(ev.event_id)
-        )
-    )
-    return found.first() is not None
-
-
-async def record(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> None:
-    """Mark `ev` applied, in the transaction of its effects.
-
-    Two deliveries racing past `seen` both try this insert; the second commit fails on the
-    primary key, the message is redelivered, and `seen` then skips it.
-    """
-    await session.execute(
-        insert(inbox).values(
-            consumer=consumer,
-            event_id=str(ev.event_id),
-            firm_id=ev.firm_id,
-            routing_key=ev.routing_key,
-            handled_at=datetime.now(UTC),
-        )
-    )
+    return bool(await session.scalar(select(inbox_has(inbox, consumer, ev))))
 
 
 async def claim(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> bool:
     """Record `ev` as applied by `consumer`, first thing in the transaction of its effects;
     False when it already was (or is being, by a delivery whose transaction then commits).
 
-    One statement, INSERT .. ON CONFLICT DO NOTHING, where `seen` then `record` took two. A
+    One statement, INSERT .. ON CONFLICT DO NOTHING (`shared.db.insert_unless_present`). A
     duplicate delivered meanwhile waits on the row (PostgreSQL) or on the write lock
     (SQLite) until the first transaction ends: after a commit it finds the row and skips,
     after a rollback it claims the event itself."""
@@ -148,16 +131,7 @@ async def claim(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -
         "routing_key": ev.routing_key,
         "handled_at": datetime.now(UTC),
     }
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt: Any = pg_insert(inbox).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite_insert(inbox).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - the two backends above are the supported ones
-        if await seen(session, inbox, consumer, ev):
-            return False
-        await record(session, inbox, consumer, ev)
-        return True
+    stmt = insert_unless_present(session.get_bind(), inbox).values(values)
     result = await session.execute(stmt)
     return bool(result.rowcount == 1)
 

@@ -65,6 +65,13 @@ def _dump(value: Any) -> str:
     return json.dumps(value)
 
 
+def _firm_profile(stored: str | None) -> FirmProfile:
+    """A firm's profile as stored, or a placeholder before its first firm.updated."""
+    if stored is None:
+        return FirmProfile(name="Your law firm")
+    return FirmProfile.model_validate_json(stored)
+
+
 def payment_status(paid: int, processing: int, refunded: int) -> str | None:
     """What the firm sees of a bill's online payments."""
     if processing > 0:
@@ -108,9 +115,7 @@ class Desk:
 
     async def firm(self, s: AsyncSession, firm_id: str) -> FirmProfile:
         row = await s.get(Firm, firm_id)
-        if row is None:
-            return FirmProfile(name="Your law firm")
-        return FirmProfile.model_validate_json(row.profile)
+        return _firm_profile(row.profile if row is not None else None)
 
     async def on_firm_updated(self, s: AsyncSession, ev: FirmUpdated) -> None:
         row = await s.get(Firm, ev.firm_id)
@@ -334,11 +339,7 @@ class Desk:
         if found is None or found[0].firm_id != ev.firm_id:
             return None
         env, profile = found
-        firm = (
-            FirmProfile.model_validate_json(profile)
-            if profile is not None
-            else FirmProfile(name="Your law firm")
-        )
+        firm = _firm_profile(profile)
         invoices = await self._invoices(
             s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids)
         )
@@ -442,7 +443,7 @@ class Desk:
                 ),
             )
         )
-        if failure or composed is None:
+        if failed or composed is None:
             log.warning("envelope %s send %s failed: %s", env.id, ev.send_id, failure)
             return
         await s.execute(

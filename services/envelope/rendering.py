@@ -343,28 +343,18 @@ class Renderer:
             except IntegrityError:
                 pass  # registered concurrently
 
-    async def ensure_many(
-        self,
-        firm_id: str,
-        invoice_ids: list[str],
-        *,
-        loaded: tuple[list[Invoice], FirmProfile] | None = None,
-    ) -> dict[str, str]:
+    async def ensure_many(self, firm_id: str, invoice_ids: list[str]) -> dict[str, str]:
         """`ensure` for several invoices of one firm. Returns invoice id -> PDF key; unknown
-        invoices are left out. `loaded`: the invoices (of `invoice_ids`) and the firm, when
-        the caller has them."""
+        invoices are left out."""
         async with self.service.sessionmaker() as s:
-            if loaded is not None:
-                invoices, firm = loaded
-            else:
-                invoices = list(
-                    await s.scalars(
-                        select(Invoice).where(
-                            Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
-                        )
+            invoices = list(
+                await s.scalars(
+                    select(Invoice).where(
+                        Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
                     )
                 )
-                firm = await self.links.firm(s, firm_id)
+            )
+            firm = await self.links.firm(s, firm_id)
             keys, _ = await self.ensure_for_email(s, firm_id, invoices, firm)
         return keys
 
@@ -383,36 +373,34 @@ class Renderer:
         which PDFs are stored), which it leaves without a transaction; renders only what is
         missing (in parallel, joining renders under way); one transaction registers the
         links not yet registered. Returns (invoice id -> PDF key, statement key or None)."""
-        firm_args = await self._firm_args(firm)
+        with_statement = statement_of is not None and bool(invoices)
         tokens = {i.invoice_id: self.links.invoice_token(firm_id, i.invoice_id) for i in invoices}
+        statement_token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
+        statement_hash = hash_token(statement_token)
+        hashes = [hash_token(t) for t in tokens.values()] + [statement_hash] * with_statement
+        registered = set(
+            await s.scalars(select(Link.token_hash).where(Link.token_hash.in_(hashes)))
+        )
+        firm_args = await self._firm_args(firm)
         found = [
             await self._invoice_job_of(
-                inv, firm, tokens[inv.invoice_id], set(), firm_args=firm_args
+                inv, firm, tokens[inv.invoice_id], registered, firm_args=firm_args
             )
             for inv in invoices
         ]
         statement: Job | None = None
-        statement_hash = ""
-        if statement_of is not None and invoices:
-            token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
-            statement_hash = hash_token(token)
+        if with_statement:
             statement = await self._statement_job(
                 firm_id,
                 firm_args,
                 [f.snapshot for f in found],
-                client_name=statement_of,
-                pay_url=self.links.pay_url(token),
+                client_name=statement_of or "",
+                pay_url=self.links.pay_url(statement_token),
                 statement_date=statement_date or datetime.now(UTC).date(),
             )
-        hashes = [hash_token(t) for t in tokens.values()] + [statement_hash] * bool(statement)
-        registered = set(
-            await s.scalars(select(Link.token_hash).where(Link.token_hash.in_(hashes)))
-        )
         jobs = [f.job for f in found] + ([statement] if statement else [])
         stored = set(await s.scalars(select(Pdf.key).where(Pdf.key.in_([j.key for j in jobs]))))
         await s.close()  # no transaction open while rendering
-        for f in found:
-            f.has_link = hash_token(f.token) in registered
         await asyncio.gather(
             *(self._produce(j, known_missing=True) for j in jobs if j.key not in stored)
         )
@@ -471,27 +459,21 @@ class Renderer:
         statement_date: date,
         *,
         register_link: bool = False,
-        loaded: tuple[list[Invoice], FirmProfile] | None = None,
     ) -> str | None:
         """The key of the statement of these invoices as they stand, whose Pay All link is
         the statement's own (derived from the bills, like an invoice's): the same PDF for
         every email of the same bills on the same day, so it can be rendered ahead of time.
-        The link is registered when the PDF is first handed out. `loaded`: the invoices
-        and the firm, when the caller has them."""
-        if loaded is not None:
-            rows = {i.invoice_id: i for i in loaded[0]}
-            firm = loaded[1]
-        else:
-            async with self.service.sessionmaker() as s:
-                rows = {
-                    i.invoice_id: i
-                    for i in await s.scalars(
-                        select(Invoice).where(
-                            Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
-                        )
+        The link is registered when the PDF is first handed out."""
+        async with self.service.sessionmaker() as s:
+            rows = {
+                i.invoice_id: i
+                for i in await s.scalars(
+                    select(Invoice).where(
+                        Invoice.firm_id == firm_id, Invoice.invoice_id.in_(invoice_ids)
                     )
-                }
-                firm = await self.links.firm(s, firm_id)
+                )
+            }
+            firm = await self.links.firm(s, firm_id)
         invoices = [rows[i] for i in invoice_ids if i in rows]
         if not invoices:
             return None

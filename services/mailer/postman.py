@@ -23,7 +23,7 @@ from services.mailer.settings import MailerSettings
 from shared.db import insert_unless_present
 from shared.email_content import open_content
 from shared.events import EmailFailed, EmailRequested, EmailSent
-from shared.outbox import claim
+from shared.outbox import claim, inbox_has
 from shared.runtime import Service
 from shared.sealing import SealBroken
 
@@ -58,10 +58,7 @@ class Postman:
                 await s.scalar(
                     select(
                         or_(
-                            exists().where(
-                                inbox.c.consumer == self.service.name,
-                                inbox.c.event_id == str(ev.event_id),
-                            ),
+                            inbox_has(inbox, self.service.name, ev),
                             exists().where(emails.c.email_id == ev.email_id),
                         )
                     )
