@@ -99,8 +99,15 @@ class Bus:
             arguments=arguments,  # type: ignore[arg-type]
         )
 
-    def consume(self, event_type: type[Event], handler: Callable[[Any], Awaitable[None]]) -> None:
-        """Subscribe `handler(event)` to `event_type`.
+    def consume(
+        self,
+        event_type: type[Event],
+        handler: Callable[[Any], Awaitable[None]],
+        *,
+        prefetch: int | None = None,
+    ) -> None:
+        """Subscribe `handler(event)` to `event_type`, at most `prefetch` (the bus's own by
+        default) at once.
 
         A body that does not parse as the event is dead-lettered at once with the reason
         logged; a handler error requeues the message, and RabbitMQ dead-letters it once the
@@ -116,7 +123,7 @@ class Bus:
             decoder=_decode_or_raw,
             # Bounded concurrency per queue; handlers do not rely on arrival order (events
             # carry occurred_at and stale ones are skipped where order matters).
-            channel=Channel(prefetch_count=self.prefetch),
+            channel=Channel(prefetch_count=prefetch or self.prefetch),
         )
         async def _consume(body: Any, msg: RabbitMessage) -> None:
             try:

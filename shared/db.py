@@ -9,9 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import DateTime, MetaData, Table, TypeDecorator, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,7 +18,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ClauseElement
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -183,11 +184,34 @@ class Session(AsyncSession):
         return tx
 
 
-def insert_unless_present(bind: Any, table: Any) -> Any:
+class _OnConflictDoNothing(ClauseElement):
+    """`ON CONFLICT DO NOTHING` with no conflict target: the same words on PostgreSQL and
+    SQLite (3.24+), placed by the INSERT compiler before any RETURNING."""
+
+    __visit_name__ = "ep_on_conflict_do_nothing"
+    inherit_cache = True
+    _traverse_internals = []  # type: ignore[var-annotated]
+
+
+@compiles(_OnConflictDoNothing)
+def _compile_do_nothing(_element: Any, _compiler: Any, **_kw: Any) -> str:
+    return "ON CONFLICT DO NOTHING"
+
+
+class InsertUnlessPresent(Insert):
+    inherit_cache = True
+    _post_values_clause = _OnConflictDoNothing()
+
+
+def insert_unless_present(table: Table) -> Insert:
     """INSERT .. ON CONFLICT DO NOTHING into `table`, on PostgreSQL or SQLite: a row that
-    is already there (by any unique key) is left as it is and the result's rowcount is 0."""
-    insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
-    return insert(table).on_conflict_do_nothing()
+    is already there (by any unique key) is left as it is and the result's rowcount is 0;
+    with RETURNING, only the rows inserted come back.
+
+    Not the dialects' own `insert(..).on_conflict_do_nothing()`: SQLAlchemy does not cache
+    those (they have no cache key), so each execution compiled the statement anew, and
+    this runs at least once per event every service handles."""
+    return InsertUnlessPresent(table)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

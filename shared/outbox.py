@@ -87,33 +87,40 @@ def _forget_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
-async def add_event(session: AsyncSession, outbox: Table, ev: Event) -> None:
-    """Stage `ev` for publishing when (and only if) the session's transaction commits."""
+def _outbox_row(ev: Event, context: Any = None) -> dict[str, Any]:
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)  # the trace of the request or message that caused this event
-    await session.execute(
-        insert(outbox).values(
-            event_id=str(ev.event_id),
-            firm_id=ev.firm_id,
-            routing_key=ev.routing_key,
-            payload=ev.model_dump_json(),
-            headers=json.dumps(carrier),
-            created_at=datetime.now(UTC),
-            attempts=0,
-        )
-    )
+    # The trace of the request or message that caused this event.
+    propagate.inject(carrier, context=context)
+    return {
+        "event_id": str(ev.event_id),
+        "firm_id": ev.firm_id,
+        "routing_key": ev.routing_key,
+        "payload": ev.model_dump_json(),
+        "headers": json.dumps(carrier),
+        "created_at": datetime.now(UTC),
+        "attempts": 0,
+    }
+
+
+async def add_event(session: AsyncSession, outbox: Table, ev: Event, context: Any = None) -> None:
+    """Stage `ev` for publishing when (and only if) the session's transaction commits.
+    `context`: the trace context it belongs to, when not the current one."""
+    await session.execute(insert(outbox), _outbox_row(ev, context))
+    session.sync_session.info[_PENDING] = True
+
+
+async def add_events(session: AsyncSession, outbox: Table, evs: list[tuple[Event, Any]]) -> None:
+    """Stage many events, each with its trace context (None: the current one), in one
+    statement."""
+    if not evs:
+        return
+    await session.execute(insert(outbox), [_outbox_row(ev, ctx) for ev, ctx in evs])
     session.sync_session.info[_PENDING] = True
 
 
 def inbox_has(inbox: Table, consumer: str, ev: Event) -> Any:
-    """EXISTS: whether `consumer` already applied `ev`, to read on its own (`seen`) or
-    within a larger read."""
+    """EXISTS: whether `consumer` already applied `ev`, within a larger read."""
     return exists().where(inbox.c.consumer == consumer, inbox.c.event_id == str(ev.event_id))
-
-
-async def seen(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> bool:
-    """Whether `consumer` already applied `ev`. A read: it takes no write lock."""
-    return bool(await session.scalar(select(inbox_has(inbox, consumer, ev))))
 
 
 async def claim(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> bool:
@@ -131,9 +138,46 @@ async def claim(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -
         "routing_key": ev.routing_key,
         "handled_at": datetime.now(UTC),
     }
-    stmt = insert_unless_present(session.get_bind(), inbox).values(values)
-    result = await session.execute(stmt)
+    result = await session.execute(insert_unless_present(inbox), values)
     return bool(result.rowcount == 1)
+
+
+async def already_applied(
+    session: AsyncSession, inbox: Table, consumer: str, event_ids: list[str]
+) -> set[str]:
+    """Which of `event_ids` `consumer` already applied. A read: it takes no write lock."""
+    rows = await session.scalars(
+        select(inbox.c.event_id).where(
+            inbox.c.consumer == consumer, inbox.c.event_id.in_(event_ids)
+        )
+    )
+    return set(rows)
+
+
+async def claim_many(
+    session: AsyncSession, inbox: Table, consumer: str, evs: list[Event]
+) -> set[str]:
+    """`claim` for many events in one statement: the ids of those claimed now (the others
+    were applied already, or are being, by a delivery whose transaction then commits)."""
+    if not evs:
+        return set()
+    if len(evs) == 1:  # the statement for one row is built once and cached
+        return {str(evs[0].event_id)} if await claim(session, inbox, consumer, evs[0]) else set()
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "consumer": consumer,
+            "event_id": str(ev.event_id),
+            "firm_id": ev.firm_id,
+            "routing_key": ev.routing_key,
+            "handled_at": now,
+        }
+        for ev in evs
+    ]
+    result = await session.execute(
+        insert_unless_present(inbox).values(rows).returning(inbox.c.event_id)
+    )
+    return set(result.scalars())
 
 
 Publish = Callable[[bytes, str, str, dict[str, str]], Awaitable[None]]

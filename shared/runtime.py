@@ -20,11 +20,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.batching import Batcher, BatchFn, Prepare
 from shared.bus import Bus
 from shared.db import make_engine, make_sessionmaker, ping
 from shared.events import Event
 from shared.migrations import upgrade, upgrade_async
-from shared.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table, seen
+from shared.outbox import (
+    OutboxRelay,
+    add_event,
+    add_events,
+    claim,
+    inbox_table,
+    outbox_table,
+)
 from shared.settings import ServiceSettings
 from shared.telemetry import instrument_app, instrument_engine, setup_tracing
 from shared.topology import SUBSCRIPTIONS
@@ -74,45 +82,35 @@ class Service:
             retention=timedelta(hours=settings.outbox_retention_hours),
         )
         self._background: list[Callable[[], Awaitable[None]]] = []
+        # The trace context of each event being applied in a batch, by event id.
+        self.contexts: dict[str, Any] = {}
+        self.batchers: dict[str, Batcher[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.bus_started = False
 
     # --- events -------------------------------------------------------------------------
 
-    async def publish(self, session: AsyncSession, ev: Event) -> None:
-        """Stage an event in this service's outbox, inside the caller's transaction."""
-        await add_event(session, self.outbox, ev)
+    async def publish(self, session: AsyncSession, ev: Event, cause: Event | None = None) -> None:
+        """Stage an event in this service's outbox, inside the caller's transaction;
+        `cause`: the event (handled in a batch) whose trace it continues."""
+        await add_event(session, self.outbox, ev, self._context_of(cause))
+
+    async def publish_many(self, session: AsyncSession, evs: list[tuple[Event, Event]]) -> None:
+        """Stage (event, cause) pairs in one statement, each in its cause's trace."""
+        await add_events(session, self.outbox, [(ev, self._context_of(c)) for ev, c in evs])
+
+    def _context_of(self, cause: Event | None) -> Any:
+        return None if cause is None else self.contexts.get(str(cause.event_id))
 
     def handles(
-        self,
-        event_type: type[E],
-        *,
-        prepare: Callable[[E], Awaitable[Any]] | None = None,
-        prepare_if: Callable[[E], bool] | None = None,
-        prepared_default: Any = None,
+        self, event_type: type[E]
     ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Any]]:
         """Register `fn(session, event)`; it runs once per event id, in one transaction
         with the inbox record (claimed first: see `claim`) and any events it publishes.
-
-        With `prepare`, slow work that needs no transaction (rendering, reading blobs) runs
-        first, outside it, and `fn(session, event, prepared)` gets its result: a handler
-        never holds a connection (or SQLite's write lock) while it waits. `prepare_if` says
-        which events need it; the others get `prepared_default` at no cost."""
+        For events that come by the hundred, see `handles_batch`."""
 
         def register(fn: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
             async def apply(ev: E) -> None:
-                extra: tuple[Any, ...] = () if prepare is None else (prepared_default,)
-                if prepare is not None and (prepare_if is None or prepare_if(ev)):
-                    async with self.sessionmaker() as session:
-                        if await seen(session, self.inbox, self.name, ev):
-                            log.info(
-                                "%s: %s %s already handled",
-                                self.name,
-                                ev.routing_key,
-                                ev.event_id,
-                            )
-                            return
-                    extra = (await prepare(ev),)
                 async with self.sessionmaker() as session, session.begin():
                     if not await claim(session, self.inbox, self.name, ev):
                         log.info(
@@ -120,9 +118,30 @@ class Service:
                         )
                         return
                     log.debug("%s: handling %s %s", self.name, ev.routing_key, ev.event_id)
-                    await fn(session, ev, *extra)
+                    await fn(session, ev)
 
             self.bus.consume(event_type, apply)
+            return fn
+
+        return register
+
+    def handles_batch(
+        self,
+        event_type: type[E],
+        *,
+        prepare: Prepare | None = None,
+        max_batch: int | None = None,
+    ) -> Callable[[BatchFn], BatchFn]:
+        """Register `fn(session, events, prepared)`: the events of `event_type` delivered
+        at about the same time, applied in one transaction (see `shared.batching`), each
+        still at most once; `prepare(events)` runs first, outside it."""
+        size = max_batch or self.settings.bus_batch
+
+        def register(fn: BatchFn) -> BatchFn:
+            batcher: Batcher[E] = Batcher(self, fn, prepare=prepare, max_batch=size)
+            self.batchers[event_type.routing_key] = batcher
+            # Twice the batch in flight: the next batch gathers while one is applied.
+            self.bus.consume(event_type, batcher.apply, prefetch=2 * size)
             return fn
 
         return register

@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = 5
     db_max_overflow: int = 20
     bus_prefetch: int = 8
+    # Most events applied together in one transaction, where a handler takes them in
+    # batches (`Service.handles_batch`); such a queue has twice this many in flight.
+    bus_batch: int = 16
     http_host: str = "127.0.0.1"
     http_port: int = 0
     internal_token: str = DEV_INTERNAL_TOKEN

@@ -43,20 +43,16 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
         await desk.on_invoice_updated(s, ev)
 
-    @service.handles(
-        EnvelopeSendRequested,
-        prepare=desk.prepare_send,
-        prepare_if=lambda ev: ev.delivery == "attachment",  # only PDFs need preparing
-        prepared_default=None,
-    )
+    # A Send All makes hundreds of each within seconds: applied in batches.
+    @service.handles_batch(EnvelopeSendRequested, prepare=desk.prepare_sends)
     async def send_requested(
-        s: AsyncSession, ev: EnvelopeSendRequested, prepared: PreparedSend | None
+        s: AsyncSession, evs: list[EnvelopeSendRequested], prepared: dict[str, PreparedSend]
     ) -> None:
-        await desk.on_send_requested(s, ev, prepared)
+        await desk.on_sends_requested(s, evs, prepared)
 
-    @service.handles(EmailSent)
-    async def email_sent(s: AsyncSession, ev: EmailSent) -> None:
-        await desk.on_email_sent(s, ev)
+    @service.handles_batch(EmailSent)
+    async def email_sent(s: AsyncSession, evs: list[EmailSent], _prepared: None) -> None:
+        await desk.on_emails_sent(s, evs)
 
     @service.handles(EmailFailed)
     async def email_failed(s: AsyncSession, ev: EmailFailed) -> None:

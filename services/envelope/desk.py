@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, insert, literal, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.envelope import template_store
@@ -21,7 +21,7 @@ from services.envelope.compose import (
 )
 from services.envelope.grouping import group_into_envelopes
 from services.envelope.models import Email, Envelope, EnvelopeSend, Firm, Invoice, Link, Pdf
-from services.envelope.rendering import Renderer, issue_link
+from services.envelope.rendering import Renderer, new_link
 from services.envelope.settings import EnvelopeSettings
 from shared.db import UTCDateTime, insert_unless_present
 from shared.email_content import seal_content
@@ -81,6 +81,52 @@ def payment_status(paid: int, processing: int, refunded: int) -> str | None:
     if refunded > 0:
         return "refunded"
     return None
+
+
+def _build_send_statements() -> tuple[Any, Any, Any, Any]:
+    """The statements of a send applied per row (executemany), built once."""
+    sends, envelopes, invoices = EnvelopeSend.__table__, Envelope.__table__, Invoice.__table__
+    for_send = (
+        update(envelopes)
+        .where(envelopes.c.id == bindparam("b_id"))
+        .values(
+            to=bindparam("b_to"),
+            cc=bindparam("b_cc"),
+            subject=bindparam("b_subject"),
+            body=bindparam("b_body"),
+            delivery=bindparam("b_delivery"),
+        )
+    )
+    send_sent = (
+        update(sends)
+        .where(sends.c.send_id == bindparam("b_send"), sends.c.firm_id == bindparam("b_firm"))
+        .values(status="sent", sent_at=bindparam("b_at"), message_id=bindparam("b_message"))
+    )
+    at = bindparam("b_at", type_=UTCDateTime())
+    last = envelopes.c.last_sent_at
+    envelope_sent = (
+        update(envelopes)
+        .where(envelopes.c.id == bindparam("b_id"))
+        .values(status="sent", last_sent_at=case((or_(last.is_(None), last < at), at), else_=last))
+    )
+    invoice_sent = (
+        update(invoices)
+        .where(
+            invoices.c.firm_id == bindparam("b_firm"),
+            invoices.c.invoice_id == bindparam("b_invoice"),
+            or_(invoices.c.last_sent_at.is_(None), invoices.c.last_sent_at <= at),
+        )
+        .values(last_sent_at=at, email_status="sent")
+    )
+    return for_send, send_sent, envelope_sent, invoice_sent
+
+
+(
+    _UPDATE_ENVELOPE_FOR_SEND,
+    _UPDATE_SEND_SENT,
+    _UPDATE_ENVELOPE_SENT,
+    _UPDATE_INVOICE_SENT,
+) = _build_send_statements()
 
 
 class Desk:
@@ -324,57 +370,86 @@ class Desk:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def _send_inputs(
-        self, s: AsyncSession, ev: EnvelopeSendRequested
-    ) -> tuple[Envelope, FirmProfile, list[Invoice]] | None:
-        """What a send is made of: the envelope with its firm's profile (one query) and
-        its bills; None when the envelope does not exist (for this firm)."""
-        found = (
-            await s.execute(
-                select(Envelope, Firm.profile)
-                .outerjoin(Firm, Firm.firm_id == Envelope.firm_id)
-                .where(Envelope.id == ev.envelope_id)
-            )
-        ).first()
-        if found is None or found[0].firm_id != ev.firm_id:
-            return None
-        env, profile = found
-        firm = _firm_profile(profile)
-        invoices = await self._invoices(
-            s, ev.firm_id, ev.invoice_ids or json.loads(env.invoice_ids)
+    async def _read_sends(
+        self, s: AsyncSession, evs: list[EnvelopeSendRequested], *, with_pdfs: bool
+    ) -> dict[str, PreparedSend]:
+        """What each send is made of, by send id: its envelope with the firm's profile, its
+        bills and (`with_pdfs`, for PDF delivery) its PDFs; a send whose envelope does not
+        exist (for its firm) is left out. A read per kind for all the sends together; with
+        PDFs, `s` is left closed (see `Renderer.ensure_for_emails`)."""
+        found = await s.execute(
+            select(Envelope, Firm.profile)
+            .outerjoin(Firm, Firm.firm_id == Envelope.firm_id)
+            .where(Envelope.id.in_({ev.envelope_id for ev in evs}))
         )
-        return env, firm, invoices
+        envelopes = {env.id: (env, _firm_profile(profile)) for env, profile in found}
+        wanted: dict[str, list[str]] = {}  # send id -> its bills' ids
+        for ev in evs:
+            env_firm = envelopes.get(ev.envelope_id)
+            if env_firm is not None and env_firm[0].firm_id == ev.firm_id:
+                wanted[ev.send_id] = ev.invoice_ids or json.loads(env_firm[0].invoice_ids)
+        by_firm: dict[str, set[str]] = {}
+        for ev in evs:
+            if ev.send_id in wanted:
+                by_firm.setdefault(ev.firm_id, set()).update(wanted[ev.send_id])
+        bills: dict[tuple[str, str], Invoice] = {}
+        for firm_id, ids in by_firm.items():
+            for inv in await s.scalars(
+                select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id.in_(ids))
+            ):
+                bills[(firm_id, inv.invoice_id)] = inv
+        out: dict[str, PreparedSend] = {}
+        for ev in evs:
+            if ev.send_id not in wanted:
+                continue
+            env, firm = envelopes[ev.envelope_id]
+            invoices = [
+                bills[(ev.firm_id, i)] for i in wanted[ev.send_id] if (ev.firm_id, i) in bills
+            ]
+            out[ev.send_id] = PreparedSend(env, firm, invoices, [])
+        if with_pdfs:
+            await self._add_attachments(s, evs, out)
+        return out
+
+    async def prepare_sends(self, evs: list[EnvelopeSendRequested]) -> dict[str, PreparedSend]:
+        """Before the sends' transaction: what they are made of and, for PDF delivery,
+        their PDFs (normally rendered ahead of time; rendered now when not). One session of
+        reads, closed before any rendering: nothing here holds a transaction open. Each
+        email is composed from these same reads, so its text and its PDFs agree."""
+        async with self.service.sessionmaker() as s:
+            return await self._read_sends(s, evs, with_pdfs=True)
 
     async def prepare_send(self, ev: EnvelopeSendRequested) -> PreparedSend | None:
-        """Before the send's transaction: what it is made of and its PDFs, when it carries
-        them (normally rendered ahead of time; rendered now when not). One session of reads,
-        closed before any rendering: nothing here holds a transaction open. The email is
-        composed from these same reads, so its text and its PDFs agree."""
-        if ev.delivery != "attachment":
-            return None
-        async with self.service.sessionmaker() as s:
-            inputs = await self._send_inputs(s, ev)
-            if inputs is None:
-                return None
-            env, firm, invoices = inputs
-            attachments = (
-                await self._attachments(s, ev.firm_id, env.client_name, invoices, firm)
-                if invoices
-                else []
-            )
-        return PreparedSend(env, firm, invoices, attachments)
+        return (await self.prepare_sends([ev])).get(ev.send_id)
 
     async def on_send_requested(
         self, s: AsyncSession, ev: EnvelopeSendRequested, prepared: PreparedSend | None
     ) -> None:
-        """The send's transaction: its record, the email, the client link and the events,
-        written with single statements (no ORM flush: this runs once per email)."""
+        """One send (`on_sends_requested`); without `prepared`, read in its transaction
+        and sent without PDFs."""
+        await self.on_sends_requested(
+            s, [ev], {ev.send_id: prepared} if prepared is not None else None
+        )
+
+    async def on_sends_requested(
+        self,
+        s: AsyncSession,
+        evs: list[EnvelopeSendRequested],
+        prepared: dict[str, PreparedSend] | None,
+    ) -> None:
+        """The sends' transaction: for each its record, the email, the client link and the
+        events. A statement per kind of row for all the sends together (no ORM flush):
+        a Send All makes hundreds of these."""
+        if prepared is None:
+            prepared = await self._read_sends(s, evs, with_pdfs=False)
         sends, envelopes = EnvelopeSend.__table__, Envelope.__table__
-        if prepared is not None:
-            env, firm, invoices = prepared.envelope, prepared.firm, prepared.invoices
-            attachments = prepared.attachments
-        else:
-            inputs = await self._send_inputs(s, ev)
+        now = datetime.now(UTC)
+        firsts: dict[str, EnvelopeSendRequested] = {}
+        for ev in evs:
+            firsts.setdefault(ev.send_id, ev)  # a send requested twice is made once
+        outcomes = []  # (event, its inputs, composed email or None, failure or None)
+        for ev in firsts.values():
+            inputs = prepared.get(ev.send_id)
             if inputs is None:
                 log.error(
                     "envelope %s of firm %s does not exist; send %s dropped",
@@ -382,161 +457,199 @@ class Desk:
                     ev.firm_id,
                     ev.send_id,
                 )
-                return
-            env, firm, invoices = inputs
-            attachments = []
-        now = datetime.now(UTC)
-        token = self.send_token(ev.send_id)
-        items = [self._item(i, token) for i in invoices]
-        failure = None
-        composed = None
-        if not items:
-            failure = "none of the envelope's bills can be sent"
-        elif not ev.to:
-            failure = "the envelope has no recipient"
-        else:
-            try:
-                composed = compose_email(
-                    firm,
-                    env.client_name,
-                    items,
-                    subject_template=ev.subject,
-                    body_template=ev.body,
-                    pay_all_url=self.pay_url(token),
-                    view_all_url=(
-                        self.statement_url(token) if len(items) > 1 else items[0].view_url
-                    ),
+                continue
+            composed, failure = self._compose_send(ev, inputs)
+            outcomes.append((ev, inputs, composed, failure))
+        if not outcomes:
+            return
+        recorded = set(
+            (
+                await s.execute(
+                    insert_unless_present(sends)
+                    .values(
+                        [
+                            {
+                                "send_id": ev.send_id,
+                                "firm_id": ev.firm_id,
+                                "envelope_id": inputs.envelope.id,
+                                "requested_by": ev.requested_by,
+                                "requested_at": ev.occurred_at,
+                                "to": _dump(ev.to),
+                                "subject": ev.subject,
+                                "status": "queued" if composed is not None else "failed",
+                                "error": failure,
+                            }
+                            for ev, inputs, composed, failure in outcomes
+                        ]
+                    )
+                    .returning(sends.c.send_id)
                 )
-            except TemplateInvalid as exc:
-                failure = f"template error: {exc}"
-        # Writes from here on.
-        failed = failure is not None or composed is None
-        recorded = await s.execute(
-            insert_unless_present(s.get_bind(), sends).values(
-                send_id=ev.send_id,
-                firm_id=ev.firm_id,
-                envelope_id=env.id,
-                requested_by=ev.requested_by,
-                requested_at=ev.occurred_at,
-                to=_dump(ev.to),
-                subject=ev.subject,
-                status="failed" if failed else "queued",
-                error=failure,
-            )
+            ).scalars()
         )
-        if recorded.rowcount != 1:
-            return  # this send was already turned into an email
+        # A send already turned into an email (a redelivery, a double click) stops here.
+        outcomes = [o for o in outcomes if o[0].send_id in recorded]
         status = envelopes.c.status
-        await s.execute(
-            update(envelopes)
-            .where(envelopes.c.id == env.id)
-            .values(
-                to=_dump(ev.to),
-                cc=_dump(ev.cc),
-                subject=ev.subject,
-                body=ev.body,
-                delivery=ev.delivery,
-                status=(
-                    case((status == "draft", "failed"), else_=status)
-                    if failed
-                    else case((status.in_(("draft", "failed")), "queued"), else_=status)
-                ),
-            )
-        )
-        if failed or composed is None:
-            log.warning("envelope %s send %s failed: %s", env.id, ev.send_id, failure)
+        for ok, new_status in (
+            # (No IN in these: a list parameter cannot be executed for many rows at once.)
+            (True, case((or_(status == "draft", status == "failed"), "queued"), else_=status)),
+            (False, case((status == "draft", "failed"), else_=status)),
+        ):
+            rows = [
+                {
+                    "b_id": inputs.envelope.id,
+                    "b_to": _dump(ev.to),
+                    "b_cc": _dump(ev.cc),
+                    "b_subject": ev.subject,
+                    "b_body": ev.body,
+                    "b_delivery": ev.delivery,
+                }
+                for ev, inputs, composed, _ in outcomes
+                if (composed is not None) == ok
+            ]
+            if rows:
+                await s.execute(_UPDATE_ENVELOPE_FOR_SEND.values(status=new_status), rows)
+        for ev, inputs, composed, failure in outcomes:
+            if composed is None:
+                log.warning(
+                    "envelope %s send %s failed: %s", inputs.envelope.id, ev.send_id, failure
+                )
+        sent = [(ev, inputs, composed) for ev, inputs, composed, _ in outcomes if composed]
+        if not sent:
             return
         await s.execute(
-            insert(Email.__table__).values(
-                email_id=ev.send_id,
-                firm_id=ev.firm_id,
-                envelope_id=env.id,
-                to=_dump(ev.to),
-                cc=_dump(ev.cc),
-                from_name=firm.name,
-                reply_to=firm.email,
-                subject=composed.subject,
-                html=composed.html,
-                text=composed.text,
-                attachments=_dump(attachments),
-                created_at=now,
-            )
+            insert(Email.__table__),
+            [
+                {
+                    "email_id": ev.send_id,
+                    "firm_id": ev.firm_id,
+                    "envelope_id": inputs.envelope.id,
+                    "to": _dump(ev.to),
+                    "cc": _dump(ev.cc),
+                    "from_name": inputs.firm.name,
+                    "reply_to": inputs.firm.email,
+                    "subject": composed.subject,
+                    "html": composed.html,
+                    "text": composed.text,
+                    "attachments": _dump(inputs.attachments),
+                    "created_at": now,
+                }
+                for ev, inputs, composed in sent
+            ],
         )
+        queued: dict[str, set[str]] = {}
+        for ev, inputs, _ in sent:
+            queued.setdefault(ev.firm_id, set()).update(i.invoice_id for i in inputs.invoices)
         invoice_table = Invoice.__table__
-        await s.execute(
-            update(invoice_table)
-            .where(
-                invoice_table.c.firm_id == ev.firm_id,
-                invoice_table.c.invoice_id.in_([i.invoice_id for i in invoices]),
+        for firm_id, ids in queued.items():
+            await s.execute(
+                update(invoice_table)
+                .where(invoice_table.c.firm_id == firm_id, invoice_table.c.invoice_id.in_(ids))
+                .values(email_status="queued")
             )
-            .values(email_status="queued")
-        )
-        await issue_link(
-            self.service,
-            s,
-            token=token,
-            link_id=ev.send_id,
-            invoices=invoices,
-            client_name=env.client_name,
-            client_email=ev.to[0],
-            expires=now + timedelta(days=self.settings.link_ttl_days),
-            envelope_id=env.id,
-            send_id=ev.send_id,
-            pay_all_outstanding=ev.pay_all_outstanding,
-        )
-        await self.service.publish(
-            s,
-            EmailRequested(
+        links, events = [], []
+        for ev, inputs, composed in sent:
+            row, issued = new_link(
+                token=self.send_token(ev.send_id),
+                link_id=ev.send_id,
+                invoices=inputs.invoices,
+                client_name=inputs.envelope.client_name,
+                client_email=ev.to[0],
+                expires=now + timedelta(days=self.settings.link_ttl_days),
+                envelope_id=inputs.envelope.id,
+                send_id=ev.send_id,
+                pay_all_outstanding=ev.pay_all_outstanding,
+            )
+            links.append(row)
+            events.append((issued, ev))
+            email = EmailRequested(
                 firm_id=ev.firm_id,
                 email_id=ev.send_id,
-                envelope_id=env.id,
+                envelope_id=inputs.envelope.id,
                 to=ev.to + ev.cc,
                 subject=composed.subject,
                 content_url=f"{self.settings.internal_base_url}/internal/emails/{ev.send_id}",
-            ),
-        )
+            )
+            events.append((email, ev))
+        await s.execute(insert(Link.__table__), links)
+        await self.service.publish_many(s, events)
+
+    def _compose_send(
+        self, ev: EnvelopeSendRequested, inputs: PreparedSend
+    ) -> tuple[Any, str | None]:
+        """The send's email, or why it cannot be sent."""
+        token = self.send_token(ev.send_id)
+        items = [self._item(i, token) for i in inputs.invoices]
+        if not items:
+            return None, "none of the envelope's bills can be sent"
+        if not ev.to:
+            return None, "the envelope has no recipient"
+        try:
+            composed = compose_email(
+                inputs.firm,
+                inputs.envelope.client_name,
+                items,
+                subject_template=ev.subject,
+                body_template=ev.body,
+                pay_all_url=self.pay_url(token),
+                view_all_url=(self.statement_url(token) if len(items) > 1 else items[0].view_url),
+            )
+        except TemplateInvalid as exc:
+            return None, f"template error: {exc}"
+        return composed, None
 
     async def on_email_sent(self, s: AsyncSession, ev: EmailSent) -> None:
-        """Three statements, each returning what the next needs: once per email sent."""
-        sends, envelopes, invoices = (
-            EnvelopeSend.__table__,
-            Envelope.__table__,
-            Invoice.__table__,
+        await self.on_emails_sent(s, [ev])
+
+    async def on_emails_sent(self, s: AsyncSession, evs: list[EmailSent]) -> None:
+        """Stamp each send, its envelope and its bills as sent, a statement per kind of row
+        for all the events together: once per email sent. Last Sent becomes the later of the
+        stored and the confirmed time, in SQL, so a late confirmation never moves it back."""
+        sends = EnvelopeSend.__table__
+        await s.execute(
+            _UPDATE_SEND_SENT,
+            [
+                {
+                    "b_send": ev.email_id,
+                    "b_firm": ev.firm_id,
+                    "b_at": ev.sent_at,
+                    "b_message": ev.message_id,
+                }
+                for ev in evs
+            ],
         )
-        send = (
-            await s.execute(
-                update(sends)
-                .where(sends.c.send_id == ev.email_id, sends.c.firm_id == ev.firm_id)
-                .values(status="sent", sent_at=ev.sent_at, message_id=ev.message_id)
-                .returning(sends.c.envelope_id)
-            )
-        ).first()
-        if send is None:
-            return
-        sent_at = literal(ev.sent_at, UTCDateTime())
-        last = envelopes.c.last_sent_at
-        env = (
-            await s.execute(
-                update(envelopes)
-                .where(envelopes.c.id == send.envelope_id)
-                .values(
-                    status="sent",
-                    last_sent_at=case((or_(last.is_(None), last < sent_at), sent_at), else_=last),
+        firm_of = {ev.email_id: ev.firm_id for ev in evs}
+        envelope_of = {
+            send_id: envelope_id
+            for send_id, firm_id, envelope_id in await s.execute(
+                select(sends.c.send_id, sends.c.firm_id, sends.c.envelope_id).where(
+                    sends.c.send_id.in_(list(firm_of))
                 )
-                .returning(envelopes.c.invoice_ids)
             )
-        ).first()
-        if env is None:
+            if firm_of[send_id] == firm_id
+        }
+        mine = [ev for ev in evs if ev.email_id in envelope_of]
+        if not mine:
             return
         await s.execute(
-            update(invoices)
-            .where(
-                invoices.c.firm_id == ev.firm_id,
-                invoices.c.invoice_id.in_(json.loads(env.invoice_ids)),
-                or_(invoices.c.last_sent_at.is_(None), invoices.c.last_sent_at <= sent_at),
-            )
-            .values(last_sent_at=sent_at, email_status="sent")
+            _UPDATE_ENVELOPE_SENT,
+            [{"b_id": envelope_of[ev.email_id], "b_at": ev.sent_at} for ev in mine],
         )
+        envelopes = Envelope.__table__
+        bills_of = {
+            env_id: json.loads(ids)
+            for env_id, ids in await s.execute(
+                select(envelopes.c.id, envelopes.c.invoice_ids).where(
+                    envelopes.c.id.in_({envelope_of[ev.email_id] for ev in mine})
+                )
+            )
+        }
+        rows = [
+            {"b_firm": ev.firm_id, "b_invoice": invoice_id, "b_at": ev.sent_at}
+            for ev in mine
+            for invoice_id in bills_of.get(envelope_of[ev.email_id], [])
+        ]
+        if rows:
+            await s.execute(_UPDATE_INVOICE_SENT, rows)
 
     async def on_email_failed(self, s: AsyncSession, ev: EmailFailed) -> None:
         send = await s.get(EnvelopeSend, ev.email_id)
@@ -686,34 +799,41 @@ class Desk:
             register_link=True,
         )
 
-    async def _attachments(
-        self,
-        s: AsyncSession,
-        firm_id: str,
-        client_name: str,
-        invoices: list[Invoice],
-        firm: FirmProfile,
-    ) -> list[dict[str, str]]:
-        """An email's PDFs: each bill's own and, when there are several, first the statement
-        of them all with its Pay All link; all normally rendered ahead of time, found with
-        two reads in `s` (which is left closed)."""
+    async def _add_attachments(
+        self, s: AsyncSession, evs: list[EnvelopeSendRequested], sends: dict[str, PreparedSend]
+    ) -> None:
+        """Each PDF-delivery send's PDFs, into `sends`: each bill's own and, when there are
+        several, first the statement of them all with its Pay All link; all normally
+        rendered ahead of time, found with two reads per firm in `s` (left closed)."""
         today = datetime.now(UTC).date()
-        keys, statement = await self.renderer.ensure_for_email(
-            s,
-            firm_id,
-            invoices,
-            firm,
-            statement_of=client_name if len(invoices) > 1 else None,
-            statement_date=today,
-        )
-        out = [
-            {
-                "filename": f"{i.kind.replace('_', '-')}-{i.number}.pdf",
-                "pdf_key": keys[i.invoice_id],
-            }
-            for i in invoices
-            if i.invoice_id in keys
-        ]
-        if statement is not None:
-            out.insert(0, {"filename": f"statement-{today.isoformat()}.pdf", "pdf_key": statement})
-        return out
+        by_firm: dict[str, list[str]] = {}
+        for ev in evs:
+            prepared = sends.get(ev.send_id)
+            if ev.delivery == "attachment" and prepared is not None and prepared.invoices:
+                by_firm.setdefault(ev.firm_id, []).append(ev.send_id)
+        for firm_id, send_ids in by_firm.items():
+            emails = [sends[i] for i in send_ids]
+            found = await self.renderer.ensure_for_emails(
+                s,
+                firm_id,
+                emails[0].firm,
+                [
+                    (p.invoices, p.envelope.client_name if len(p.invoices) > 1 else None)
+                    for p in emails
+                ],
+                statement_date=today,
+            )
+            for send_id, p, (keys, statement) in zip(send_ids, emails, found, strict=True):
+                files = [
+                    {
+                        "filename": f"{i.kind.replace('_', '-')}-{i.number}.pdf",
+                        "pdf_key": keys[i.invoice_id],
+                    }
+                    for i in p.invoices
+                    if i.invoice_id in keys
+                ]
+                if statement is not None:
+                    files.insert(
+                        0, {"filename": f"statement-{today.isoformat()}.pdf", "pdf_key": statement}
+                    )
+                sends[send_id] = PreparedSend(p.envelope, p.firm, p.invoices, files)

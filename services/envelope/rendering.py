@@ -111,9 +111,7 @@ def _after_commit(s: AsyncSession, callback: Callable[[], None]) -> None:
     callbacks.append(callback)
 
 
-async def issue_link(
-    service: Service,
-    s: AsyncSession,
+def new_link(
     *,
     token: str,
     link_id: str,
@@ -124,46 +122,50 @@ async def issue_link(
     envelope_id: str = "",
     send_id: str = "",
     pay_all_outstanding: bool = False,
-) -> None:
-    """A client link: its row here (by the token's hash) and paylink.issued for payments,
-    with each bill's balance as it stands, in the caller's transaction."""
+) -> tuple[dict[str, Any], PayLinkIssued]:
+    """A client link: its row for `links` (by the token's hash) and paylink.issued for
+    payments, with each bill's balance as it stands."""
     token_hash = hash_token(token)
-    await s.execute(
-        insert(Link.__table__).values(
-            token_hash=token_hash,
-            firm_id=invoices[0].firm_id,
-            envelope_id=envelope_id,
-            send_id=send_id,
-            invoice_ids=json.dumps([i.invoice_id for i in invoices]),
-            created_at=datetime.now(UTC),
-            expires_at=expires,
-        )
+    row = {
+        "token_hash": token_hash,
+        "firm_id": invoices[0].firm_id,
+        "envelope_id": envelope_id,
+        "send_id": send_id,
+        "invoice_ids": json.dumps([i.invoice_id for i in invoices]),
+        "created_at": datetime.now(UTC),
+        "expires_at": expires,
+    }
+    issued = PayLinkIssued(
+        firm_id=invoices[0].firm_id,
+        link_id=link_id,
+        token_hash=token_hash,
+        envelope_id=envelope_id,
+        client_id=invoices[0].client_id,
+        client_name=client_name,
+        client_email=client_email,
+        items=[
+            PayLinkItem(
+                invoice_id=i.invoice_id,
+                number=i.number,
+                kind=i.kind,  # type: ignore[arg-type]
+                currency=i.currency,
+                balance_minor=max(0, i.balance_minor - (i.paid_online_minor or 0)),
+                due_at=i.due_at,
+            )
+            for i in invoices
+        ],
+        pay_all_outstanding=pay_all_outstanding,
+        expires_at=expires,
     )
-    await service.publish(
-        s,
-        PayLinkIssued(
-            firm_id=invoices[0].firm_id,
-            link_id=link_id,
-            token_hash=token_hash,
-            envelope_id=envelope_id,
-            client_id=invoices[0].client_id,
-            client_name=client_name,
-            client_email=client_email,
-            items=[
-                PayLinkItem(
-                    invoice_id=i.invoice_id,
-                    number=i.number,
-                    kind=i.kind,  # type: ignore[arg-type]
-                    currency=i.currency,
-                    balance_minor=max(0, i.balance_minor - (i.paid_online_minor or 0)),
-                    due_at=i.due_at,
-                )
-                for i in invoices
-            ],
-            pay_all_outstanding=pay_all_outstanding,
-            expires_at=expires,
-        ),
-    )
+    return row, issued
+
+
+async def issue_link(service: Service, s: AsyncSession, **link: Any) -> None:
+    """A client link (`new_link`), written and its event staged in the caller's
+    transaction."""
+    row, issued = new_link(**link)
+    await s.execute(insert(Link.__table__), row)
+    await service.publish(s, issued)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -369,62 +371,99 @@ class Renderer:
         statement_date: date | None = None,
     ) -> tuple[dict[str, str], str | None]:
         """An email's PDFs: each invoice's and, with `statement_of` (the client's name), the
-        statement of them all. Two reads in the caller's session `s` (which links exist,
-        which PDFs are stored), which it leaves without a transaction; renders only what is
-        missing (in parallel, joining renders under way); one transaction registers the
-        links not yet registered. Returns (invoice id -> PDF key, statement key or None)."""
-        with_statement = statement_of is not None and bool(invoices)
-        tokens = {i.invoice_id: self.links.invoice_token(firm_id, i.invoice_id) for i in invoices}
-        statement_token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
-        statement_hash = hash_token(statement_token)
-        hashes = [hash_token(t) for t in tokens.values()] + [statement_hash] * with_statement
+        statement of them all; see `ensure_for_emails`. Returns (invoice id -> PDF key,
+        statement key or None)."""
+        (found,) = await self.ensure_for_emails(
+            s, firm_id, firm, [(invoices, statement_of)], statement_date=statement_date
+        )
+        return found
+
+    async def ensure_for_emails(
+        self,
+        s: AsyncSession,
+        firm_id: str,
+        firm: FirmProfile,
+        emails: list[tuple[list[Invoice], str | None]],
+        *,
+        statement_date: date | None = None,
+    ) -> list[tuple[dict[str, str], str | None]]:
+        """The PDFs of several emails of one firm, each given as (its invoices, the client's
+        name when it carries their statement). Two reads in the caller's session `s` for
+        them all (which links exist, which PDFs are stored), which it leaves without a
+        transaction; renders only what is missing (in parallel, joining renders under
+        way); one transaction registers the links not yet registered. Returns, per email,
+        (invoice id -> PDF key, statement key or None)."""
+        statement_date = statement_date or datetime.now(UTC).date()
+        tokens: dict[str, str] = {}
+        statements: list[tuple[str, str] | None] = []  # per email: (token, its hash)
+        for invoices, statement_of in emails:
+            for inv in invoices:
+                tokens.setdefault(inv.invoice_id, self.links.invoice_token(firm_id, inv.invoice_id))
+            if statement_of is not None and invoices:
+                token = self.links.statement_token(firm_id, [i.invoice_id for i in invoices])
+                statements.append((token, hash_token(token)))
+            else:
+                statements.append(None)
+        hashes = [hash_token(t) for t in tokens.values()] + [x[1] for x in statements if x]
         registered = set(
             await s.scalars(select(Link.token_hash).where(Link.token_hash.in_(hashes)))
         )
         firm_args = await self._firm_args(firm)
-        found = [
-            await self._invoice_job_of(
-                inv, firm, tokens[inv.invoice_id], registered, firm_args=firm_args
+        found: dict[str, _InvoiceJob] = {}
+        for invoices, _ in emails:
+            for inv in invoices:
+                if inv.invoice_id not in found:
+                    found[inv.invoice_id] = await self._invoice_job_of(
+                        inv, firm, tokens[inv.invoice_id], registered, firm_args=firm_args
+                    )
+        statement_jobs: list[Job | None] = []
+        for (invoices, statement_of), stmt in zip(emails, statements, strict=True):
+            statement_jobs.append(
+                None
+                if stmt is None
+                else await self._statement_job(
+                    firm_id,
+                    firm_args,
+                    [found[i.invoice_id].snapshot for i in invoices],
+                    client_name=statement_of or "",
+                    pay_url=self.links.pay_url(stmt[0]),
+                    statement_date=statement_date,
+                )
             )
-            for inv in invoices
-        ]
-        statement: Job | None = None
-        if with_statement:
-            statement = await self._statement_job(
-                firm_id,
-                firm_args,
-                [f.snapshot for f in found],
-                client_name=statement_of or "",
-                pay_url=self.links.pay_url(statement_token),
-                statement_date=statement_date or datetime.now(UTC).date(),
-            )
-        jobs = [f.job for f in found] + ([statement] if statement else [])
-        stored = set(await s.scalars(select(Pdf.key).where(Pdf.key.in_([j.key for j in jobs]))))
+        jobs = {f.job.key: f.job for f in found.values()}
+        jobs.update({j.key: j for j in statement_jobs if j is not None})
+        stored = set(await s.scalars(select(Pdf.key).where(Pdf.key.in_(list(jobs)))))
         await s.close()  # no transaction open while rendering
         await asyncio.gather(
-            *(self._produce(j, known_missing=True) for j in jobs if j.key not in stored)
+            *(self._produce(j, known_missing=True) for k, j in jobs.items() if k not in stored)
         )
-        unregistered = [f for f in found if f.job.args["pay_url"] and not f.has_link]
-        statement_unregistered = statement is not None and statement_hash not in registered
-        if unregistered or statement_unregistered:
+        unregistered = [f for f in found.values() if f.job.args["pay_url"] and not f.has_link]
+        statements_unregistered: dict[str, tuple[list[Invoice], str]] = {}
+        for (invoices, statement_of), stmt in zip(emails, statements, strict=True):
+            if stmt is not None and stmt[1] not in registered:
+                statements_unregistered.setdefault(stmt[1], (invoices, statement_of or ""))
+        if unregistered or statements_unregistered:
             try:
                 async with self.service.sessionmaker() as w, w.begin():
                     for f in unregistered:
                         await self._register_invoice_link(
                             w, firm_id, f.invoice, f.snapshot, f.token
                         )
-                    if statement_unregistered:
-                        await self._register_statement_link(
-                            w, firm_id, invoices, statement_of or ""
-                        )
+                    for invoices, client_name in statements_unregistered.values():
+                        await self._register_statement_link(w, firm_id, invoices, client_name)
             except IntegrityError:
                 # Registered concurrently (another send of the same bills): one at a time.
                 for f in unregistered:
                     await self._ensure_invoice_link(f)
-                if statement_unregistered:
-                    await self.register_statement_link(firm_id, invoices, statement_of or "", None)
-        keys = {f.invoice.invoice_id: f.job.key for f in found}
-        return keys, statement.key if statement else None
+                for invoices, client_name in statements_unregistered.values():
+                    await self.register_statement_link(firm_id, invoices, client_name, None)
+        return [
+            (
+                {i.invoice_id: found[i.invoice_id].job.key for i in invoices},
+                job.key if job is not None else None,
+            )
+            for (invoices, _), job in zip(emails, statement_jobs, strict=True)
+        ]
 
     def schedule_statements(self, firm_id: str, groups: list[tuple[list[str], str]]) -> None:
         """Render, in the background, the statements that combined envelopes will carry

@@ -85,7 +85,7 @@ class Postman:
             # Committed as `sending` before SMTP starts: a crash from here on makes the
             # email uncertain, never sent twice.
             added = await s.execute(
-                insert_unless_present(s.get_bind(), emails).values(
+                insert_unless_present(emails).values(
                     email_id=ev.email_id,
                     firm_id=ev.firm_id,
                     envelope_id=ev.envelope_id,

@@ -45,9 +45,10 @@ def create_app(
     async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
         await ledger.on_invoice_updated(s, ev)
 
-    @service.handles(PayLinkIssued)
-    async def paylink_issued(s: AsyncSession, ev: PayLinkIssued) -> None:
-        await ledger.on_paylink_issued(s, ev)
+    # One per email sent: applied in batches.
+    @service.handles_batch(PayLinkIssued)
+    async def paylinks_issued(s: AsyncSession, evs: list[PayLinkIssued], _prepared: None) -> None:
+        await ledger.on_paylinks_issued(s, evs)
 
     service.background(ledger.deposit_loop)
 

@@ -169,50 +169,68 @@ class Ledger:
                 alloc.reconciled = True
 
     async def on_paylink_issued(self, s: AsyncSession, ev: PayLinkIssued) -> None:
-        # One statement, not a read and a flush: a link is issued with every email.
-        added = await s.execute(
-            insert_unless_present(s.get_bind(), PayLink.__table__).values(
-                token_hash=ev.token_hash,
-                firm_id=ev.firm_id,
-                link_id=ev.link_id,
-                envelope_id=ev.envelope_id,
-                client_id=ev.client_id,
-                client_name=ev.client_name,
-                client_email=ev.client_email,
-                invoice_ids=json.dumps([i.invoice_id for i in ev.items]),
-                pay_all_outstanding=ev.pay_all_outstanding,
-                expires_at=ev.expires_at,
-            )
+        await self.on_paylinks_issued(s, [ev])
+
+    async def on_paylinks_issued(self, s: AsyncSession, evs: list[PayLinkIssued]) -> None:
+        """Keep each link (once: one statement for them all, a link is issued with every
+        email) and, for bills not known here yet, what the link knows of them."""
+        added = set(
+            (
+                await s.execute(
+                    insert_unless_present(PayLink.__table__)
+                    .values(
+                        [
+                            {
+                                "token_hash": ev.token_hash,
+                                "firm_id": ev.firm_id,
+                                "link_id": ev.link_id,
+                                "envelope_id": ev.envelope_id,
+                                "client_id": ev.client_id,
+                                "client_name": ev.client_name,
+                                "client_email": ev.client_email,
+                                "invoice_ids": json.dumps([i.invoice_id for i in ev.items]),
+                                "pay_all_outstanding": ev.pay_all_outstanding,
+                                "expires_at": ev.expires_at,
+                            }
+                            for ev in evs
+                        ]
+                    )
+                    .returning(PayLink.__table__.c.token_hash)
+                )
+            ).scalars()
         )
-        if added.rowcount != 1:
-            return  # issued before
+        new = [ev for ev in evs if ev.token_hash in added]  # the others: issued before
+        if not new:
+            return
         # A link can arrive before the bill's own event: keep what the link knows.
         known = set(
-            await s.scalars(
-                select(Bill.invoice_id).where(
-                    Bill.firm_id == ev.firm_id,
-                    Bill.invoice_id.in_([item.invoice_id for item in ev.items]),
-                )
-            )
-        )
-        for item in ev.items:
-            if item.invoice_id not in known:
-                known.add(item.invoice_id)
-                s.add(
-                    Bill(
-                        firm_id=ev.firm_id,
-                        invoice_id=item.invoice_id,
-                        number=item.number,
-                        kind=item.kind,
-                        state="awaiting_payment",
-                        client_id=ev.client_id,
-                        client_name=ev.client_name,
-                        currency=item.currency,
-                        source_balance_minor=item.balance_minor,
-                        due_at=item.due_at,
-                        updated_at=datetime.now(UTC),
+            (
+                await s.execute(
+                    select(Bill.firm_id, Bill.invoice_id).where(
+                        Bill.invoice_id.in_({i.invoice_id for ev in new for i in ev.items})
                     )
                 )
+            ).tuples()
+        )
+        for ev in new:
+            for item in ev.items:
+                if (ev.firm_id, item.invoice_id) not in known:
+                    known.add((ev.firm_id, item.invoice_id))
+                    s.add(
+                        Bill(
+                            firm_id=ev.firm_id,
+                            invoice_id=item.invoice_id,
+                            number=item.number,
+                            kind=item.kind,
+                            state="awaiting_payment",
+                            client_id=ev.client_id,
+                            client_name=ev.client_name,
+                            currency=item.currency,
+                            source_balance_minor=item.balance_minor,
+                            due_at=item.due_at,
+                            updated_at=datetime.now(UTC),
+                        )
+                    )
 
     # --- firm accounts --------------------------------------------------------------------
 

@@ -479,3 +479,130 @@ async def test_sends_stamp_last_sent_once_and_never_back_in_time(harness: Harnes
         assert set(records) == {"send-a", "send-b"}
         assert (records["send-a"].status, records["send-a"].sent_at) == ("sent", older)
         assert records["send-b"].message_id == "<send-b@test>"
+
+
+async def test_sends_applied_as_one_batch(harness: Harness) -> None:
+    """Sends of several clients' envelopes applied together, as the service applies the
+    send requests delivered at about the same time: each good send makes its email with its
+    own PDFs and pay link; a send requested twice within the batch makes one email; a send
+    without a recipient fails alone; a send of an unknown envelope is dropped. Then their
+    confirmations, together and out of order, stamp each envelope and bill with its own
+    newest time."""
+    await harness.firm_updated()
+    clients = {"77": (2000, 2001), "78": (2002,), "79": (2003, 2004, 2005)}
+    snaps = [
+        snapshot(n, client_id=cid, client_name=f"Client {cid}", client_email=f"ap@{cid}.test")
+        for cid, numbers in clients.items()
+        for n in numbers
+    ]
+    for snap in snaps:
+        await harness.invoice_updated(snap)
+    envs = await harness.desk.create_drafts(FIRM_ID, [s.invoice_id for s in snaps], "u-1")
+    assert sorted(len(json.loads(e.invoice_ids)) for e in envs) == [1, 2, 3]
+    await harness.renderer.drain()
+    renders = harness.renderer.renders
+
+    def send(env: Envelope, send_id: str, to: list[str]) -> EnvelopeSendRequested:
+        return EnvelopeSendRequested(
+            firm_id=FIRM_ID,
+            envelope_id=env.id,
+            send_id=send_id,
+            invoice_ids=json.loads(env.invoice_ids),
+            client_id=env.client_id,
+            to=to,
+            subject="Invoices {{ invoice_numbers }}",
+            body=env.body,
+            delivery="attachment",
+            requested_by="u-1",
+        )
+
+    one, two, three = sorted(envs, key=lambda e: e.client_id)
+    batch = [
+        send(one, "b-1", ["ap@77.test"]),
+        send(two, "b-2", []),  # no recipient
+        send(three, "b-3", ["ap@79.test"]),
+        send(one, "b-1", ["ap@77.test"]),  # the same send again
+        send(three, "b-3", ["ap@79.test"]).model_copy(update={"envelope_id": "nope"}),
+    ]
+    batch[4] = batch[4].model_copy(update={"send_id": "b-4"})
+    prepared = await harness.desk.prepare_sends(batch)
+    assert set(prepared) == {"b-1", "b-2", "b-3"}
+    async with harness.service.sessionmaker() as s, s.begin():
+        await harness.desk.on_sends_requested(s, batch, prepared)
+    assert harness.renderer.renders == renders  # all ready ahead of time
+
+    async with harness.service.sessionmaker() as s:
+        emails = {e.email_id: e for e in await s.scalars(select(Email))}
+        assert set(emails) == {"b-1", "b-3"}
+        assert emails["b-1"].subject == "Invoices invoice INV-2000 and invoice INV-2001"
+        assert json.loads(emails["b-3"].to) == ["ap@79.test"]
+        # Each email's own PDFs: the statement first, then each of its bills.
+        names = [a["filename"] for a in json.loads(emails["b-3"].attachments)]
+        assert names[0].startswith("statement-")
+        assert names[1:] == ["invoice-INV-2003.pdf", "invoice-INV-2004.pdf", "invoice-INV-2005.pdf"]
+        records = {r.send_id: r for r in await s.scalars(select(EnvelopeSend))}
+        assert {k: r.status for k, r in records.items()} == {
+            "b-1": "queued",
+            "b-2": "failed",
+            "b-3": "queued",
+        }
+        assert records["b-2"].error == "the envelope has no recipient"
+        statuses = {e.id: e.status for e in await s.scalars(select(Envelope))}
+        assert statuses == {one.id: "queued", two.id: "failed", three.id: "queued"}
+    links = {e["link_id"]: e for e in await harness.events("paylink.issued")}
+    assert {"b-1", "b-3"} <= set(links) and "b-2" not in links
+    assert [i["invoice_id"] for i in links["b-3"]["items"]] == [
+        "clio:2003",
+        "clio:2004",
+        "clio:2005",
+    ]  # type: ignore[index,union-attr]
+    requested = [e["email_id"] for e in await harness.events("email.requested")]
+    assert sorted(requested) == ["b-1", "b-3"]
+
+    # Applied again (a redelivered batch): nothing more.
+    async with harness.service.sessionmaker() as s, s.begin():
+        await harness.desk.on_sends_requested(s, batch, prepared)
+    assert sorted(e["email_id"] for e in await harness.events("email.requested")) == ["b-1", "b-3"]
+
+    newer = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    older = newer - timedelta(hours=1)
+
+    def sent(env: Envelope, send_id: str, at: datetime) -> EmailSent:
+        return EmailSent(
+            firm_id=FIRM_ID,
+            email_id=send_id,
+            envelope_id=env.id,
+            message_id=f"<{send_id}@test>",
+            to=["x@test"],
+            sent_at=at,
+        )
+
+    async with harness.service.sessionmaker() as s, s.begin():
+        await harness.desk.on_sends_requested(s, [send(one, "b-5", ["ap@77.test"])], None)
+    async with harness.service.sessionmaker() as s, s.begin():
+        await harness.desk.on_emails_sent(
+            s,
+            [
+                sent(one, "b-5", newer),
+                sent(three, "b-3", older),
+                sent(one, "b-1", older),  # the earlier send, confirmed late
+                sent(two, "unknown", newer),
+            ],
+        )
+    async with harness.service.sessionmaker() as s:
+        stamped = {e.id: (e.status, e.last_sent_at) for e in await s.scalars(select(Envelope))}
+        assert stamped == {
+            one.id: ("sent", newer),
+            two.id: ("failed", None),
+            three.id: ("sent", older),
+        }
+        bills = {
+            b.invoice_id: (b.last_sent_at, b.email_status)
+            for b in await s.scalars(select(Invoice).where(Invoice.firm_id == FIRM_ID))
+        }
+        assert bills["clio:2000"] == bills["clio:2001"] == (newer, "sent")
+        assert bills["clio:2003"] == (older, "sent")
+        assert bills["clio:2002"][0] is None
+        records = {r.send_id: r for r in await s.scalars(select(EnvelopeSend))}
+        assert (records["b-1"].status, records["b-1"].sent_at) == ("sent", older)
+        assert records["b-5"].message_id == "<b-5@test>"

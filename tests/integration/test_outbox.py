@@ -482,13 +482,7 @@ async def publish_event(bus: Bus, ev: Event) -> None:
 def skipped(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Event ids a Service.handles consumer found already handled and skipped."""
     found_ids: list[str] = []
-    real_seen, real_claim = shared.runtime.seen, shared.runtime.claim
-
-    async def seen_spy(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> bool:
-        found = await real_seen(session, inbox, consumer, ev)
-        if found:
-            found_ids.append(str(ev.event_id))
-        return found
+    real_claim = shared.runtime.claim
 
     async def claim_spy(session: AsyncSession, inbox: Table, consumer: str, ev: Event) -> bool:
         claimed = await real_claim(session, inbox, consumer, ev)
@@ -496,7 +490,6 @@ def skipped(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             found_ids.append(str(ev.event_id))
         return claimed
 
-    monkeypatch.setattr(shared.runtime, "seen", seen_spy)
     monkeypatch.setattr(shared.runtime, "claim", claim_spy)
     return found_ids
 
@@ -581,3 +574,49 @@ async def test_two_replicas_racing_on_one_event_apply_it_once(
     await two.bus.stop()
     assert await message_count(rabbit, queue) == 0
     assert await message_count(rabbit, queue + ".dlq") == 0
+
+
+async def test_batched_events_share_a_transaction_and_a_bad_one_fails_alone(
+    services: Callable[[str], tuple[Service, Table]], rabbit: Rabbit
+) -> None:
+    """Events of a batched handler delivered together are applied in a few transactions,
+    each still once (a duplicate delivery is skipped); an event whose handling fails makes
+    its batch fall back to one event at a time, so the others are applied and only it is
+    dead-lettered."""
+    service, effects = services(f"ept-batch-{uuid.uuid4().hex[:6]}")
+    async with service.engine.begin() as conn:
+        await conn.run_sync(service.metadata.create_all)
+    sizes: list[int] = []
+
+    @service.handles_batch(InvoiceRemoved, max_batch=8)
+    async def forget_invoices(session: AsyncSession, evs: list[InvoiceRemoved], _: None) -> None:
+        sizes.append(len(evs))
+        for ev in evs:
+            if ev.invoice_id == "clio:poison":
+                raise ValueError("cannot apply this one")
+            await session.execute(
+                insert(effects).values(event_id=str(ev.event_id), invoice_id=ev.invoice_id)
+            )
+
+    queue = rabbit.track(service.bus, InvoiceRemoved)
+    events = [removed(f"clio:b{i}") for i in range(20)]
+    # Published before the consumer starts: they are waiting when it does, as in a burst.
+    await service.bus.broker.connect()
+    await service.bus.declare_topology({service.name: (InvoiceRemoved,)})
+    for ev in [*events[:10], removed("clio:poison"), events[3], *events[10:]]:
+        await publish_event(service.bus, ev)
+    await service.bus.start()
+
+    async def settled() -> bool:
+        return (
+            await count(service, effects) == 20 and await message_count(rabbit, queue + ".dlq") == 1
+        )
+
+    await eventually(settled, "the good events applied and the bad one dead-lettered")
+    for ev in events:
+        assert await count(service, effects, invoice_id=ev.invoice_id) == 1
+    assert await count(service, effects, invoice_id="clio:poison") == 0
+    assert max(sizes) > 1, f"never batched: {sizes}"
+    assert await count(service, service.inbox, consumer=service.name) == 20
+    await service.bus.stop()
+    assert await message_count(rabbit, queue) == 0
