@@ -115,6 +115,7 @@ class Bus:
         """
         queue = self.queue(event_type.routing_key)
         self._dead_letter_routes.append(queue.name)
+        context = self.broker.context
 
         @self.broker.subscriber(
             queue,
@@ -125,7 +126,11 @@ class Bus:
             # carry occurred_at and stale ones are skipped where order matters).
             channel=Channel(prefetch_count=prefetch or self.prefetch),
         )
-        async def _consume(body: Any, msg: RabbitMessage) -> None:
+        async def _consume(body: Any) -> None:
+            # The message from FastStream's context, not as a `msg: RabbitMessage` argument:
+            # FastDepends resolves such an argument by running a function on a worker thread
+            # for every message, which cost more than the rest of the delivery.
+            msg: RabbitMessage = context.get_local("message")
             try:
                 ev = event_type.model_validate(body)
             except ValidationError as exc:

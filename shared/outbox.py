@@ -186,9 +186,10 @@ the broker has confirmed."""
 
 COMPLETE_CHUNK = 16
 
-Complete = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
-"""complete(payloads) -> the same payloads with what the message carries beyond its row:
-called by the relay just before publishing, for one routing key, with a batch's events."""
+Complete = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any] | bytes]]]
+"""complete(payloads) -> the same payloads with what the message carries beyond its row, as
+dicts or as the message bodies (JSON) themselves: called by the relay just before
+publishing, for one routing key, with a batch's events."""
 
 
 class OutboxRelay:
@@ -343,7 +344,11 @@ class OutboxRelay:
             try:
                 completed = await complete([json.loads(row.payload) for row in mine])
                 for row, payload in zip(mine, completed, strict=True):
-                    bodies[row.id] = json.dumps(payload, separators=(",", ":")).encode()
+                    bodies[row.id] = (
+                        payload
+                        if isinstance(payload, bytes)
+                        else json.dumps(payload, separators=(",", ":")).encode()
+                    )
             except Exception as exc:
                 log.exception("outbox relay: completing %s events failed", key)
                 for row in mine:

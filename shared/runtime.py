@@ -131,14 +131,19 @@ class Service:
         *,
         prepare: Prepare | None = None,
         max_batch: int | None = None,
+        wait_seconds: float = 0.02,
     ) -> Callable[[BatchFn], BatchFn]:
         """Register `fn(session, events, prepared)`: the events of `event_type` delivered
         at about the same time, applied in one transaction (see `shared.batching`), each
-        still at most once; `prepare(events)` runs first, outside it."""
+        still at most once; `prepare(events)` runs first, outside it. A batch starts
+        `wait_seconds` after its first event arrived, or once it is full: a longer wait
+        makes bigger batches of events that trickle in, where nobody waits on them."""
         size = max_batch or self.settings.bus_batch
 
         def register(fn: BatchFn) -> BatchFn:
-            batcher: Batcher[E] = Batcher(self, fn, prepare=prepare, max_batch=size)
+            batcher: Batcher[E] = Batcher(
+                self, fn, prepare=prepare, max_batch=size, wait_seconds=wait_seconds
+            )
             self.batchers[event_type.routing_key] = batcher
             # Twice the batch in flight: the next batch gathers while one is applied.
             self.bus.consume(event_type, batcher.apply, prefetch=2 * size)

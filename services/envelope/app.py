@@ -50,7 +50,9 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     ) -> None:
         await desk.on_sends_requested(s, evs, prepared)
 
-    @service.handles_batch(EmailSent)
+    # One per email, as the mailer sends them: gathered for a while (Last Sent and the
+    # email status may show a fifth of a second later).
+    @service.handles_batch(EmailSent, wait_seconds=0.2)
     async def email_sent(s: AsyncSession, evs: list[EmailSent], _prepared: None) -> None:
         await desk.on_emails_sent(s, evs)
 

