@@ -5,9 +5,10 @@ quoted-printable), inside multipart/mixed with base64 attachments when there are
 It is written directly rather than through the email package's generator, which walks a
 ten-PDF message line by line in Python and cost more CPU than the SMTP conversation.
 Header values that are not plain ASCII are RFC 2047 encoded (email.header), attachment
-filenames RFC 2231; lines end in CRLF and stay under 78 characters but for headers the
-encoder folds. tests/unit/test_mailer_message.py parses the result back with the email
-package to check every part.
+filenames RFC 2231; lines end in CRLF (every one: the relay passes our messages to SMTP
+without normalizing them) and stay under 78 characters but for headers the encoder folds.
+tests/unit/test_mailer_message.py parses the result back with the email package to check
+every part.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def _header(name: str, value: str) -> str:
 
 def _qp(text: str) -> str:
     # binascii's quoted-printable (C): soft breaks keep lines under 76 characters.
-    encoded = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    # Every line break to LF first (a lone CR too), so that the message has CRLF only.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
     return encoded.decode("ascii").replace("\n", CRLF)
 
 

@@ -133,3 +133,36 @@ def test_line_ending_shortcut_matches_aiosmtplib() -> None:
     for sample in samples:
         assert normalize_message_line_endings(sample) == _regex_normalize(sample), sample
     assert normalize_message_line_endings(ours) is ours  # nothing rewritten
+
+
+def test_our_messages_have_crlf_only_and_dots_are_stuffed_as_aiosmtplib_does() -> None:
+    """The relay hands our own messages to SMTP without normalizing their line endings: they
+    must have no lone CR or LF, whatever the content holds. Its dot-stuffing gives the same
+    bytes as aiosmtplib's regex."""
+    import aiosmtplib.protocol
+
+    from services.mailer.relay import _regex_period
+
+    nasty = "line one\rline two\nline three\r\n.starts with a dot\r\r\n\n\r"
+    data = build_message(
+        content(
+            subject="Invoice\r\nBcc: x@evil.test",
+            from_name="Hartwell\r& Moreno",
+            text=nasty,
+            html=f"<p>{nasty}</p>",
+            attachments=[
+                {
+                    "filename": "a\r\n.pdf",
+                    "content_type": "application/pdf",
+                    "content_b64": base64.b64encode(PDF).decode(),
+                }
+            ],
+        ),
+        mail_from="billing@envelopepay.test",
+        message_id="<m@x>",
+    ).data
+    assert data.count(b"\r\n") == data.count(b"\n") == data.count(b"\r")
+    assert data.endswith(b"\r\n")
+    stuffing = aiosmtplib.protocol.PERIOD_REGEX
+    for sample in [data, b".", b".\r\n..\r\nx.\r\n.y", b"\n.\n", b"", b"a.b"]:
+        assert stuffing.sub(b"..", sample) == _regex_period.sub(b"..", sample), sample
