@@ -57,7 +57,6 @@ class Batcher(Generic[E]):
         self._pending: list[tuple[E, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running: asyncio.Task[None] | None = None
-        self.batches = 0  # how many batches ran (tests, benchmarks)
 
     async def apply(self, ev: E) -> None:
         """One delivery: returns once its event is applied (or was before); raises what
@@ -95,7 +94,6 @@ class Batcher(Generic[E]):
         self._flush()
 
     async def _run(self, batch: list[tuple[E, asyncio.Future[None]]]) -> None:
-        self.batches += 1
         try:
             try:
                 await self._apply([ev for ev, _ in batch])

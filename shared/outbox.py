@@ -102,10 +102,9 @@ def _outbox_row(ev: Event, context: Any = None) -> dict[str, Any]:
     }
 
 
-async def add_event(session: AsyncSession, outbox: Table, ev: Event, context: Any = None) -> None:
-    """Stage `ev` for publishing when (and only if) the session's transaction commits.
-    `context`: the trace context it belongs to, when not the current one."""
-    await session.execute(insert(outbox), _outbox_row(ev, context))
+async def add_event(session: AsyncSession, outbox: Table, ev: Event) -> None:
+    """Stage `ev` for publishing when (and only if) the session's transaction commits."""
+    await session.execute(insert(outbox), _outbox_row(ev))
     session.sync_session.info[_PENDING] = True
 
 

@@ -84,23 +84,21 @@ class Service:
         self._background: list[Callable[[], Awaitable[None]]] = []
         # The trace context of each event being applied in a batch, by event id.
         self.contexts: dict[str, Any] = {}
-        self.batchers: dict[str, Batcher[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.bus_started = False
 
     # --- events -------------------------------------------------------------------------
 
-    async def publish(self, session: AsyncSession, ev: Event, cause: Event | None = None) -> None:
-        """Stage an event in this service's outbox, inside the caller's transaction;
-        `cause`: the event (handled in a batch) whose trace it continues."""
-        await add_event(session, self.outbox, ev, self._context_of(cause))
+    async def publish(self, session: AsyncSession, ev: Event) -> None:
+        """Stage an event in this service's outbox, inside the caller's transaction."""
+        await add_event(session, self.outbox, ev)
 
     async def publish_many(self, session: AsyncSession, evs: list[tuple[Event, Event]]) -> None:
-        """Stage (event, cause) pairs in one statement, each in its cause's trace."""
-        await add_events(session, self.outbox, [(ev, self._context_of(c)) for ev, c in evs])
-
-    def _context_of(self, cause: Event | None) -> Any:
-        return None if cause is None else self.contexts.get(str(cause.event_id))
+        """Stage (event, cause) pairs in one statement: a batched handler's events, each in
+        the trace of the event (of its batch) that caused it."""
+        await add_events(
+            session, self.outbox, [(ev, self.contexts.get(str(c.event_id))) for ev, c in evs]
+        )
 
     def handles(
         self, event_type: type[E]
@@ -144,7 +142,6 @@ class Service:
             batcher: Batcher[E] = Batcher(
                 self, fn, prepare=prepare, max_batch=size, wait_seconds=wait_seconds
             )
-            self.batchers[event_type.routing_key] = batcher
             # Twice the batch in flight: the next batch gathers while one is applied.
             self.bus.consume(event_type, batcher.apply, prefetch=2 * size)
             return fn
