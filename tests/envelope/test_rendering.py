@@ -92,6 +92,34 @@ def snapshot(n: int, **changes: object) -> InvoiceSnapshot:
     return base.model_copy(update=changes)
 
 
+def send_request(
+    env: Envelope, send_id: str, to: list[str], *, delivery: str
+) -> EnvelopeSendRequested:
+    return EnvelopeSendRequested(
+        firm_id=FIRM_ID,
+        envelope_id=env.id,
+        send_id=send_id,
+        invoice_ids=json.loads(env.invoice_ids),
+        client_id=env.client_id,
+        to=to,
+        subject="Invoices {{ invoice_numbers }}",
+        body=env.body,
+        delivery=delivery,  # type: ignore[arg-type]
+        requested_by="u-1",
+    )
+
+
+def email_sent(env: Envelope, send_id: str, at: datetime) -> EmailSent:
+    return EmailSent(
+        firm_id=FIRM_ID,
+        email_id=send_id,
+        envelope_id=env.id,
+        message_id=f"<{send_id}@test>",
+        to=["ap@northgate.test"],
+        sent_at=at,
+    )
+
+
 def text_of(document: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(document)).pages)
 
@@ -418,18 +446,7 @@ async def test_sends_stamp_last_sent_once_and_never_back_in_time(harness: Harnes
     (env,) = await harness.desk.create_drafts(FIRM_ID, [s.invoice_id for s in snaps], "u-1")
 
     def send(send_id: str) -> EnvelopeSendRequested:
-        return EnvelopeSendRequested(
-            firm_id=FIRM_ID,
-            envelope_id=env.id,
-            send_id=send_id,
-            invoice_ids=json.loads(env.invoice_ids),
-            client_id=env.client_id,
-            to=["ap@northgate.test"],
-            subject="Invoices {{ invoice_numbers }}",
-            body=env.body,
-            delivery="link",
-            requested_by="u-1",
-        )
+        return send_request(env, send_id, ["ap@northgate.test"], delivery="link")
 
     async def handle(handler: object, ev: object) -> None:
         async with harness.service.sessionmaker() as s, s.begin():
@@ -458,14 +475,7 @@ async def test_sends_stamp_last_sent_once_and_never_back_in_time(harness: Harnes
     older = newer - timedelta(hours=1)
 
     def sent(send_id: str, at: datetime) -> EmailSent:
-        return EmailSent(
-            firm_id=FIRM_ID,
-            email_id=send_id,
-            envelope_id=env.id,
-            message_id=f"<{send_id}@test>",
-            to=["ap@northgate.test"],
-            sent_at=at,
-        )
+        return email_sent(env, send_id, at)
 
     await handle(harness.desk.on_email_sent, sent("send-b", newer))
     await handle(harness.desk.on_email_sent, sent("send-a", older))  # confirmed late
@@ -504,18 +514,7 @@ async def test_sends_applied_as_one_batch(harness: Harness) -> None:
     renders = harness.renderer.renders
 
     def send(env: Envelope, send_id: str, to: list[str]) -> EnvelopeSendRequested:
-        return EnvelopeSendRequested(
-            firm_id=FIRM_ID,
-            envelope_id=env.id,
-            send_id=send_id,
-            invoice_ids=json.loads(env.invoice_ids),
-            client_id=env.client_id,
-            to=to,
-            subject="Invoices {{ invoice_numbers }}",
-            body=env.body,
-            delivery="attachment",
-            requested_by="u-1",
-        )
+        return send_request(env, send_id, to, delivery="attachment")
 
     one, two, three = sorted(envs, key=lambda e: e.client_id)
     batch = [
@@ -568,15 +567,7 @@ async def test_sends_applied_as_one_batch(harness: Harness) -> None:
     newer = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
     older = newer - timedelta(hours=1)
 
-    def sent(env: Envelope, send_id: str, at: datetime) -> EmailSent:
-        return EmailSent(
-            firm_id=FIRM_ID,
-            email_id=send_id,
-            envelope_id=env.id,
-            message_id=f"<{send_id}@test>",
-            to=["x@test"],
-            sent_at=at,
-        )
+    sent = email_sent
 
     async with harness.service.sessionmaker() as s, s.begin():
         await harness.desk.on_sends_requested(s, [send(one, "b-5", ["ap@77.test"])], None)
