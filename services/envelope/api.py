@@ -249,6 +249,15 @@ def router(service: Service, desk: Desk) -> APIRouter:
         key = await desk.renderer.ensure(inv.firm_id, inv.invoice_id)
         return await stored_pdf(key, f"{inv.kind.replace('_', '-')}-{inv.number}.pdf")
 
+    @r.get("/links/{token}")
+    async def link_issued(token: str) -> dict[str, bool]:
+        """Whether this client link was issued (and still works): the gateway asks when
+        payments does not know a link yet, which it learns from paylink.issued a moment
+        after the email is sent."""
+        if not await desk.link_issued(token):
+            raise HTTPException(status_code=404, detail="this link has expired or does not exist")
+        return {"issued": True}
+
     @r.get("/links/{token}/statement.pdf")
     async def link_statement(token: str) -> Response:
         key = await desk.link_statement(token)

@@ -776,6 +776,11 @@ class Desk:
             return None
         return link
 
+    async def link_issued(self, token: str) -> bool:
+        """Whether a client link with this token was issued here and still works."""
+        async with self.service.sessionmaker() as s:
+            return await self._live_link(s, token) is not None
+
     async def link_invoice(self, token: str, invoice_id: str) -> Invoice | None:
         """The invoice a client link may show, or None when the link does not allow it."""
         async with self.service.sessionmaker() as s:

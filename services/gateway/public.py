@@ -11,6 +11,7 @@ bound to the checkout session, so the receipt can link back to the pay page.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -28,6 +29,8 @@ from services.gateway.settings import GatewaySettings
 PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
 
 # The cookie that carries the link token from the pay page to the checkout and receipt.
+# How long a request waits for payments to learn of a link the envelope service issued.
+LINK_ARRIVAL_WAIT_SECONDS = 4.0
 PAYLINK_COOKIE = "ep_paylink"
 PAYLINK_COOKIE_SECONDS = 2 * 24 * 3600  # a checkout session lives 24 hours
 
@@ -106,16 +109,42 @@ def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
     def back_token(request: Request, session_id: str) -> str | None:
         return token_for(secret, request.cookies.get(PAYLINK_COOKIE), session_id)
 
-    async def link(token: str) -> dict[str, Any]:
+    async def payments_link(token: str) -> dict[str, Any]:
         resp = await upstream.call(upstream.payments, "GET", f"/internal/paylinks/{token}")
         if resp.status_code == 404:
             return {"status": "unknown", "firm": None, "client_name": ""}
         resp.raise_for_status()
-        return resp.json()
+        return dict(resp.json())
+
+    async def link(token: str) -> dict[str, Any]:
+        """What payments knows of a client link. A link the envelope service issued but
+        payments does not know yet (its paylink.issued is on the way: payments gathers
+        them, and runs behind the mail during a big Send All) is waited for a few
+        seconds; then the client is asked to come back in a moment ("pending"), never told
+        the link is dead. A token nobody issued is answered at once."""
+        data = await payments_link(token)
+        if data.get("status") != "unknown":
+            return data
+        issued = await upstream.call(upstream.envelope, "GET", f"/internal/links/{token}")
+        if issued.status_code != 200:
+            return data
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINK_ARRIVAL_WAIT_SECONDS
+        while loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            data = await payments_link(token)
+            if data.get("status") != "unknown":
+                return data
+        return {"status": "pending", "firm": None, "client_name": ""}
 
     def expired(request: Request, data: dict[str, Any]) -> Response:
-        """A link that no longer works: a clear page with the firm's contact, never an error.
-        410 for an expired or revoked link, 404 for a token nobody issued."""
+        """A link that does not work: a clear page with the firm's contact, never an error.
+        410 for an expired or revoked link, 404 for a token nobody issued; 503 with a page
+        that reloads itself for a link that works but has not reached payments yet."""
+        if data.get("status") == "pending":
+            resp = render(request, "link_pending.html", status_code=503)
+            resp.headers["Retry-After"] = "3"
+            return private(resp)
         unknown = data.get("status") == "unknown"
         return private(
             render(

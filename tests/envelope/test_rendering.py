@@ -430,6 +430,11 @@ async def test_a_combined_envelope_sent_with_attachments_carries_the_statement(
         assert viewed.content == files[0][1]
         missing = await http.get("/internal/links/nope/statement.pdf", headers=headers)
         assert missing.status_code == 404
+        # Whether a link was issued (the gateway asks while payments has not learnt of it).
+        issued = await http.get(f"/internal/links/{token}", headers=headers)
+        assert issued.status_code == 200 and issued.json() == {"issued": True}
+        assert (await http.get("/internal/links/nope", headers=headers)).status_code == 404
+        assert (await http.get(f"/internal/links/{token}")).status_code == 401
     async with harness.service.sessionmaker() as s:
         assert (await s.get(Envelope, env.id)).status == "queued"  # type: ignore[union-attr]
         assert await s.get(Email, send.send_id) is not None

@@ -90,6 +90,8 @@ class Gateway:
     payments: FakePayments
     client: Client
     firm_id: str = FIRM_ID
+    # The envelope service's internal API, answering by the same rules.
+    envelope: FakePayments = field(default_factory=FakePayments)
 
     async def login(self) -> None:
         await self.client.get("/login")
@@ -103,19 +105,23 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     await upgrade_async(GATEWAY_MIGRATIONS, url)
     settings = GatewaySettings(database_url=url, environment="test")
     fake = FakePayments()
+    envelope = FakePayments()
     token = {"X-Internal-Token": settings.internal_token}
 
     def nothing(request: httpx.Request) -> httpx.Response:
         return httpx.Response(404, json={"detail": "not found"})
 
     class FakeUpstream:
-        """The gateway's Upstream with payments replaced by the fake."""
+        """The gateway's Upstream with payments and envelope replaced by the fakes."""
 
         def __init__(self, settings: GatewaySettings) -> None:
             self.payments = httpx.AsyncClient(
                 transport=httpx.MockTransport(fake), base_url="http://payments", headers=token
             )
-            self.sync = self.envelope = self.mailer = httpx.AsyncClient(
+            self.envelope = httpx.AsyncClient(
+                transport=httpx.MockTransport(envelope), base_url="http://envelope", headers=token
+            )
+            self.sync = self.mailer = httpx.AsyncClient(
                 transport=httpx.MockTransport(nothing), base_url="http://other"
             )
 
@@ -137,7 +143,7 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as http:
-        yield Gateway(fake, Client(http))
+        yield Gateway(fake, Client(http), envelope=envelope)
     await service.engine.dispose()
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 import httpx
 import pytest
 
+from services.gateway import public
 from services.gateway.public import PAYLINK_COOKIE
 from tests.gateway.conftest import Gateway, checkout, item, label_of, paylink, row
 
@@ -65,6 +66,45 @@ async def test_unknown_link_is_a_clear_not_found_page(gateway: Gateway) -> None:
     gateway.payments.routes.clear()
     again = await gateway.client.get(f"/pay/{TOKEN}")
     assert again.status_code == 404 and "could not find the bills" in again.text
+    # A token the envelope service never issued is not waited for: payments asked once.
+    assert len(gateway.payments.sent("GET", LINK)) == 2
+    assert len(gateway.envelope.sent("GET", f"/internal/links/{TOKEN}")) == 2
+
+
+async def test_a_link_just_sent_is_waited_for_until_payments_knows_it(gateway: Gateway) -> None:
+    """The email can reach the client before payments has learnt of its link (paylink.issued
+    is gathered into batches, and runs behind the mail in a big Send All). A link the
+    envelope service issued is waited for, and the page shows the bills."""
+    gateway.envelope.on("GET", f"/internal/links/{TOKEN}", body={"issued": True})
+    answers = iter([{"status": "unknown", "firm": None, "client_name": ""}] * 2)
+
+    def payments_learns_late(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=next(answers, paylink([A])))
+
+    gateway.payments.handle("GET", LINK, payments_learns_late)
+    page = await open_pay_page(gateway)
+    assert pay_forms(page) == [["clio:1"]]
+    assert len(gateway.payments.sent("GET", LINK)) == 3
+
+
+async def test_a_link_payments_has_not_learnt_of_asks_the_client_to_wait(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(public, "LINK_ARRIVAL_WAIT_SECONDS", 0.5)
+    gateway.envelope.on("GET", f"/internal/links/{TOKEN}", body={"issued": True})
+    gateway.payments.on("GET", LINK, body={"status": "unknown", "firm": None, "client_name": ""})
+    resp = await gateway.client.get(f"/pay/{TOKEN}")
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "3"
+    assert resp.headers["cache-control"] == "no-store"
+    assert "Your bills are on their way" in resp.text
+    assert '<meta http-equiv="refresh" content="3">' in resp.text
+    assert "no longer active" not in resp.text and "<form" not in resp.text
+    # Checkout on it asks payments for no session.
+    await gateway.client.get("/login")
+    resp = await gateway.client.post(f"/pay/{TOKEN}/checkout", {"invoice_ids": "clio:1"})
+    assert resp.status_code == 503
+    assert not gateway.payments.sent("POST", f"{LINK}/checkout")
 
 
 async def test_paid_and_processing_items_cannot_be_paid_again(gateway: Gateway) -> None:
