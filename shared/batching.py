@@ -12,6 +12,10 @@ until `max_batch` are there; while a batch is being applied, the next one gather
 2. in one transaction claims them all in the inbox (one statement) and runs
    `fn(session, events, prepared)` for those it claimed.
 
+A handler that keeps its own transactions (the mailer's, around its SMTP conversations) is
+given the events alone, `fn(events)`, with `claims=False`, and records them in the inbox
+itself.
+
 Each delivery waits for its batch and is acknowledged (or rejected) on its own. When a
 batch fails, each of its events is tried again alone, so that one bad event fails alone
 and is dead-lettered alone, as it would have without batching.
@@ -35,7 +39,8 @@ if TYPE_CHECKING:
 E = TypeVar("E", bound=Event)
 log = logging.getLogger(__name__)
 
-BatchFn = Callable[[Any, list[Any], Any], Awaitable[None]]
+# fn(session, events, prepared), or fn(events) for a batcher with claims=False
+BatchFn = Callable[..., Awaitable[None]]
 Prepare = Callable[[list[Any]], Awaitable[Any]]
 
 
@@ -48,10 +53,12 @@ class Batcher(Generic[E]):
         prepare: Prepare | None = None,
         max_batch: int = 16,
         wait_seconds: float = 0.02,
+        claims: bool = True,
     ) -> None:
         self.service = service
         self.fn = fn
         self.prepare = prepare
+        self.claims = claims
         self.max_batch = max(1, max_batch)
         self.wait_seconds = wait_seconds
         self._pending: list[tuple[E, asyncio.Future[None]]] = []
@@ -129,6 +136,9 @@ class Batcher(Generic[E]):
         for ev in evs:
             unique.setdefault(str(ev.event_id), ev)  # the same event delivered twice
         fresh = list(unique.values())
+        if not self.claims:
+            await self.fn(fresh)
+            return
         prepared = None
         if self.prepare is not None:
             # Not worth preparing what was applied before: one read says which.

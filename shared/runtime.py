@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hmac
 import logging
 import sys
@@ -39,6 +40,22 @@ from shared.topology import SUBSCRIPTIONS
 
 E = TypeVar("E", bound=Event)
 log = logging.getLogger(__name__)
+
+
+# The cyclic collector's thresholds for a running service: a young collection every 10,000
+# allocations, not every 700. At hundreds of messages a second, objects alive for the moment
+# a message is handled were caught by young collections and promoted, and the oldest
+# generation grew until full collections of 150 to 230 ms ran during a Send All.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def settle_collector() -> None:
+    """Once started: what exists now (modules, app, models, compiled statements) lives as
+    long as the process, so it is frozen out of the collector's sight (full collections
+    walk only what was made since), and the thresholds become GC_THRESHOLDS."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Service:
@@ -148,6 +165,23 @@ class Service:
 
         return register
 
+    def consumes_batch(
+        self,
+        event_type: type[E],
+        fn: Callable[[list[E]], Awaitable[None]],
+        *,
+        max_batch: int | None = None,
+        wait_seconds: float = 0.02,
+    ) -> None:
+        """Hand `fn(events)` the events of `event_type` delivered at about the same time,
+        as `handles_batch` gathers them, for a handler that opens its own transactions and
+        claims the events in the inbox itself (`shared.outbox.claim_many`)."""
+        size = max_batch or self.settings.bus_batch
+        batcher: Batcher[E] = Batcher(
+            self, fn, max_batch=size, wait_seconds=wait_seconds, claims=False
+        )
+        self.bus.consume(event_type, batcher.apply, prefetch=2 * size)
+
     def background(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """A long-running task started with the service (a poller, a scheduler)."""
         self._background.append(fn)
@@ -196,6 +230,7 @@ class Service:
         self.relay.start()
         for fn in self._background:
             self._tasks.append(asyncio.create_task(self._guard(fn), name=fn.__name__))
+        settle_collector()
         log.info("%s ready on %s:%s", self.name, self.settings.http_host, self.settings.http_port)
         try:
             yield

@@ -19,9 +19,9 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     settings = settings or MailerSettings()
     service = Service(settings, Base.metadata, MIGRATIONS)
     postman = Postman(service, settings)
-    # The mailer keeps its own transactions around the SMTP conversation, so it uses the
-    # bus directly rather than `service.handles` (one transaction per event).
-    service.bus.consume(EmailRequested, postman.on_email_requested)
+    # The mailer keeps its own transactions around the SMTP conversations, so its batches
+    # are handed over whole (`consumes_batch`), not applied in one transaction.
+    service.consumes_batch(EmailRequested, postman.on_emails_requested)
     service.background(postman.retry_loop)
     app = service.make_app()
     app.state.postman = postman

@@ -14,7 +14,7 @@ import aiosmtplib
 import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import bindparam, select, update
 
 from services.mailer.message import OutgoingMessage, build_message, message_id_for
 from services.mailer.models import OutgoingEmail
@@ -23,11 +23,25 @@ from services.mailer.settings import MailerSettings
 from shared.db import insert_unless_present
 from shared.email_content import open_content
 from shared.events import EmailFailed, EmailRequested, EmailSent
-from shared.outbox import claim, inbox_has
+from shared.outbox import already_applied, claim_many
 from shared.runtime import Service
 from shared.sealing import SealBroken
 
 log = logging.getLogger(__name__)
+
+
+_EMAILS = OutgoingEmail.__table__
+# Built once (statements are cached by their construction): a batch's sent emails.
+_MARK_SENT = (
+    update(_EMAILS)
+    .where(_EMAILS.c.email_id == bindparam("b_email_id"))
+    .values(
+        status="sent",
+        sent_at=bindparam("b_sent_at"),
+        message_id=bindparam("b_message_id"),
+        error=None,
+    )
+)
 
 
 class TransientFailure(Exception):
@@ -45,79 +59,204 @@ class Postman:
         self.http = httpx.AsyncClient(
             timeout=30, headers={"X-Internal-Token": settings.internal_token}
         )
-        # As many connections as emails handled at once (the bus prefetch).
-        self.relay = RelayPool(settings, size=settings.bus_prefetch)
+        # As many connections as emails of a batch: every email committed as `sending` is
+        # in its SMTP conversation, none waits for a connection (a crash leaves uncertain
+        # only what may have gone out).
+        self.relay = RelayPool(settings, size=max(settings.bus_prefetch, settings.bus_batch))
 
     async def on_email_requested(self, ev: EmailRequested) -> None:
+        await self.on_emails_requested([ev])
+
+    async def on_emails_requested(self, evs: list[EmailRequested]) -> None:
+        """Emails requested at about the same time (a Send All makes hundreds), each sent at
+        most once: one read for what was seen before, the contents opened outside any
+        transaction, one transaction that claims the events and commits the new emails as
+        `sending`, the SMTP conversations side by side, one transaction for those sent."""
         sm = self.service.sessionmaker
         emails = OutgoingEmail.__table__
         inbox = self.service.inbox
+        name = self.service.name
         async with sm() as s:
-            # Seen before (this event, or this email under another event)? One read.
-            known = bool(
-                await s.scalar(
-                    select(
-                        or_(
-                            inbox_has(inbox, self.service.name, ev),
-                            exists().where(emails.c.email_id == ev.email_id),
-                        )
+            # Seen before: this event, or this email under another event.
+            applied = await already_applied(s, inbox, name, [str(ev.event_id) for ev in evs])
+            existing = set(
+                await s.scalars(
+                    select(emails.c.email_id).where(
+                        emails.c.email_id.in_({ev.email_id for ev in evs})
                     )
                 )
             )
-        # The content is fetched before the row is written, so that a new email costs one
-        # transaction before SMTP (row, inbox and `sending` together), not three.
-        msg: OutgoingMessage | None = None
-        problem: TransientFailure | PermanentFailure | None = None
-        message_id = message_id_for(ev.email_id, self.settings.message_id_domain)
-        if not known:
+        fresh = [ev for ev in evs if str(ev.event_id) not in applied]
+        if not fresh:
+            return
+        # The contents before the rows are written, so that a new email costs no
+        # transaction of its own before SMTP.
+        built: dict[str, OutgoingMessage | TransientFailure | PermanentFailure] = {}
+        for ev in fresh:
+            if ev.email_id in existing or ev.email_id in built:
+                continue
             try:
                 content = self._opened(ev) or await self._fetch(ev.content_url)
-                msg = build_message(
-                    content, mail_from=self.settings.mail_from, message_id=message_id
+                built[ev.email_id] = build_message(
+                    content,
+                    mail_from=self.settings.mail_from,
+                    message_id=message_id_for(ev.email_id, self.settings.message_id_domain),
                 )
             except (TransientFailure, PermanentFailure) as exc:
-                problem = exc
+                built[ev.email_id] = exc
         async with sm() as s, s.begin():
-            if not await claim(s, inbox, self.service.name, ev):
+            claimed = await claim_many(s, inbox, name, fresh)
+            owners: dict[str, EmailRequested] = {}  # email id -> the first event asking
+            for ev in fresh:
+                if str(ev.event_id) in claimed:
+                    owners.setdefault(ev.email_id, ev)
+            if not owners:
                 return
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            # Committed as `sending` before SMTP starts: a crash from here on makes the
-            # email uncertain, never sent twice.
-            added = await s.execute(
-                insert_unless_present(emails).values(
-                    email_id=ev.email_id,
-                    firm_id=ev.firm_id,
-                    envelope_id=ev.envelope_id,
-                    to=json.dumps(ev.to),
-                    subject=ev.subject,
-                    content_url=ev.content_url,
-                    status="sending" if msg is not None else "pending",
-                    attempts=1 if msg is not None else 0,
-                    created_at=datetime.now(UTC),
-                    trace=json.dumps(carrier),
+            rows = []
+            for email_id, ev in owners.items():
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier, context=self.service.contexts.get(str(ev.event_id)))
+                ready = isinstance(built.get(email_id), OutgoingMessage)
+                rows.append(
+                    {
+                        "email_id": email_id,
+                        "firm_id": ev.firm_id,
+                        "envelope_id": ev.envelope_id,
+                        "to": json.dumps(ev.to),
+                        "subject": ev.subject,
+                        "content_url": ev.content_url,
+                        # Committed as `sending` before SMTP starts: a crash from here on
+                        # makes the email uncertain, never sent twice.
+                        "status": "sending" if ready else "pending",
+                        "attempts": 1 if ready else 0,
+                        "created_at": datetime.now(UTC),
+                        "trace": json.dumps(carrier),
+                    }
                 )
+            added = set(
+                (
+                    await s.execute(
+                        insert_unless_present(emails).values(rows).returning(emails.c.email_id)
+                    )
+                ).scalars()
             )
-            if added.rowcount != 1:
-                # Redelivered (the broker lost our ack) or requested twice: never again.
-                row = await s.get(OutgoingEmail, ev.email_id)
-                if row is not None and row.status == "sending":
+            # Redelivered (the broker lost our ack) or requested twice: never again.
+            for row in await s.scalars(
+                select(OutgoingEmail).where(
+                    OutgoingEmail.email_id.in_([e for e in owners if e not in added])
+                )
+            ):
+                if row.status == "sending":
                     await self._uncertain(s, row)
-                return
-        if msg is not None:
-            await self._transmit(ev.email_id, msg, message_id, attempts=1)
-        elif isinstance(problem, PermanentFailure):
-            await self._fail(ev.email_id, str(problem))
-        elif problem is not None:
-            await self._retry_later(ev.email_id, 0, str(problem))
-        else:
-            await self.deliver(ev.email_id)  # known before, but not handled: the usual path
+        outcomes = await asyncio.gather(
+            *(
+                self._attempt(ev, built.get(email_id))
+                for email_id, ev in owners.items()
+                if email_id in added
+            )
+        )
+        sent = [(email_id, at) for email_id, at in outcomes if at is not None]
+        if sent:
+            await self._record_sent([(owners[email_id], at) for email_id, at in sent])
 
-    async def _uncertain(self, s: Any, row: OutgoingEmail) -> None:
-        """A mailer died during this message's SMTP conversation: it may or may not have
-        gone out. Sending again could make a duplicate, so a person decides."""
+    async def _attempt(
+        self,
+        ev: EmailRequested,
+        built: OutgoingMessage | TransientFailure | PermanentFailure | None,
+    ) -> tuple[str, datetime | None]:
+        """One email just committed, in the trace of the delivery that asked for it: SMTP
+        when its message is built (then the time the relay accepted it, recorded by the
+        caller with the others'), else what its failure calls for."""
+        email_id = ev.email_id
+        cause = self.service.contexts.get(str(ev.event_id))
+        token = otel_context.attach(cause) if cause is not None else None
+        try:
+            if built is None:
+                await self.deliver(email_id)  # known before, but not handled: the usual path
+            elif isinstance(built, PermanentFailure):
+                await self._fail(email_id, str(built))
+            elif isinstance(built, TransientFailure):
+                await self._retry_later(email_id, 0, str(built))
+            elif await self._send_committed(email_id, built, attempts=1):
+                return email_id, datetime.now(UTC)
+            return email_id, None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    async def _send_committed(self, email_id: str, msg: OutgoingMessage, *, attempts: int) -> bool:
+        """SMTP for an email committed as `sending`: True once the relay accepted it (its
+        `sent` is the caller's to record); a failure is recorded here."""
+        try:
+            await self._smtp(msg)
+        except PermanentFailure as exc:
+            await self._fail(email_id, str(exc))
+            return False
+        except TransientFailure as exc:
+            await self._retry_later(email_id, attempts, str(exc))
+            return False
+        except Exception as exc:
+            # Not an answer of the relay's: whether the message went out is not known.
+            log.exception("mailer: sending %s failed unexpectedly", email_id)
+            reason = f"sending ended unexpectedly ({exc!r})"[:1900]
+            await self._mark_uncertain(
+                email_id, f"{reason}; check with the client before re-sending"
+            )
+            return False
+        if self.settings.crash_after_smtp and self.settings.environment != "production":
+            log.error(
+                "mailer: crash_after_smtp is set: dying after the relay accepted %s", email_id
+            )
+            os._exit(70)
+        return True
+
+    async def _record_sent(self, sent: list[tuple[EmailRequested, datetime]]) -> None:
+        """Emails the relay accepted, and their `email.sent`: one transaction for them all."""
+        async with self.service.sessionmaker() as s, s.begin():
+            await s.execute(
+                _MARK_SENT,
+                [
+                    {
+                        "b_email_id": ev.email_id,
+                        "b_sent_at": at,
+                        "b_message_id": message_id_for(
+                            ev.email_id, self.settings.message_id_domain
+                        ),
+                    }
+                    for ev, at in sent
+                ],
+            )
+            await self.service.publish_many(
+                s,
+                [
+                    (
+                        EmailSent(
+                            firm_id=ev.firm_id,
+                            email_id=ev.email_id,
+                            envelope_id=ev.envelope_id,
+                            message_id=message_id_for(ev.email_id, self.settings.message_id_domain),
+                            to=ev.to,
+                            sent_at=at,
+                        ),
+                        ev,
+                    )
+                    for ev, at in sent
+                ],
+            )
+        for ev, _ in sent:
+            log.info("mailer: sent %s", ev.email_id)
+
+    async def _uncertain(
+        self,
+        s: Any,
+        row: OutgoingEmail,
+        reason: str = "the mailer stopped while sending; check with the client before re-sending",
+    ) -> None:
+        """A mailer died during this message's SMTP conversation (or it ended in a way
+        that says nothing of the message): it may or may not have gone out. Sending again
+        could make a duplicate, so a person decides."""
         row.status = "uncertain"
-        row.error = "the mailer stopped while sending; check with the client before re-sending"
+        row.error = reason
         await self.service.publish(
             s,
             EmailFailed(
@@ -127,6 +266,12 @@ class Postman:
                 reason=row.error,
             ),
         )
+
+    async def _mark_uncertain(self, email_id: str, reason: str) -> None:
+        async with self.service.sessionmaker() as s, s.begin():
+            row = await s.get(OutgoingEmail, email_id)
+            if row is not None and row.status == "sending":
+                await self._uncertain(s, row, reason)
 
     async def deliver(self, email_id: str) -> None:
         sm = self.service.sessionmaker
@@ -158,19 +303,8 @@ class Postman:
     ) -> None:
         """SMTP for an email committed as `sending`, then its outcome."""
         sm = self.service.sessionmaker
-        try:
-            await self._smtp(msg)
-        except PermanentFailure as exc:
-            await self._fail(email_id, str(exc))
+        if not await self._send_committed(email_id, msg, attempts=attempts):
             return
-        except TransientFailure as exc:
-            await self._retry_later(email_id, attempts, str(exc))
-            return
-        if self.settings.crash_after_smtp and self.settings.environment != "production":
-            log.error(
-                "mailer: crash_after_smtp is set: dying after the relay accepted %s", email_id
-            )
-            os._exit(70)
         emails = OutgoingEmail.__table__
         sent_at = datetime.now(UTC)
         async with sm() as s, s.begin():

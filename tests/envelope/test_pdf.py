@@ -500,3 +500,39 @@ def test_rendering_from_several_threads_at_once() -> None:
         text = text_of(document)
         assert number in text
         assert "$1,787.50" in text
+
+
+def _worker_collects_per_job() -> tuple[bool, int, int, list[int]]:
+    """In a fresh process, as a pool worker runs: what start_worker left of the collector,
+    and the cyclic garbage left over after each of three jobs."""
+    import gc
+
+    pdf.start_worker()
+    enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+    pending = gc.get_count()[0]
+    args = {
+        "invoice": make_invoice().model_dump(mode="json"),
+        "firm": FIRM.model_dump(mode="json"),
+        "pay_url": PAY_URL,
+        "view_url": VIEW_URL,
+    }
+    leftover = []
+    for _ in range(3):
+        content, _pid = pdf.render_job("invoice", args)
+        assert content.startswith(b"%PDF")
+        leftover.append(gc.collect())  # what the job's own collection did not free
+    return enabled, frozen, pending, leftover
+
+
+def test_a_pool_worker_collects_garbage_once_per_job() -> None:
+    """Pool workers collect by the job: no collection during a layout, what lives as long
+    as the worker frozen out of the collector's sight, and each job's cyclic garbage
+    freed when the job ends (a layout leaves megabytes of it)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        enabled, frozen, pending, leftover = pool.apply(_worker_collects_per_job)
+    assert not enabled
+    assert frozen > 10_000  # WeasyPrint, fonts, stylesheet
+    assert pending < 100
+    assert leftover == [0, 0, 0]

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosmtplib
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
@@ -233,3 +234,60 @@ async def test_a_retry_fetches_the_content_and_the_email_goes_out_once(mailer: M
     await mailer.postman.deliver(email_id)
     assert len(mailer.sink.messages) == 1
     assert [key for key, _ in await mailer.published()] == ["email.sent"]
+
+
+async def test_a_batch_sends_each_email_once_and_each_failure_alone(
+    mailer: Mailer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch as the consumer hands it over (`on_emails_requested`): the same event
+    delivered twice and one email asked for under two events go out once; a refusal, a
+    content that no longer exists and an SMTP step that raises something unforeseen each
+    stop only their own email, with the state that says what to do next."""
+    ids = [str(uuid.uuid4()) for _ in range(6)]
+    good, refused, gone, broken = ids[0], ids[1], ids[2], ids[3]
+    evs = [mailer.request(i) for i in ids]
+    evs.append(evs[0])  # redelivered within the batch
+    again = mailer.request(ids[4])  # the same email under another event
+    evs.append(again)
+    gone_ev = mailer.request(gone, sealed_with=None)
+    del mailer.contents[gone]  # the envelope service no longer has it: 404
+    evs[2] = gone_ev
+
+    real_send = mailer.postman.relay.send
+    refused_subject = mailer.contents[refused]["subject"]
+    broken_subject = mailer.contents[broken]["subject"]
+
+    async def send(msg: Any) -> None:
+        if f"Subject: {refused_subject}".encode() in msg.data:
+            raise aiosmtplib.SMTPResponseException(451, "4.3.0 try again later")
+        if f"Subject: {broken_subject}".encode() in msg.data:
+            raise RuntimeError("a bug between us and the relay")
+        await real_send(msg)
+
+    monkeypatch.setattr(mailer.postman.relay, "send", send)
+    await mailer.postman.on_emails_requested(evs)
+
+    delivered = sorted(m["Message-ID"] for m in mailer.sink.messages)
+    assert delivered == sorted(f"<{i}@envelopepay.test>" for i in (good, ids[4], ids[5]))
+    for i in (good, ids[4], ids[5]):
+        check_delivered(mailer, i)
+        row = await mailer.row(i)
+        assert row.status == "sent" and row.attempts == 1 and row.sent_at is not None
+        assert row.message_id == f"<{i}@envelopepay.test>"
+    row = await mailer.row(refused)
+    assert row.status == "retrying" and "451" in (row.error or "")
+    row = await mailer.row(gone)
+    assert row.status == "failed" and "no longer exists" in (row.error or "")
+    row = await mailer.row(broken)
+    assert row.status == "uncertain" and "a bug between us" in (row.error or "")
+
+    published = await mailer.published()
+    sent = sorted(p["email_id"] for key, p in published if key == "email.sent")
+    assert sent == sorted([good, ids[4], ids[5]])
+    failed = sorted(p["email_id"] for key, p in published if key == "email.failed")
+    assert failed == sorted([gone, broken])
+
+    # The whole batch delivered again: nothing more goes out or is published.
+    await mailer.postman.on_emails_requested(evs)
+    assert len(mailer.sink.messages) == 3
+    assert len(await mailer.published()) == len(published)
