@@ -46,6 +46,11 @@ class FirmProfile(BaseModel):
     combine_envelopes: bool = False
     default_delivery: Delivery = "link"
 
+    @property
+    def address_lines(self) -> list[str]:
+        """The address as its non-empty lines (a textarea sends CRLF, people add blanks)."""
+        return [line.strip() for line in (self.address or "").splitlines() if line.strip()]
+
 
 class FirmUpdated(Event):
     """The firm's profile and invoice settings, as the gateway holds them."""

@@ -165,10 +165,9 @@ FIRM_FIELDS = frozenset({"name", "address", "phone", "email", "website"})
 
 
 def _firm_view(firm: FirmProfile) -> dict[str, Any]:
-    address = [line.strip() for line in (firm.address or "").splitlines() if line.strip()]
     return {
         "name": firm.name,
-        "address_lines": address,
+        "address_lines": firm.address_lines,
         "phone": firm.phone or "",
         "email": firm.email or "",
         "website": firm.website or "",

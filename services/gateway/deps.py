@@ -22,7 +22,7 @@ from shared.runtime import Service
 EMAIL_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 NOTICES = {
     "synced": "Sync finished.",
-    "sent": "Envelope sent to the outbox. It will show as sent within seconds.",
+    "sent": "Envelope sent. Its Last Sent and email status update within seconds.",
     "settings": "Settings saved.",
     "clio": "Clio is connected. Your bills are syncing.",
     "template_saved": "Template saved.",

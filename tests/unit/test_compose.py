@@ -224,6 +224,23 @@ def test_the_firm_name_is_escaped_in_html() -> None:
     assert "Hartwell & Moreno" not in email.html
 
 
+def test_the_firm_address_is_one_line_in_the_footer() -> None:
+    """As the Settings textarea sends it: CRLF line ends, a blank line, stray spaces."""
+    firm = FIRM.model_copy(update={"address": "100 Main Street, Suite 400 \r\n\r\nSpringfield, IL"})
+    email = compose_email(
+        firm,
+        "Dana Whitfield",
+        [item("INV-7")],
+        subject_template=DEFAULT_SUBJECT,
+        body_template=DEFAULT_BODY,
+        pay_all_url=PAY_ALL,
+        view_all_url=VIEW_ALL,
+    )
+    assert "100 Main Street, Suite 400, Springfield, IL" in email.html
+    assert "100 Main Street, Suite 400, Springfield, IL" in email.text
+    assert "\r" not in email.html and "\r" not in email.text
+
+
 def test_one_bill_has_view_invoice_and_pay_online() -> None:
     bill = item("INV-7", balance=123450)
     email = compose([bill])
