@@ -47,6 +47,14 @@ def parse_emails(text: str) -> tuple[list[str], list[str]]:
     return good, bad
 
 
+DELIVERIES = ("link", "attachment")
+
+
+def pay_all_checked(value: str | None) -> bool:
+    """The "Accept payments for all unpaid bills" checkbox, as a form posts it."""
+    return (value or "").strip() in ("1", "on", "true")
+
+
 @dataclass
 class Pages:
     """Built once per app; each web_* module takes it and returns its router."""

@@ -102,7 +102,8 @@ async def _stage(s: Any, service: Service, firm: Firm | None, x: dict[str, Any])
             to=x["to"],
             subject=x["subject"],
             body=x["body"],
-            delivery=(firm.default_delivery if firm else "link"),  # type: ignore[arg-type]
+            # The send's own choice (Additional settings), else the firm's default.
+            delivery=x.get("delivery") or (firm.default_delivery if firm else "link"),
             pay_all_outstanding=x.get("pay_all_outstanding", False),
             requested_by=x["user_id"],
         ),
@@ -123,6 +124,7 @@ async def request_send(
     batch_id: str | None = None,
     run_id: str | None = None,
     pay_all_outstanding: bool = False,
+    delivery: str | None = None,
 ) -> bool:
     """Record the send and stage its event; False when this send (or another send with the
     same sequence number: a second tab) was already asked for."""
@@ -138,6 +140,7 @@ async def request_send(
         "batch_id": batch_id,
         "run_id": run_id,
         "pay_all_outstanding": pay_all_outstanding,
+        "delivery": delivery,
     }
     try:
         async with service.sessionmaker() as s, s.begin():

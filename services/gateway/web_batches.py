@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import select
 
 from services.gateway.auth import CurrentUser
-from services.gateway.deps import Pages
+from services.gateway.deps import DELIVERIES, Pages, pay_all_checked
 from services.gateway.models import Batch, SendRequest
 from services.gateway.sending import next_seq, request_sends, run_send_id, sent_envelopes
 from services.gateway.web_templates import template_choices, template_text
@@ -55,6 +55,26 @@ def router(pages: Pages) -> APIRouter:
             request, "batch.html", user, batch=batch, envelopes=envelopes, unsent=len(unsent)
         )
 
+    def send_settings(
+        batch: Batch,
+        envelopes: list[dict[str, Any]],
+        delivery: str | None = None,
+        pay_all_outstanding: bool | None = None,
+    ) -> dict[str, Any]:
+        """Additional settings and Payment settings for every envelope of the form: as
+        posted, else the envelopes' delivery (the firm's default when they were drafted)
+        and, for a client balance, payment for all unpaid bills."""
+        if delivery not in DELIVERIES:
+            delivery = envelopes[0].get("delivery", "link") if envelopes else "link"
+        return {
+            "delivery": delivery,
+            "pay_all_outstanding": (
+                batch.kind == "balance" if pay_all_outstanding is None else pay_all_outstanding
+            ),
+            "combined": any(len(e["invoice_ids"]) > 1 for e in envelopes),
+            "many": len(envelopes) > 1,
+        }
+
     @r.get("/batches/{batch_id}/send-all", response_class=HTMLResponse)
     async def send_all_form(
         request: Request, batch_id: str, user: User, template: str | None = None
@@ -82,6 +102,7 @@ def router(pages: Pages) -> APIRouter:
             errors={},
             subject=subject,
             body=body,
+            **send_settings(batch, envelopes),
             **await template_choices(upstream, user.firm_id, subject, body),
             run_id=str(uuid.uuid4()),
             expected=json.dumps(expected),
@@ -96,6 +117,8 @@ def router(pages: Pages) -> APIRouter:
         expected: Annotated[str, Form()],
         subject: Annotated[str, Form()] = "",
         body: Annotated[str, Form()] = "",
+        delivery: Annotated[str, Form()] = "",
+        pay_all_outstanding: Annotated[str, Form()] = "",
     ) -> Response:
         batch = await load_batch(user, batch_id)
         try:
@@ -108,6 +131,9 @@ def router(pages: Pages) -> APIRouter:
         errors: dict[str, str] = {}
         if not subject.strip():
             errors["subject"] = "The subject cannot be empty."
+        if delivery and delivery not in DELIVERIES:
+            errors["delivery"] = "Choose how to share the bills."
+        pay_all = pay_all_checked(pay_all_outstanding)
         # Check the template once, against the first envelope, before anything is sent.
         if envelopes and not errors:
             resp = await upstream.call(
@@ -121,7 +147,8 @@ def router(pages: Pages) -> APIRouter:
         if errors:
             return show(request, "send_all.html", user, status_code=422, batch=batch,
                         envelopes=envelopes, errors=errors, subject=subject, body=body,
-                        run_id=run_id, expected=expected)  # fmt: skip
+                        run_id=run_id, expected=expected,
+                        **send_settings(batch, envelopes, delivery, pay_all))  # fmt: skip
         await request_sends(
             service,
             [
@@ -136,7 +163,8 @@ def router(pages: Pages) -> APIRouter:
                     "body": body,
                     "batch_id": batch_id,
                     "run_id": run_id,
-                    "pay_all_outstanding": batch.kind == "balance",
+                    "pay_all_outstanding": pay_all,
+                    "delivery": delivery or None,
                 }
                 for env in envelopes
                 if env["to"]  # no recipient: shown as failed in the progress

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.gateway import auth
 from services.gateway.auth import CurrentUser
-from services.gateway.deps import Pages, parse_emails
+from services.gateway.deps import DELIVERIES, Pages, parse_emails, pay_all_checked
 from services.gateway.models import Batch
 from services.gateway.sending import next_seq, request_send, sent_envelopes
 from services.gateway.web_templates import template_choices, template_text
@@ -88,6 +88,23 @@ def router(pages: Pages) -> APIRouter:
         by_id = {i["invoice_id"]: i for i in resp.json()["items"]}
         return [by_id[i] for i in ids if i in by_id]
 
+    async def send_settings(
+        batch_id: str,
+        env: dict[str, Any],
+        delivery: str | None = None,
+        pay_all_outstanding: bool | None = None,
+    ) -> dict[str, Any]:
+        """Additional settings and Payment settings as the page shows them: as posted, else
+        the envelope's delivery (the firm's default when it was drafted) and, for a client
+        balance, payment for all unpaid bills."""
+        if pay_all_outstanding is None:
+            pay_all_outstanding = await is_balance(batch_id)
+        return {
+            "delivery": delivery if delivery in DELIVERIES else env.get("delivery", "link"),
+            "pay_all_outstanding": pay_all_outstanding,
+            "combined": len(env["invoice_ids"]) > 1,
+        }
+
     @r.get("/batches/{batch_id}/{n}", response_class=HTMLResponse)
     async def review(request: Request, batch_id: str, n: int, user: User) -> HTMLResponse:
         ids = await load_batch(user, batch_id)
@@ -108,6 +125,7 @@ def router(pages: Pages) -> APIRouter:
             body=env["body"],
             preview=env["preview"],
             errors={},
+            **await send_settings(batch_id, env),
             **await template_choices(upstream, user.firm_id, env["subject"], env["body"]),
         )
 
@@ -120,6 +138,8 @@ def router(pages: Pages) -> APIRouter:
         to: Annotated[str, Form()] = "",
         subject: Annotated[str, Form()] = "",
         body: Annotated[str, Form()] = "",
+        delivery: Annotated[str, Form()] = "",
+        pay_all_outstanding: Annotated[str, Form()] = "",
     ) -> HTMLResponse:
         ids = await load_batch(user, batch_id)
         if not 0 <= n < len(ids):
@@ -133,6 +153,8 @@ def router(pages: Pages) -> APIRouter:
             errors["to"] = "Add at least one recipient."
         if not subject.strip():
             errors["subject"] = "The subject cannot be empty."
+        if delivery and delivery not in DELIVERIES:
+            errors["delivery"] = "Choose how to share the bill."
         preview = env["preview"]
         resp = await upstream.call(
             upstream.envelope,
@@ -156,6 +178,7 @@ def router(pages: Pages) -> APIRouter:
             subject=subject,
             body=body,
             preview=preview,
+            **await send_settings(batch_id, env, delivery, pay_all_checked(pay_all_outstanding)),
         )
         if errors:
             choices = await template_choices(upstream, user.firm_id, subject, body)
@@ -182,6 +205,8 @@ def router(pages: Pages) -> APIRouter:
         to: Annotated[str, Form()] = "",
         subject: Annotated[str, Form()] = "",
         body: Annotated[str, Form()] = "",
+        delivery: Annotated[str, Form()] = "",
+        pay_all_outstanding: Annotated[str, Form()] = "",
     ) -> HTMLResponse:
         """Go Back: the review window again, with the edits kept."""
         ids = await load_batch(user, batch_id)
@@ -209,6 +234,7 @@ def router(pages: Pages) -> APIRouter:
             body=body,
             preview=preview,
             errors={},
+            **await send_settings(batch_id, env, delivery, pay_all_checked(pay_all_outstanding)),
             **await template_choices(upstream, user.firm_id, subject, body),
         )
 
@@ -220,11 +246,22 @@ def router(pages: Pages) -> APIRouter:
         user: FormUser,
         to: Annotated[str, Form()] = "",
         template_id: Annotated[str, Form()] = "",
+        delivery: Annotated[str, Form()] = "",
+        pay_all_outstanding: Annotated[str, Form()] = "",
     ) -> HTMLResponse:
-        """Email template: Subject and Message from the chosen template, To as typed."""
+        """Email template: Subject and Message from the chosen template; To and the
+        settings as they were."""
         chosen = await template_text(upstream, user.firm_id, template_id)
         return await review_back(
-            request, batch_id, n, user, to=to, subject=chosen["subject"], body=chosen["body"]
+            request,
+            batch_id,
+            n,
+            user,
+            to=to,
+            subject=chosen["subject"],
+            body=chosen["body"],
+            delivery=delivery,
+            pay_all_outstanding=pay_all_outstanding,
         )
 
     @r.post("/batches/{batch_id}/{n}/send")
@@ -237,13 +274,16 @@ def router(pages: Pages) -> APIRouter:
         to: Annotated[str, Form()] = "",
         subject: Annotated[str, Form()] = "",
         body: Annotated[str, Form()] = "",
+        delivery: Annotated[str, Form()] = "",
+        # Posted by the confirmation ("" when unchecked); absent, the batch's default.
+        pay_all_outstanding: Annotated[str | None, Form()] = None,
     ) -> RedirectResponse:
         ids = await load_batch(user, batch_id)
         if not 0 <= n < len(ids):
             raise HTTPException(status_code=404, detail="No such envelope in this batch.")
         env = await load_envelope(user, ids[n])
         good, bad = parse_emails(to)
-        if bad or not good or not subject.strip():
+        if bad or not good or not subject.strip() or (delivery and delivery not in DELIVERIES):
             return RedirectResponse(f"/batches/{batch_id}/{n}", status_code=303)
         await request_send(
             service,
@@ -256,7 +296,12 @@ def router(pages: Pages) -> APIRouter:
             subject=subject,
             body=body,
             batch_id=batch_id,
-            pay_all_outstanding=await is_balance(batch_id),
+            pay_all_outstanding=(
+                await is_balance(batch_id)
+                if pay_all_outstanding is None
+                else pay_all_checked(pay_all_outstanding)
+            ),
+            delivery=delivery or None,
         )  # False: a double click, a retried request or a second tab; nothing more to do
         # The next envelope of the batch not yet sent, so unsent ones stay in review.
         done = await sent_envelopes(service, ids)

@@ -286,6 +286,52 @@ def test_bad_to_address_shows_a_field_error_and_sends_nothing(page: Page, system
     assert mails_with_subject(system.mail_api, tag) == []
 
 
+def test_additional_and_payment_settings_of_one_send(page: Page, system) -> None:
+    """Seed 001's Additional settings (the PDF attached, though the firm's default is the
+    secure link) and Payment settings (Accept payments for all unpaid bills) for one send."""
+    logged_in(page)
+    unpaid = filter_invoices(page, client="Northwind", state="Unpaid", kind=BOTH)
+    assert len(unpaid) >= 2, "the seed gives Northwind two unpaid bills"
+    bill = unpaid[0]
+    checkbox(page, bill.invoice_id).check()
+    review_selected(page)
+    settings = page.locator("#additional-settings")
+    expect(settings.locator("summary")).to_contain_text("Email with PDF via secure link")
+    payment = page.locator("#payment-settings")
+    expect(payment.locator("summary")).to_contain_text("this bill only")
+    settings.locator("summary").click()
+    page.get_by_label("Email with PDF attachment").check()
+    payment.locator("summary").click()
+    page.get_by_label("Accept payments for all unpaid bills").check()
+    address = inbox("settings")
+    page.locator(TO).fill(address)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#confirm-delivery")).to_have_text("Email with PDF attachment")
+    expect(page.locator("#confirm-payment")).to_have_text("Accepts payment for all unpaid bills")
+    # Go Back keeps the choices, as it keeps the edits.
+    page.get_by_role("button", name="Go Back").click()
+    expect(page.get_by_label("Email with PDF attachment")).to_be_checked()
+    expect(page.get_by_label("Accept payments for all unpaid bills")).to_be_checked()
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Send Envelope Now").click()
+
+    got = eventually(lambda: mails(system.mail_api, address), what="the email at the sink")
+    mail = message(system.mail_api, got[0]["id"])
+    pdfs = [a for a in mail["attachments"] if a["content_type"] == "application/pdf"]
+    assert len(pdfs) == 1 and bill.number in (pdfs[0]["filename"] or "")
+    # The client's pay page offers the whole balance, every unpaid bill on every matter.
+    page.set_content(mail["html"])
+    page.get_by_role("link", name="Pay Online").click()
+    page.wait_for_url(re.compile(r"/pay/"))
+    full = page.locator("#outstanding")
+    expect(full).to_be_visible()
+    for r in unpaid:
+        expect(full.locator("tbody tr").filter(has_text=r.number)).to_have_count(1)
+    button = page.get_by_role("button", name=re.compile(r"^Pay full balance"))
+    listed = full.locator("tbody td.num").all_inner_texts()
+    assert cents(button.inner_text()) == sum(cents(x) for x in listed)
+
+
 def test_send_all_envelopes(page: Page, system) -> None:
     logged_in(page)
     # Unpaid trust requests: several clients' bills on one page. Daniel Okafor's is left out

@@ -96,6 +96,8 @@ def test_send_all_envelopes_sends_each_once_with_progress(system: RunningSystem)
         "expected": field(form_page, "expected"),
         "subject": "Statement from {{ firm_name }} for {{ client_name }}",
         "body": "Dear {{ client_name }},\n\n{{ amount_due }} is due.\n",
+        # Additional settings: the PDFs attached, whatever the firm's default.
+        "delivery": "attachment",
     }
     posted = c.post(f"{batch}/send-all", data=data)
     assert posted.status_code == 303
@@ -109,6 +111,9 @@ def test_send_all_envelopes_sends_each_once_with_progress(system: RunningSystem)
     for to in recipients:
         assert statements(to), f"{to} got nothing"
     assert sum(len(statements(to)) for to in recipients) == envelopes
+    for to in recipients:
+        for m in statements(to):
+            assert any(a["content_type"] == "application/pdf" for a in m["attachments"]), m
     assert "Finished." in c.get(progress_url).text
 
 
