@@ -163,14 +163,24 @@ class Stack:
         self.wait_http("mailsink", f"http://127.0.0.1:{p.mailview}/health")
 
     def migrate(self) -> None:
-        for service in SERVICES:
-            subprocess.run(
+        """Each service migrates its own database, so the five run at once."""
+        running = {
+            service: subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}", "migrate"],
                 cwd=ROOT,
                 env=service_env(self.cfg, service),
-                check=True,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
+            for service in SERVICES
+        }
+        failed = []
+        for service, proc in running.items():
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                failed.append(f"{service} migrate exited with {proc.returncode}:\n{out.decode()}")
+        if failed:
+            raise RuntimeError("\n".join(failed))
 
     def create_demo_user(self) -> None:
         subprocess.run(
