@@ -5,10 +5,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from services.gateway import auth
 from services.gateway.auth import CurrentUser
+from services.gateway.clients import ServiceUnavailable
 from services.gateway.deps import DELIVERIES, Pages, parse_emails, pay_all_checked
 from services.gateway.models import Batch
 from services.gateway.sending import next_seq, request_send, sent_envelopes
@@ -104,6 +105,26 @@ def router(pages: Pages) -> APIRouter:
             "pay_all_outstanding": pay_all_outstanding,
             "combined": len(env["invoice_ids"]) > 1,
         }
+
+    @r.get("/contacts")
+    async def contacts(user: User, q: str = "") -> JSONResponse:
+        """The review window's contact picker: the firm's Clio contacts matching what was typed.
+        It only suggests; the To field is what is sent, so a failure here suggests nothing."""
+        try:
+            resp = await upstream.call(
+                upstream.sync,
+                "GET",
+                f"/internal/firms/{user.firm_id}/contacts",
+                params={"q": q[:200], "limit": 8},
+            )
+        except ServiceUnavailable:
+            return JSONResponse([], status_code=503)
+        if resp.status_code != 200:
+            return JSONResponse([], status_code=502)
+        return JSONResponse(
+            [{"name": c["name"], "email": c["email"]} for c in resp.json()],
+            headers={"Cache-Control": "no-store"},
+        )
 
     @r.get("/batches/{batch_id}/{n}", response_class=HTMLResponse)
     async def review(request: Request, batch_id: str, n: int, user: User) -> HTMLResponse:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from services.sync.clio import ClioAuthError, ClioError, authorize_url
-from services.sync.models import ClioConnection, Quarantined
+from services.sync.models import ClioConnection, Contact, Quarantined
 from services.sync.syncer import Syncer
 from shared.runtime import Service
 
@@ -34,6 +35,12 @@ class SyncOutcome(BaseModel):
     changed: int
     quarantined: int
     error: str | None = None
+
+
+class ContactMatch(BaseModel):
+    contact_id: str
+    name: str
+    email: str
 
 
 class QuarantineItem(BaseModel):
@@ -94,6 +101,36 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
         if result.error == "Clio is not connected":
             raise HTTPException(status_code=409, detail=result.error)
         return SyncOutcome(**result.__dict__)
+
+    @r.get("/firms/{firm_id}/contacts")
+    async def contacts(
+        firm_id: str,
+        q: Annotated[str, Query(max_length=200)] = "",
+        limit: Annotated[int, Query(ge=1, le=50)] = 8,
+    ) -> list[ContactMatch]:
+        """The firm's Clio contacts with an email address whose name or email contains `q`
+        (any case; `%` and `_` are plain characters), for the review window's contact picker.
+        Names that start with `q` come first."""
+        needle = q.strip().lower()
+        query = select(Contact).where(Contact.firm_id == firm_id, Contact.email.is_not(None))
+        if needle:
+            query = query.where(
+                or_(
+                    func.lower(Contact.name).contains(needle, autoescape=True),
+                    func.lower(Contact.email).contains(needle, autoescape=True),
+                )
+            ).order_by(
+                func.lower(Contact.name).startswith(needle, autoescape=True).desc(),
+                func.lower(Contact.name),
+            )
+        else:
+            query = query.order_by(func.lower(Contact.name))
+        async with service.sessionmaker() as s:
+            rows = await s.scalars(query.limit(limit))
+            return [
+                ContactMatch(contact_id=c.contact_id, name=c.name, email=c.email or "")
+                for c in rows
+            ]
 
     @r.get("/firms/{firm_id}/quarantine")
     async def quarantine(firm_id: str) -> list[QuarantineItem]:

@@ -12,9 +12,11 @@ import re
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import artifacts_dir
 from tests.browser.ui import (
     ROWS,
     cents,
@@ -284,6 +286,62 @@ def test_bad_to_address_shows_a_field_error_and_sends_nothing(page: Page, system
 
     time.sleep(1)
     assert mails_with_subject(system.mail_api, tag) == []
+
+
+def test_add_contacts_from_clio_by_typing_a_name(page: Page, system) -> None:
+    """Seed 001, Recipient details: the client is in To already; typing a contact's name lists
+    the firm's Clio contacts, and picking one adds its email. A contact's name is shown as text,
+    whatever it holds."""
+    tag = token()
+    cc = inbox(f"cc-{tag}")
+    hostile = f'<img src=x onerror="window.pwned=1"> Quill {{{{ 7*7 }}}} {tag}'
+    clio = f"http://127.0.0.1:{system.cfg.ports.clio}"
+    made = httpx.post(
+        f"{clio}/sandbox/contacts",
+        json={"type": "Company", "name": hostile, "primary_email_address": cc},
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    logged_in(page)
+    page.get_by_role("button", name="Sync", exact=True).click()
+    bill = filter_invoices(page, client="Shah", state="Unpaid", kind=BOTH)[0]
+    checkbox(page, bill.invoice_id).check()
+    review_selected(page)
+    to = page.locator(TO)
+    client_address = to.input_value()
+    assert client_address == "priya.shah@example.com"
+
+    picker = page.get_by_role("combobox", name="Add contacts")
+    options = page.locator("#contact-options")
+    picker.press_sequentially(f"quill {{{{ 7*7 }}}} {tag}".upper())
+    expect(options.get_by_role("option")).to_have_count(1)
+    expect(options.get_by_role("option")).to_contain_text(hostile)
+    expect(options.get_by_role("option")).to_contain_text(cc)
+    assert options.locator("img").count() == 0
+    assert page.evaluate("window.pwned") is None
+    shots = artifacts_dir() / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / f"add-contacts-open-{system.backend}.png"))
+    options.get_by_role("option").click()
+    expect(to).to_have_value(f"{client_address}, {cc}")
+    expect(picker).to_have_value("")
+
+    # Picked again, it is not added twice; Enter in the picker never submits the envelope.
+    picker.press_sequentially(tag)
+    expect(options).to_contain_text("Already in To")
+    picker.press("Enter")
+    expect(page.get_by_role("heading", name="Review envelope 1 of 1")).to_be_visible()
+    expect(to).to_have_value(f"{client_address}, {cc}")
+
+    page.locator(SUBJECT).fill(f"Your bill, copied to a contact {tag}")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("dl.facts")).to_contain_text(f"{client_address}, {cc}")
+    page.get_by_role("button", name="Send Envelope Now").click()
+    got = eventually(lambda: mails(system.mail_api, cc), what="the email at the contact's inbox")
+    assert len(got) == 1
+    mail = message(system.mail_api, got[0]["id"])
+    assert set(mail["to"]) == {client_address, cc}
+    assert mail["subject"] == f"Your bill, copied to a contact {tag}"
 
 
 def test_additional_and_payment_settings_of_one_send(page: Page, system) -> None:

@@ -92,6 +92,8 @@ class Gateway:
     firm_id: str = FIRM_ID
     # The envelope service's internal API, answering by the same rules.
     envelope: FakePayments = field(default_factory=FakePayments)
+    # The sync service's internal API.
+    sync: FakePayments = field(default_factory=FakePayments)
 
     async def login(self) -> None:
         await self.client.get("/login")
@@ -106,13 +108,14 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     settings = GatewaySettings(database_url=url, environment="test")
     fake = FakePayments()
     envelope = FakePayments()
+    sync = FakePayments()
     token = {"X-Internal-Token": settings.internal_token}
 
     def nothing(request: httpx.Request) -> httpx.Response:
         return httpx.Response(404, json={"detail": "not found"})
 
     class FakeUpstream:
-        """The gateway's Upstream with payments and envelope replaced by the fakes."""
+        """The gateway's Upstream with payments, envelope and sync replaced by the fakes."""
 
         def __init__(self, settings: GatewaySettings) -> None:
             self.payments = httpx.AsyncClient(
@@ -121,7 +124,10 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
             self.envelope = httpx.AsyncClient(
                 transport=httpx.MockTransport(envelope), base_url="http://envelope", headers=token
             )
-            self.sync = self.mailer = httpx.AsyncClient(
+            self.sync = httpx.AsyncClient(
+                transport=httpx.MockTransport(sync), base_url="http://sync", headers=token
+            )
+            self.mailer = httpx.AsyncClient(
                 transport=httpx.MockTransport(nothing), base_url="http://other"
             )
 
@@ -143,7 +149,7 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as http:
-        yield Gateway(fake, Client(http), envelope=envelope)
+        yield Gateway(fake, Client(http), envelope=envelope, sync=sync)
     await service.engine.dispose()
 
 

@@ -89,3 +89,108 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 });
+
+// Add contacts (review window): typing a name lists the firm's matching Clio contacts; picking
+// one adds its email to To. To stays a plain field: what it says is what is sent.
+document.addEventListener("DOMContentLoaded", () => {
+  const picker = document.querySelector(".contact-picker[data-contacts]");
+  const form = picker && picker.closest("form");
+  const to = form && form.querySelector('input[name="to"]');
+  if (!picker || !to) return;
+  const input = picker.querySelector("#add-contact");
+  const list = picker.querySelector("#contact-options");
+  picker.hidden = false;
+  let options = [];
+  let active = -1;
+  let timer = null;
+  let asked = 0;
+
+  const addresses = () => to.value.split(/[,;]/).map((a) => a.trim()).filter(Boolean);
+  const close = () => {
+    list.hidden = true;
+    list.replaceChildren();
+    input.setAttribute("aria-expanded", "false");
+    input.removeAttribute("aria-activedescendant");
+    options = [];
+    active = -1;
+  };
+  const highlight = (i) => {
+    active = i;
+    Array.from(list.children).forEach((li, j) => li.setAttribute("aria-selected", String(j === i)));
+    if (i >= 0 && list.children[i]) input.setAttribute("aria-activedescendant", list.children[i].id);
+  };
+  const choose = (contact) => {
+    const have = addresses();
+    if (!have.some((a) => a.toLowerCase() === contact.email.toLowerCase())) have.push(contact.email);
+    to.value = have.join(", ");
+    to.dispatchEvent(new Event("input", { bubbles: true }));
+    input.value = "";
+    close();
+    input.focus();
+  };
+  const show = (found) => {
+    const have = new Set(addresses().map((a) => a.toLowerCase()));
+    options = found.filter((c) => !have.has(c.email.toLowerCase()));
+    list.replaceChildren();
+    if (!options.length) {
+      const li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = found.length ? "Already in To" : "No contact with an email matches";
+      list.append(li);
+    }
+    options.forEach((c, i) => {
+      const li = document.createElement("li");
+      li.id = `contact-option-${i}`;
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", "false");
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = c.name;
+      const email = document.createElement("span");
+      email.className = "email";
+      email.textContent = c.email;
+      li.append(name, email);
+      // Pick on mousedown, before the field loses focus and the list closes.
+      li.addEventListener("mousedown", (event) => {
+        event.preventDefault();
+        choose(c);
+      });
+      list.append(li);
+    });
+    list.hidden = false;
+    input.setAttribute("aria-expanded", "true");
+    highlight(options.length ? 0 : -1);
+  };
+  const lookup = async () => {
+    const q = input.value.trim();
+    if (!q) return close();
+    const mine = ++asked;
+    try {
+      const resp = await fetch(`${picker.dataset.contacts}?q=${encodeURIComponent(q)}`, { credentials: "same-origin" });
+      if (mine !== asked) return; // a later keystroke asked again
+      show(resp.ok ? await resp.json() : []);
+    } catch (e) {
+      if (mine === asked) close();
+    }
+  };
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(lookup, 150);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowDown" && options.length) {
+      event.preventDefault();
+      highlight((active + 1) % options.length);
+    } else if (event.key === "ArrowUp" && options.length) {
+      event.preventDefault();
+      highlight((active - 1 + options.length) % options.length);
+    } else if (event.key === "Enter") {
+      // Enter picks a contact here; it never submits the envelope.
+      event.preventDefault();
+      if (active >= 0 && options[active]) choose(options[active]);
+    } else if (event.key === "Escape") {
+      close();
+    }
+  });
+  input.addEventListener("blur", () => setTimeout(close, 100));
+});
