@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,25 @@ def invoice_state(item: dict[str, Any]) -> tuple[str, str]:
     return label, css
 
 
-templates.env.globals.update(money=money, fmt_date=fmt_date, invoice_state=invoice_state)
+def overdue(item: dict[str, Any], today: date | None = None) -> bool:
+    """An unpaid bill (something left to pay, no ACH payment under way) past its due date."""
+    due = item.get("due_at")
+    if not due or item.get("state") != "awaiting_payment":
+        return False
+    if item.get("payment_status") == "processing":
+        return False
+    if (item.get("balance_minor") or 0) <= (item.get("paid_online_minor") or 0):
+        return False
+    try:
+        due_date = date.fromisoformat(str(due)[:10])
+    except ValueError:
+        return False
+    return due_date < (today or datetime.now(UTC).date())
+
+
+templates.env.globals.update(
+    money=money, fmt_date=fmt_date, invoice_state=invoice_state, overdue=overdue
+)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

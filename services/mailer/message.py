@@ -55,6 +55,48 @@ def _header(name: str, value: str) -> str:
     return f"{name}: {encoded}"
 
 
+class UnsendableAddress(ValueError):
+    """An address this message cannot carry: a permanent failure of its email, not a crash."""
+
+
+# RFC 5322 dot-atom text: a local part made of these is written as it is, any other is quoted.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def _addr_spec(address: str) -> str:
+    """An address as an ASCII addr-spec: an internationalized domain in its IDNA form, an
+    unusual local part quoted. Encoded-words (RFC 2047) are not allowed in an address."""
+    local, at, domain = _one_line(address).strip().rpartition("@")
+    if not at or not local or not domain:
+        raise UnsendableAddress(f"not an email address: {address!r}")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise UnsendableAddress(f"the domain of {address!r} is not valid") from exc
+    if not local.isascii():
+        raise UnsendableAddress(f"{address!r} has letters outside ASCII before the @")
+    if not _DOT_ATOM.fullmatch(local):
+        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{local}@{domain}"
+
+
+def _address_header(name: str, addresses: list[str]) -> str:
+    """To, Cc or Reply-To: the addresses as they are, folded between addresses (after a
+    comma) so that lines stay under 78 characters where the addresses allow it."""
+    specs = [_addr_spec(a) for a in addresses]
+    lines: list[str] = []
+    line = f"{name}:"
+    for i, spec in enumerate(specs):
+        piece = spec + ("," if i + 1 < len(specs) else "")
+        if i and len(line) + 1 + len(piece) > 76:
+            lines.append(line)
+            line = ""
+        line += " " + piece
+    lines.append(line)
+    return CRLF.join(lines)
+
+
 def _qp(text: str) -> str:
     # binascii's quoted-printable (C): soft breaks keep lines under 76 characters.
     # Every line break to LF first (a lone CR too), so that the message has CRLF only.
@@ -91,12 +133,12 @@ def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -
     cc = list(content.get("cc") or [])
     headers = [
         _header("From", formataddr((content["from_name"], mail_from), charset="utf-8")),
-        _header("To", ", ".join(to)),
+        _address_header("To", to),
     ]
     if cc:
-        headers.append(_header("Cc", ", ".join(cc)))
+        headers.append(_address_header("Cc", cc))
     if content.get("reply_to"):
-        headers.append(_header("Reply-To", content["reply_to"]))
+        headers.append(_address_header("Reply-To", [content["reply_to"]]))
     headers += [
         _header("Subject", content["subject"]),
         f"Date: {formatdate(localtime=False, usegmt=True)}",
@@ -151,4 +193,5 @@ def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -
             ]
         lines += [f"--{mixed}--", ""]
     data = CRLF.join(lines).encode("ascii")
-    return OutgoingMessage(mail_from, [*to, *cc], data, message_id)
+    recipients = [_addr_spec(a) for a in (*to, *cc)]
+    return OutgoingMessage(mail_from, recipients, data, message_id)

@@ -16,7 +16,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from sqlalchemy import bindparam, select, update
 
-from services.mailer.message import OutgoingMessage, build_message, message_id_for
+from services.mailer.message import (
+    OutgoingMessage,
+    UnsendableAddress,
+    build_message,
+    message_id_for,
+)
 from services.mailer.models import OutgoingEmail
 from services.mailer.relay import RelayPool
 from services.mailer.settings import MailerSettings
@@ -104,6 +109,8 @@ class Postman:
                 )
             except (TransientFailure, PermanentFailure) as exc:
                 built[ev.email_id] = exc
+            except UnsendableAddress as exc:
+                built[ev.email_id] = PermanentFailure(str(exc))
         async with sm() as s, s.begin():
             claimed = await claim_many(s, inbox, name, fresh)
             owners: dict[str, EmailRequested] = {}  # email id -> the first event asking
@@ -289,7 +296,11 @@ class Postman:
             await self._fail(email_id, str(exc))
             return
         message_id = message_id_for(email_id, self.settings.message_id_domain)
-        msg = build_message(content, mail_from=self.settings.mail_from, message_id=message_id)
+        try:
+            msg = build_message(content, mail_from=self.settings.mail_from, message_id=message_id)
+        except UnsendableAddress as exc:
+            await self._fail(email_id, str(exc))
+            return
         async with sm() as s, s.begin():
             row = await s.get(OutgoingEmail, email_id)
             if row is None or row.status not in ("pending", "retrying"):

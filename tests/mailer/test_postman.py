@@ -291,3 +291,17 @@ async def test_a_batch_sends_each_email_once_and_each_failure_alone(
     await mailer.postman.on_emails_requested(evs)
     assert len(mailer.sink.messages) == 3
     assert len(await mailer.published()) == len(published)
+
+
+async def test_an_address_no_message_can_carry_fails_its_email_alone(mailer: Mailer) -> None:
+    good, odd = str(uuid.uuid4()), str(uuid.uuid4())
+    evs = [mailer.request(good), mailer.request(odd, sealed_with=None)]
+    mailer.contents[odd]["to"] = ["jürgen@client.example"]
+    await mailer.postman.on_emails_requested(evs)
+
+    assert [m["Message-ID"] for m in mailer.sink.messages] == [f"<{good}@envelopepay.test>"]
+    row = await mailer.row(odd)
+    assert row.status == "failed" and "outside ASCII before the @" in (row.error or "")
+    published = await mailer.published()
+    assert [p["email_id"] for key, p in published if key == "email.failed"] == [odd]
+    assert [p["email_id"] for key, p in published if key == "email.sent"] == [good]

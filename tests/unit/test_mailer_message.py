@@ -166,3 +166,40 @@ def test_our_messages_have_crlf_only_and_dots_are_stuffed_as_aiosmtplib_does() -
     stuffing = aiosmtplib.protocol.PERIOD_REGEX
     for sample in [data, b".", b".\r\n..\r\nx.\r\n.y", b"\n.\n", b"", b"a.b"]:
         assert stuffing.sub(b"..", sample) == _regex_period.sub(b"..", sample), sample
+
+
+def addresses(msg: EmailMessage, name: str) -> list[str]:
+    return [a.addr_spec for a in msg[name].addresses]
+
+
+def test_many_long_addresses_fold_between_addresses_never_inside_one() -> None:
+    """A To of several long addresses used to be RFC 2047 encoded as one text, which split an
+    address inside its encoded-words ("browse r-cc-...") and is not allowed in an address."""
+    to = [f"browser-client-{i}-cf0328c4aa-7cf987a271@example.com" for i in range(4)]
+    cc = ["browser-cc-cf0328c4aa-7cf987a271@example.com", "second.copy@client.example"]
+    data = build_message(content(to=to, cc=cc), mail_from="b@ep.test", message_id="<m9@ep>").data
+    head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert "=?" not in head.split("\r\nTo:", 1)[1].split("\r\nSubject:")[0]
+    assert all(len(line) <= 78 for line in head.split("\r\n"))
+    msg = parse(data)
+    assert addresses(msg, "To") == to
+    assert addresses(msg, "Cc") == cc
+
+
+def test_odd_addresses_are_written_as_valid_addr_specs() -> None:
+    odd = ['o"neil(x)@client.example', "ana@bücher.example"]
+    built = build_message(content(to=odd, cc=[]), mail_from="b@ep.test", message_id="<m10@ep>")
+    msg = parse(built.data)
+    assert addresses(msg, "To") == ['"o\\"neil(x)"@client.example', "ana@xn--bcher-kva.example"]
+    assert built.recipients == ['"o\\"neil(x)"@client.example', "ana@xn--bcher-kva.example"]
+
+
+def test_an_address_that_cannot_be_carried_is_refused_by_name() -> None:
+    import pytest
+
+    from services.mailer.message import UnsendableAddress
+
+    with pytest.raises(UnsendableAddress, match="outside ASCII before the @"):
+        build_message(
+            content(to=["jürgen@client.example"]), mail_from="b@ep.test", message_id="<m>"
+        )
