@@ -21,8 +21,7 @@ from shared.runtime import Service
 
 # The part before the @ in ASCII: a mail header cannot carry anything else without SMTPUTF8,
 # which the mailer does not use. The domain may be internationalized (sent in its IDNA form).
-EMAIL_RE = re.compile(r"^[!-~]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
-_LOCAL_EXCLUDED = set("@<>,;")
+EMAIL_RE = re.compile(r"^(?:(?![@<>,;])[!-~])+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 NOTICES = {
     "synced": "Sync finished.",
     "sent": "Envelope sent. Its Last Sent and email status update within seconds.",
@@ -42,15 +41,11 @@ class LoginRequired(Exception):
     pass
 
 
-def is_email(text: str) -> bool:
-    return bool(EMAIL_RE.match(text)) and not _LOCAL_EXCLUDED & set(text.rpartition("@")[0])
-
-
 def parse_emails(text: str) -> tuple[list[str], list[str]]:
     """Split a To/Cc field on commas, semicolons and spaces; returns (valid, invalid)."""
     parts = [p.strip() for p in re.split(r"[,;\s]+", text or "") if p.strip()]
-    good = [p for p in parts if is_email(p)]
-    bad = [p for p in parts if not is_email(p)]
+    good = [p for p in parts if EMAIL_RE.match(p)]
+    bad = [p for p in parts if not EMAIL_RE.match(p)]
     return good, bad
 
 

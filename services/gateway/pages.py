@@ -58,24 +58,29 @@ def invoice_state(item: dict[str, Any]) -> tuple[str, str]:
     return label, css
 
 
+def unpaid(item: dict[str, Any]) -> bool:
+    """A bill the client can still pay: something left after online payments, and no ACH
+    payment under way. The header checkbox selects these, and only these can be overdue."""
+    return (
+        item.get("state") == "awaiting_payment"
+        and (item.get("balance_minor") or 0) > (item.get("paid_online_minor") or 0)
+        and item.get("payment_status") != "processing"
+    )
+
+
 def overdue(item: dict[str, Any], today: date | None = None) -> bool:
-    """An unpaid bill (something left to pay, no ACH payment under way) past its due date."""
-    due = item.get("due_at")
-    if not due or item.get("state") != "awaiting_payment":
-        return False
-    if item.get("payment_status") == "processing":
-        return False
-    if (item.get("balance_minor") or 0) <= (item.get("paid_online_minor") or 0):
+    """An unpaid bill past its due date."""
+    if not item.get("due_at") or not unpaid(item):
         return False
     try:
-        due_date = date.fromisoformat(str(due)[:10])
+        due_date = date.fromisoformat(str(item["due_at"])[:10])
     except ValueError:
         return False
     return due_date < (today or datetime.now(UTC).date())
 
 
 templates.env.globals.update(
-    money=money, fmt_date=fmt_date, invoice_state=invoice_state, overdue=overdue
+    money=money, fmt_date=fmt_date, invoice_state=invoice_state, unpaid=unpaid, overdue=overdue
 )
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.gateway.deps import Pages, is_email
+from services.gateway.deps import EMAIL_RE, Pages
 from services.gateway.firms import publish_firm
 from services.gateway.models import Firm, OAuthState
 from services.gateway.web_templates import set_default_template, template_list
@@ -53,7 +53,7 @@ def router(pages: Pages) -> APIRouter:
         email = str(form.get("email") or "").strip()
         if not name:
             errors["name"] = "The firm needs a name: clients see it on every email."
-        if email and not is_email(email):
+        if email and not EMAIL_RE.match(email):
             errors["email"] = "Not an email address."
         delivery = str(form.get("default_delivery") or "link")
         if delivery not in ("link", "attachment"):

@@ -81,10 +81,9 @@ def _addr_spec(address: str) -> str:
     return f"{local}@{domain}"
 
 
-def _address_header(name: str, addresses: list[str]) -> str:
-    """To, Cc or Reply-To: the addresses as they are, folded between addresses (after a
+def _address_header(name: str, specs: list[str]) -> str:
+    """To, Cc or Reply-To from addr-specs (`_addr_spec`), folded between addresses (after a
     comma) so that lines stay under 78 characters where the addresses allow it."""
-    specs = [_addr_spec(a) for a in addresses]
     lines: list[str] = []
     line = f"{name}:"
     for i, spec in enumerate(specs):
@@ -129,8 +128,8 @@ def _boundary() -> str:
 
 
 def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -> OutgoingMessage:
-    to = list(content["to"])
-    cc = list(content.get("cc") or [])
+    to = [_addr_spec(a) for a in content["to"]]
+    cc = [_addr_spec(a) for a in content.get("cc") or []]
     headers = [
         _header("From", formataddr((content["from_name"], mail_from), charset="utf-8")),
         _address_header("To", to),
@@ -138,7 +137,7 @@ def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -
     if cc:
         headers.append(_address_header("Cc", cc))
     if content.get("reply_to"):
-        headers.append(_address_header("Reply-To", [content["reply_to"]]))
+        headers.append(_address_header("Reply-To", [_addr_spec(content["reply_to"])]))
     headers += [
         _header("Subject", content["subject"]),
         f"Date: {formatdate(localtime=False, usegmt=True)}",
@@ -193,5 +192,4 @@ def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -
             ]
         lines += [f"--{mixed}--", ""]
     data = CRLF.join(lines).encode("ascii")
-    recipients = [_addr_spec(a) for a in (*to, *cc)]
-    return OutgoingMessage(mail_from, recipients, data, message_id)
+    return OutgoingMessage(mail_from, [*to, *cc], data, message_id)

@@ -112,19 +112,16 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
         (any case; `%` and `_` are plain characters), for the review window's contact picker.
         Names that start with `q` come first."""
         needle = q.strip().lower()
+        name = func.lower(Contact.name)
         query = select(Contact).where(Contact.firm_id == firm_id, Contact.email.is_not(None))
         if needle:
             query = query.where(
                 or_(
-                    func.lower(Contact.name).contains(needle, autoescape=True),
+                    name.contains(needle, autoescape=True),
                     func.lower(Contact.email).contains(needle, autoescape=True),
                 )
-            ).order_by(
-                func.lower(Contact.name).startswith(needle, autoescape=True).desc(),
-                func.lower(Contact.name),
             )
-        else:
-            query = query.order_by(func.lower(Contact.name))
+        query = query.order_by(name.startswith(needle, autoescape=True).desc(), name)
         async with service.sessionmaker() as s:
             rows = await s.scalars(query.limit(limit))
             return [

@@ -105,7 +105,8 @@ document.addEventListener("DOMContentLoaded", () => {
   let timer = null;
   let asked = 0;
 
-  const addresses = () => to.value.split(/[,;]/).map((a) => a.trim()).filter(Boolean);
+  // Split as the server splits To (services/gateway/deps.py: parse_emails).
+  const addresses = () => to.value.split(/[,;\s]+/).filter(Boolean);
   const close = () => {
     list.hidden = true;
     list.replaceChildren();
