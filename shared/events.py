@@ -7,14 +7,84 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-InvoiceKind = Literal["invoice", "trust_request"]
-InvoiceState = Literal["draft", "awaiting_approval", "awaiting_payment", "paid", "void", "deleted"]
-Delivery = Literal["link", "attachment"]
-PaymentMethod = Literal["card", "ach"]
+# --- states that cross a service boundary -----------------------------------------------
+# Each is a StrEnum, so a member equals its string on the wire and in the database; a
+# service's own states (the mailer's outgoing email, a deposit) live in that service.
+
+
+class InvoiceKind(StrEnum):
+    invoice = "invoice"
+    trust_request = "trust_request"
+
+
+class InvoiceState(StrEnum):
+    """A bill's state in the source system (Clio's bill states)."""
+
+    draft = "draft"
+    awaiting_approval = "awaiting_approval"
+    awaiting_payment = "awaiting_payment"
+    paid = "paid"
+    void = "void"
+    deleted = "deleted"
+
+
+# Bills a firm may put in an envelope: unpaid ones, and paid ones (as a receipt).
+SENDABLE_STATES: frozenset[InvoiceState] = frozenset(
+    {InvoiceState.awaiting_payment, InvoiceState.paid}
+)
+
+
+class Delivery(StrEnum):
+    """How an envelope carries its bills: a secure link, or PDFs attached."""
+
+    link = "link"
+    attachment = "attachment"
+
+
+class PaymentMethod(StrEnum):
+    card = "card"
+    ach = "ach"
+
+
+class BillPayment(StrEnum):
+    """What envelope projects of a bill's online payments (from payment.* events), shown to
+    the firm beside the bill's own state."""
+
+    paid_online = "paid_online"
+    processing = "processing"
+    refunded = "refunded"
+
+
+class SendStatus(StrEnum):
+    """An envelope's, and each of its sends': drafted, queued for the mailer, sent, failed.
+    A bill's email status is one of queued, sent and failed."""
+
+    draft = "draft"
+    queued = "queued"
+    sent = "sent"
+    failed = "failed"
+
+
+class PaymentStatus(StrEnum):
+    """A payment as payments derives it from what its processor reported."""
+
+    processing = "processing"
+    failed = "failed"
+    succeeded = "succeeded"
+    returned = "returned"
+    refunded = "refunded"
+    partially_refunded = "partially_refunded"
+
+
+class RefundStatus(StrEnum):
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
 
 
 def utcnow() -> datetime:
@@ -44,7 +114,7 @@ class FirmProfile(BaseModel):
     address: str | None = None
     website: str | None = None
     combine_envelopes: bool = False
-    default_delivery: Delivery = "link"
+    default_delivery: Delivery = Delivery.link
 
     @property
     def address_lines(self) -> list[str]:
@@ -128,7 +198,7 @@ class EnvelopeSendRequested(Event):
     cc: list[str] = Field(default_factory=list)
     subject: str
     body: str
-    delivery: Delivery = "link"
+    delivery: Delivery = Delivery.link
     pay_all_outstanding: bool = False
     requested_by: str
 
