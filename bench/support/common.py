@@ -1,8 +1,10 @@
 """What every benchmark under bench/ needs: a log line, free ports for a stack of its own, the
-machine's busy CPU ticks, and the code version the figures belong to."""
+machine's busy CPU ticks, the code version the figures belong to, and a clean stop."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 from datetime import datetime
@@ -12,6 +14,9 @@ from typing import Any
 from devtools.stack import Ports
 
 ROOT = Path(__file__).resolve().parents[2]
+VAR_ROOT = ROOT / "var" / "bench"
+INTERNAL = {"X-Internal-Token": "dev-internal-token"}
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # What `make run` listens on: a benchmark's stack never takes these.
 RESERVED_PORTS = set(range(8000, 8005)) | {8090, 1025, 8025}
 
@@ -42,6 +47,11 @@ def machine_busy_ticks() -> int:
     return sum(cols) - cols[3] - cols[4]  # all but idle and iowait
 
 
+def loadavg() -> list[str]:
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
 def code_version() -> dict[str, Any]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -53,3 +63,14 @@ def code_version() -> dict[str, Any]:
         "commit": git("rev-parse", "--short", "HEAD").strip(),
         "uncommitted_files": [f for f in changed if not f.startswith("bench/")],
     }
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_cleanly_on_signals() -> None:
+    """Ctrl-C and kill both raise KeyboardInterrupt, so every stack is stopped in its
+    finally; also when started in the background, where SIGINT arrives ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
