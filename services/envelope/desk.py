@@ -4,7 +4,9 @@
     links.py        client links' tokens and URLs
     paylinks.py     client links' rows and paylink.issued; a client's click checked
     projections.py  firm.updated, invoice.updated and payment.* kept as envelope sees them
+    reads.py        a firm's profile, bills by id, the Invoices list
     drafting.py     draft envelopes, their sends so far, their preview
+    contents.py     an email's items, links and composed text, or why a send has none
     sending.py      envelope.send_requested -> emails and links (send_inputs, send_writes)
     mail_reports.py email.sent and email.failed
     sealing.py      stored emails read back and sealed into email.requested
