@@ -14,7 +14,7 @@ from services.envelope import reads
 from services.envelope.compose import AUTOFILL_FIELDS, TemplateInvalid, check_template
 from services.envelope.desk import Desk
 from services.envelope.models import Envelope, Invoice, Pdf
-from services.envelope.rules import bill_filename
+from services.envelope.rules import bill_filename, matter_label
 from shared.runtime import Service
 
 
@@ -100,10 +100,7 @@ class EmailContent(BaseModel):
 
 def _invoice_out(i: Invoice) -> InvoiceOut:
     snap = json.loads(i.snapshot)
-    matter = (
-        " ".join(x for x in (snap.get("matter_number"), snap.get("matter_description")) if x)
-        or None
-    )
+    matter = matter_label(snap.get("matter_number"), snap.get("matter_description"))
     return InvoiceOut(
         invoice_id=i.invoice_id,
         number=i.number,

@@ -6,18 +6,23 @@ from __future__ import annotations
 from services.envelope.compose import ComposedEmail, EmailItem, TemplateInvalid, compose_email
 from services.envelope.links import Links
 from services.envelope.models import Invoice
-from services.envelope.rules import Refusal, balance_due, carries_statement, refusal
+from services.envelope.rules import (
+    Refusal,
+    balance_due,
+    carries_statement,
+    matter_label,
+    refusal,
+)
 from shared.events import FirmProfile, InvoiceSnapshot
 
 
 def email_item(inv: Invoice, token: str, links: Links) -> EmailItem:
     snap = InvoiceSnapshot.model_validate_json(inv.snapshot)
-    matter = " ".join(x for x in (snap.matter_number, snap.matter_description) if x) or None
     return EmailItem(
         invoice_id=inv.invoice_id,
         number=inv.number,
         kind=inv.kind,
-        matter=matter,
+        matter=matter_label(snap.matter_number, snap.matter_description),
         due_at=inv.due_at,
         currency=inv.currency,
         total_minor=inv.total_minor,

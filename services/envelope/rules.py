@@ -178,7 +178,12 @@ def bill_payment(paid: int, processing: int, refunded: int) -> BillPayment | Non
     return None
 
 
-# --- what a PDF is called ----------------------------------------------------------------
+# --- what a bill is called -----------------------------------------------------------------
+
+
+def matter_label(number: str | None, description: str | None) -> str | None:
+    """A bill's matter as the firm and the client read it: number and description."""
+    return " ".join(x for x in (number, description) if x) or None
 
 
 def bill_filename(kind: str, number: str) -> str:

@@ -15,6 +15,7 @@ from services.envelope.rules import (
     bill_filename,
     carries_statement,
     envelope_status,
+    matter_label,
     may_send,
     outstanding,
     prerendered,
@@ -160,6 +161,12 @@ def test_card_payments_never_count_as_processing() -> None:
 def test_an_unknown_event_changes_nothing() -> None:
     sums = PaymentSums(paid=1, processing=2, refunded=3)
     assert apply_payment(sums, "payment.disputed", "card", 100) == sums
+
+
+def test_matter_label() -> None:
+    assert matter_label("00042", "Estate plan") == "00042 Estate plan"
+    assert matter_label(None, "Estate plan") == "Estate plan"
+    assert matter_label("", None) is None
 
 
 def test_pdf_filenames() -> None:
