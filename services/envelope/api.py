@@ -9,11 +9,12 @@ from datetime import date, datetime
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
+from services.envelope import reads
 from services.envelope.compose import AUTOFILL_FIELDS, TemplateInvalid, check_template
 from services.envelope.desk import Desk
 from services.envelope.models import Envelope, Invoice, Pdf
+from services.envelope.rules import bill_filename, matter_label
 from shared.runtime import Service
 
 
@@ -99,10 +100,7 @@ class EmailContent(BaseModel):
 
 def _invoice_out(i: Invoice) -> InvoiceOut:
     snap = json.loads(i.snapshot)
-    matter = (
-        " ".join(x for x in (snap.get("matter_number"), snap.get("matter_description")) if x)
-        or None
-    )
+    matter = matter_label(snap.get("matter_number"), snap.get("matter_description"))
     return InvoiceOut(
         invoice_id=i.invoice_id,
         number=i.number,
@@ -152,7 +150,8 @@ def router(service: Service, desk: Desk) -> APIRouter:
         per_page: int = Query(25, ge=1, le=200),
         ids: str = "",
     ) -> InvoicePage:
-        rows, total = await desk.list_invoices(
+        rows, total = await reads.list_invoices(
+            service,
             firm_id,
             q=q,
             state=state,
@@ -247,7 +246,7 @@ def router(service: Service, desk: Desk) -> APIRouter:
 
     async def pdf_response(inv: Invoice) -> Response:
         key = await desk.renderer.ensure(inv.firm_id, inv.invoice_id)
-        return await stored_pdf(key, f"{inv.kind.replace('_', '-')}-{inv.number}.pdf")
+        return await stored_pdf(key, bill_filename(inv.kind, inv.number))
 
     @r.get("/links/{token}")
     async def link_issued(token: str) -> dict[str, bool]:
@@ -275,9 +274,7 @@ def router(service: Service, desk: Desk) -> APIRouter:
     @r.get("/firms/{firm_id}/invoices/{invoice_id}/pdf")
     async def firm_pdf(firm_id: str, invoice_id: str) -> Response:
         async with service.sessionmaker() as s:
-            inv = await s.scalar(
-                select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id)
-            )
+            inv = await reads.invoice(s, firm_id, invoice_id)
         if inv is None:
             raise HTTPException(status_code=404, detail="no such invoice")
         return await pdf_response(inv)

@@ -12,7 +12,7 @@ from datetime import datetime
 from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel
 
-from services.envelope import template_store
+from services.envelope import reads, template_store
 from services.envelope.compose import AUTOFILL_FIELDS
 from services.envelope.desk import Desk
 from services.envelope.models import EmailTemplate
@@ -143,7 +143,7 @@ def router(service: Service, desk: Desk) -> APIRouter:
         except TemplateFieldError as exc:
             raise _invalid(exc) from exc
         async with sm() as s:
-            firm = await desk.firm(s, firm_id)
+            firm = await reads.firm_profile(s, firm_id)
         token = "preview"
         composed = template_store.sample_email(
             firm,

@@ -9,10 +9,11 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import select
 
+from services.envelope import reads, rules
 from services.envelope.desk import Desk
 from services.envelope.models import Envelope, Invoice
 from services.envelope.template_store import default_text
-from shared.events import InvoiceSnapshot
+from shared.events import InvoiceSnapshot, InvoiceState, SendStatus
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,9 @@ class ClientBalance:
 def outstanding(inv: Invoice) -> int:
     """What the client still owes on a bill, counting payments made here but not yet
     recorded in the source."""
-    if inv.state != "awaiting_payment" or inv.payment_status in ("paid_online", "processing"):
-        return 0
-    return max(0, inv.balance_minor - (inv.paid_online_minor or 0))
+    return rules.outstanding(
+        inv.state, inv.balance_minor, inv.paid_online_minor, inv.payment_status
+    )
 
 
 def client_balances(invoices: list[Invoice]) -> list[ClientBalance]:
@@ -66,7 +67,7 @@ async def firm_balances(desk: Desk, firm_id: str) -> list[ClientBalance]:
         invoices = list(
             await s.scalars(
                 select(Invoice).where(
-                    Invoice.firm_id == firm_id, Invoice.state == "awaiting_payment"
+                    Invoice.firm_id == firm_id, Invoice.state == InvoiceState.awaiting_payment
                 )
             )
         )
@@ -105,8 +106,8 @@ async def balance_draft(
             cc="[]",
             subject=text.subject,
             body=text.body,
-            delivery=(await desk.firm(s, firm_id)).default_delivery,
-            status="draft",
+            delivery=(await reads.firm_profile(s, firm_id)).default_delivery,
+            status=SendStatus.draft,
             created_by=created_by,
             created_at=datetime.now(UTC),
         )

@@ -19,7 +19,7 @@ from jinja2 import (
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
-from shared.events import FirmProfile
+from shared.events import FirmProfile, InvoiceKind
 from shared.money import format_money
 
 # The autofill fields a template may use, with the names staff see in the picker.
@@ -101,7 +101,7 @@ class EmailItem:
 
     @property
     def kind_label(self) -> str:
-        return "Trust request" if self.kind == "trust_request" else "Invoice"
+        return "Trust request" if self.kind == InvoiceKind.trust_request else "Invoice"
 
 
 @dataclass(frozen=True)

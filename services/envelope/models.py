@@ -6,6 +6,7 @@ from sqlalchemy import Boolean, Date, Index, Integer, LargeBinary, String, Text,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import ServiceBase, UTCDateTime, new_metadata
+from shared.events import Delivery, SendStatus
 from shared.outbox import inbox_table, outbox_table
 
 
@@ -42,16 +43,16 @@ class Invoice(Base):
     client_id: Mapped[str] = mapped_column(String(64))
     client_name: Mapped[str] = mapped_column(String(300))
     number: Mapped[str] = mapped_column(String(100))
-    kind: Mapped[str] = mapped_column(String(20))
-    state: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[str] = mapped_column(String(20))  # InvoiceKind
+    state: Mapped[str] = mapped_column(String(30))  # InvoiceState
     issued_at: Mapped[date | None] = mapped_column(Date)
     due_at: Mapped[date | None] = mapped_column(Date)
     currency: Mapped[str] = mapped_column(String(3))
     total_minor: Mapped[int] = mapped_column(Integer)
     balance_minor: Mapped[int] = mapped_column(Integer)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    email_status: Mapped[str | None] = mapped_column(String(30))
-    payment_status: Mapped[str | None] = mapped_column(String(30))
+    email_status: Mapped[str | None] = mapped_column(String(30))  # SendStatus: queued, sent, failed
+    payment_status: Mapped[str | None] = mapped_column(String(30))  # BillPayment
     # Sums kept from payment events (each applied once; they commute, so events of
     # different queues arriving in any order give the same result):
     paid_online_minor: Mapped[int] = mapped_column(Integer, default=0)  # succeeded, net
@@ -74,8 +75,8 @@ class Envelope(Base):
     cc: Mapped[str] = mapped_column(Text, default="[]")
     subject: Mapped[str] = mapped_column(Text)  # template source
     body: Mapped[str] = mapped_column(Text)  # template source
-    delivery: Mapped[str] = mapped_column(String(20), default="link")
-    status: Mapped[str] = mapped_column(String(20), default="draft")
+    delivery: Mapped[str] = mapped_column(String(20), default=Delivery.link)
+    status: Mapped[str] = mapped_column(String(20), default=SendStatus.draft)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -93,7 +94,7 @@ class EnvelopeSend(Base):
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
     to: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20))  # queued, sent, failed
+    status: Mapped[str] = mapped_column(String(20))  # SendStatus: queued, sent, failed
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     message_id: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(Text)

@@ -28,7 +28,7 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-from shared.events import FirmProfile, InvoiceSnapshot, LineItem
+from shared.events import FirmProfile, InvoiceKind, InvoiceSnapshot, InvoiceState, LineItem
 from shared.money import format_money
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ _MONTHS = (
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
 
-KIND_LABELS = {"invoice": "Invoice", "trust_request": "Trust request"}
+KIND_LABELS = {InvoiceKind.invoice: "Invoice", InvoiceKind.trust_request: "Trust request"}
 
 
 class ExternalResourceRefused(ValueError):
@@ -223,8 +223,8 @@ def render_invoice_pdf(
 ) -> bytes:
     """One invoice or trust request, with its pay link as text and QR code while unpaid."""
     cur = invoice.currency
-    trust = invoice.kind == "trust_request"
-    void = invoice.state in ("void", "deleted")
+    trust = invoice.kind == InvoiceKind.trust_request
+    void = invoice.state in (InvoiceState.void, InvoiceState.deleted)
     paid = not void and invoice.balance_minor <= 0
     sections = _sections(invoice.line_items, cur)
     # Clio totals can include discounts, taxes or interest that are not line items; show the
@@ -295,7 +295,7 @@ def render_statement_pdf(
         "statement_date": format_date(statement_date),
         "rows": rows,
         "totals": totals or [format_money(0, "USD")],
-        "has_trust": any(inv.kind == "trust_request" for inv in invoices),
+        "has_trust": any(inv.kind == InvoiceKind.trust_request for inv in invoices),
         "stamp": None if anything_due or not invoices else "PAID",
         "pay": _pay_view(pay_url) if anything_due else None,
     }

@@ -30,7 +30,7 @@ from services.envelope.compose import (
     compose_email,
 )
 from services.envelope.models import EmailTemplate
-from shared.events import FirmProfile
+from shared.events import FirmProfile, InvoiceKind
 
 BUILTIN_NAME = "Built-in"
 MAX_NAME = 100
@@ -246,7 +246,7 @@ def sample_email(
         EmailItem(
             invoice_id="sample-1",
             number="1042",
-            kind="invoice",
+            kind=InvoiceKind.invoice,
             matter="00042 Estate plan",
             due_at=due,
             currency="USD",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from services.envelope.desk import payment_status
+from services.envelope import reads
 from services.envelope.models import Invoice
 from shared.events import (
     Allocation,
@@ -40,22 +40,15 @@ async def _apply_all(h: Harness, events: list[PaymentEvent]) -> Invoice:
         async with h.service.sessionmaker() as s, s.begin():
             await h.desk.on_payment(s, ev)
     async with h.service.sessionmaker() as s:
-        rows = await h.desk._invoices(s, FIRM_ID, [INVOICE.invoice_id])
+        rows = await reads.invoices(s, FIRM_ID, [INVOICE.invoice_id])
     return rows[0]
 
 
 async def _reset(h: Harness) -> None:
     async with h.service.sessionmaker() as s, s.begin():
-        (inv,) = await h.desk._invoices(s, FIRM_ID, [INVOICE.invoice_id])
+        (inv,) = await reads.invoices(s, FIRM_ID, [INVOICE.invoice_id])
         inv.paid_online_minor = inv.processing_minor = inv.refunded_minor = 0
         inv.payment_status = None
-
-
-def test_status_follows_the_sums() -> None:
-    assert payment_status(0, 5000, 0) == "processing"
-    assert payment_status(5000, 0, 0) == "paid_online"
-    assert payment_status(0, 0, 5000) == "refunded"
-    assert payment_status(0, 0, 0) is None
 
 
 async def test_ach_settled_then_refunded_gives_one_result_in_every_order(

@@ -23,7 +23,7 @@ from services.envelope import api, pdf
 from services.envelope.app import MIGRATIONS
 from services.envelope.desk import Desk
 from services.envelope.models import Base, Email, Envelope, EnvelopeSend, Invoice, Link, Pdf
-from services.envelope.rendering import COALESCE_SECONDS
+from services.envelope.prerender import COALESCE_SECONDS
 from services.envelope.settings import EnvelopeSettings
 from shared.email_content import open_content
 from shared.events import (

@@ -1,0 +1,75 @@
+"""What envelope keeps of other services' events: the firm's profile (firm.updated), each
+bill's snapshot (invoice.updated) and each bill's online payments (payment.*). Each keeps
+only what is newer, or sums that commute, since events arrive late and out of order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.envelope import reads
+from services.envelope.models import Firm, Invoice
+from services.envelope.prerender import Scheduler
+from services.envelope.rules import PaymentSums, apply_payment, bill_payment
+from shared.events import FirmUpdated, InvoiceUpdated, PaymentEvent, PaymentFailed
+
+
+class Projections:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    async def on_firm_updated(self, s: AsyncSession, ev: FirmUpdated) -> None:
+        row = await s.get(Firm, ev.firm_id)
+        if row is None:
+            row = Firm(firm_id=ev.firm_id)
+            s.add(row)
+        elif row.updated_at and row.updated_at.replace(tzinfo=UTC) > ev.occurred_at:
+            return  # an older profile arriving late
+        before = row.profile
+        row.profile = ev.firm.model_dump_json()
+        row.updated_at = ev.occurred_at
+        self.scheduler.firm_changed_after_commit(s, ev.firm_id, before, row.profile)
+
+    async def on_invoice_updated(self, s: AsyncSession, ev: InvoiceUpdated) -> None:
+        snap = ev.invoice
+        row = await reads.invoice(s, ev.firm_id, snap.invoice_id)
+        if row is None:
+            row = Invoice(firm_id=ev.firm_id, invoice_id=snap.invoice_id, paid_online_minor=0)
+            s.add(row)
+        elif row.event_at is not None and ev.occurred_at <= row.event_at:
+            return  # a newer snapshot is already here
+        row.event_at = ev.occurred_at
+        row.snapshot = snap.model_dump_json()
+        row.client_id = snap.client_id
+        row.client_name = snap.client_name
+        row.number = snap.number
+        row.kind = snap.kind
+        row.state = snap.state
+        row.issued_at = snap.issued_at
+        row.due_at = snap.due_at
+        row.currency = snap.currency
+        row.total_minor = snap.total_minor
+        row.balance_minor = snap.balance_minor
+        row.updated_at = datetime.now(UTC)
+        # Its PDF is rendered ahead of time, in the background, once this is committed.
+        self.scheduler.schedule_after_commit(s, ev.firm_id, snap.invoice_id)
+
+    async def on_payment(self, s: AsyncSession, ev: PaymentEvent) -> None:
+        """Keep each bill's online payments as sums (rules.apply_payment); the status the
+        firm sees is derived from the sums (rules.bill_payment)."""
+        returned = isinstance(ev, PaymentFailed) and ev.returned
+        for alloc in ev.allocations:
+            inv = await reads.invoice(s, ev.firm_id, alloc.invoice_id)
+            if inv is None:
+                continue
+            before = PaymentSums(
+                inv.paid_online_minor or 0, inv.processing_minor or 0, inv.refunded_minor or 0
+            )
+            after = apply_payment(
+                before, ev.routing_key, ev.method, alloc.amount_minor, returned=returned
+            )
+            inv.paid_online_minor = after.paid
+            inv.processing_minor = after.processing
+            inv.refunded_minor = after.refunded
+            inv.payment_status = bill_payment(after.paid, after.processing, after.refunded)
