@@ -12,6 +12,7 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+from sandbox.mailsink.smtp import WRITTEN_FOR as SINK_SMTP
 from shared.sqlite_inline import WRITTEN_FOR as SQLITE_INLINE
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -64,4 +65,14 @@ def test_the_pin_keeps_sqlalchemy_inside_the_inline_dialects_range() -> None:
     assert upper is not None and release(upper) <= release(excluded), (
         f"pyproject.toml allows {distribution} from {excluded} on, past what"
         " shared/sqlite_inline.py was written for"
+    )
+
+
+def test_installed_aiosmtpd_is_the_one_the_sinks_data_reader_was_written_for() -> None:
+    distribution, lowest, excluded = SINK_SMTP
+    installed = version(distribution)
+    assert release(lowest) <= release(installed) < release(excluded), (
+        f"sandbox/mailsink/smtp.py overrides {distribution}'s DATA and calls its internals as"
+        f" they are in [{lowest}, {excluded}); {installed} is installed: check SinkSMTP against"
+        " it (tests/sandbox/test_mailsink.py) and move WRITTEN_FOR, or drop SinkSMTP"
     )
