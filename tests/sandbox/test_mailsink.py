@@ -437,6 +437,58 @@ def test_quick_summary_matches_the_full_parse(raw: Any) -> None:
     assert quick.from_name == (header_addresses(full, "From") or [("", "")])[0][0]
 
 
+def _sent_by_the_mailer(pdfs: int) -> bytes:
+    """A message as the mailer writes it (services/mailer/message.py): secure link alone,
+    or with invoice PDFs, one of them with a non-ASCII name."""
+    from services.mailer.message import build_message
+
+    content = {
+        "from_name": "Müller & Partner LLP",
+        "to": [ADA, BOB],
+        "cc": ["audit@client.example"],
+        "reply_to": SENDER,
+        "subject": SUBJECT,
+        "text": f"Hello Ada,\n\nPay online: {PAY_URL}.\n.a line that starts with a dot\n",
+        "html": f'<p><a href="{PAY_URL.replace("&", "&amp;")}">Pay now</a></p>',
+        "attachments": [
+            {
+                "filename": PDF_NAME if k == 0 else f"INV-{k}.pdf",
+                "content_type": "application/pdf",
+                "data": PDF_BYTES + bytes([k]),
+            }
+            for k in range(pdfs)
+        ],
+    }
+    return build_message(content, mail_from=SENDER, message_id="<m1@envelopepay.test>").data
+
+
+@pytest.mark.parametrize("pdfs", [0, 1, 10])
+def test_the_fast_path_takes_the_mailers_messages_and_agrees_with_the_email_package(
+    pdfs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink's hand MIME splitter (docs/performance.md) applies to every shape of
+    message the project sends, and the summary it gives equals the one the email package
+    gives (the splitter switched off) and the attachments the viewer's full parse lists."""
+    from sandbox.mailsink import parsing
+
+    data = _sent_by_the_mailer(pdfs)
+    assert parsing._quick_structure(data) is not None  # else the fast path never runs
+
+    def summary() -> Any:
+        return parsing.summarize(
+            "0000000000001-00000000", data, mail_from=SENDER, rcpt_tos=[ADA], received_at=NOW
+        )
+
+    fast = summary()
+    monkeypatch.setattr(parsing, "_quick_structure", lambda raw: None)
+    assert fast == summary()
+    assert fast.attachments == parsing.attachment_infos(parsing.parse_message(data))
+    assert [a.filename for a in fast.attachments] == (
+        [PDF_NAME, *(f"INV-{k}.pdf" for k in range(1, pdfs))] if pdfs else []
+    )
+    assert fast.subject == SUBJECT and fast.to == [ADA, BOB] and fast.cc == ["audit@client.example"]
+
+
 async def test_list_is_newest_first(smtp: SmtpServer, client: httpx.AsyncClient) -> None:
     for n in range(3):
         await send(smtp, plain_message(ADA, f"message {n}"))
