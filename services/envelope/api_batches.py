@@ -4,58 +4,22 @@ Outstanding Balances."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.envelope.balances import balance_draft, firm_balances
 from services.envelope.desk import Desk
 from services.envelope.models import Envelope, EnvelopeSend
+from shared.api.envelope import (
+    BalanceDraftRequest,
+    BalanceOut,
+    EnvelopeSummary,
+    SendStatusRequest,
+    SummaryRequest,
+)
+from shared.api.envelope import SendState as SendStatus
 from shared.runtime import Service
-
-
-class SendStatusRequest(BaseModel):
-    send_ids: list[str] = Field(max_length=5000)
-
-
-class SendStatus(BaseModel):
-    status: str
-    error: str | None = None
-
-
-class SummaryRequest(BaseModel):
-    ids: list[str] = Field(max_length=5000)
-
-
-class EnvelopeSummary(BaseModel):
-    id: str
-    client_id: str
-    client_name: str
-    invoice_ids: list[str]
-    to: list[str]
-    subject: str
-    body: str
-    status: str
-    last_sent_at: datetime | None
-    sends: int
-    last_error: str | None
-
-
-class BalanceOut(BaseModel):
-    client_id: str
-    client_name: str
-    email: str | None
-    currency: str
-    outstanding_minor: int
-    unpaid_items: int
-    oldest_due: date | None
-    last_sent_at: datetime | None
-
-
-class BalanceDraftRequest(BaseModel):
-    created_by: str
 
 
 def router(service: Service, desk: Desk) -> APIRouter:
