@@ -28,7 +28,7 @@ from services.gateway.deps import EnvelopeClientDep, PaymentsClientDep, Settings
 from services.gateway.pages import render
 from services.gateway.settings import GatewaySettings
 from shared.api.payments import AchForm, CardForm, CheckoutOut, LinkOut
-from shared.events import PaymentMethod
+from shared.events import PaymentMethod, PaymentStatus
 
 # Client pages must never be cached by a shared proxy or indexed.
 PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
@@ -91,6 +91,17 @@ def field_errors(method: str, detail: Any) -> tuple[dict[str, str], str | None]:
 router = APIRouter()
 
 
+def receipt_state(cs: CheckoutOut) -> tuple[str, str]:
+    """(status, outcome) of the receipt: the payment's status, "confirming" while a Stripe
+    payment waits for its webhook; the outcome is received, processing or failed."""
+    status = cs.payment_status or ("" if cs.payment_id else "confirming")
+    if status in (PaymentStatus.failed, PaymentStatus.returned):
+        return status, "failed"
+    if status in (PaymentStatus.processing, "confirming"):
+        return status, "processing"
+    return status, "received"
+
+
 def no_link(status: str) -> LinkOut:
     """A link payments cannot show: "unknown" (nobody issued it) or "pending" (issued, on its
     way to payments)."""
@@ -116,13 +127,7 @@ def with_csrf(
 ) -> Response:
     token = request.cookies.get(auth.ANON_CSRF_COOKIE) or secrets.token_urlsafe(24)
     resp = render(request, name, status_code=status_code, csrf_token=token, **ctx)
-    resp.set_cookie(
-        auth.ANON_CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="lax",
-        secure=settings.session_cookie_secure,
-    )
+    auth.set_anon_csrf(resp, token, settings.session_cookie_secure)
     return private(resp)
 
 
@@ -369,7 +374,9 @@ async def done(
     if not cs.payment_id and cs.processor == "test":
         return RedirectResponse(f"/checkout/{session_id}", status_code=303)
     back = back_token(request, settings, session_id)
-    return private(render(request, "receipt.html", cs=cs, back=back))
+    status, outcome = receipt_state(cs)
+    page = render(request, "receipt.html", cs=cs, back=back, status=status, outcome=outcome)
+    return private(page)
 
 
 @router.get("/checkout/{session_id}/cancel", response_model=None)

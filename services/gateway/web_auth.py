@@ -19,13 +19,7 @@ router = APIRouter()
 async def login_form(request: Request, settings: SettingsDep) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     resp = render(request, "login.html", csrf_token=token, error=None, email="")
-    resp.set_cookie(
-        auth.ANON_CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="lax",
-        secure=settings.session_cookie_secure,
-    )
+    auth.set_anon_csrf(resp, token, settings.session_cookie_secure)
     return resp
 
 

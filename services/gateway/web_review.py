@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from services.gateway import auth
@@ -28,18 +29,24 @@ from services.gateway.sending import Send, next_seq, request_send, sent_envelope
 from services.gateway.web_templates import template_choices, template_text
 from shared.api.envelope import EnvelopeOut, InvoiceOut
 from shared.events import Delivery
-from shared.runtime import Service
 
 router = APIRouter()
 
-# What the review window's forms post besides the To, Subject and Message fields.
-DeliveryField = Annotated[str, Form()]
+
+@dataclass(frozen=True)
+class Reviewed:
+    """The envelope in the review window: its batch, the batch's envelope ids, its place."""
+
+    batch: Batch
+    ids: list[str]
+    n: int
+    env: EnvelopeOut
 
 
-async def batch_envelope(
-    service: Service, envelope: EnvelopeClient, user: CurrentUser, batch_id: str, n: int
-) -> tuple[Batch, list[str], EnvelopeOut]:
-    """The batch, its envelope ids and its n-th envelope; 404 when there is none."""
+async def reviewed(
+    batch_id: str, n: int, user: CurrentUser, service: ServiceDep, envelope: EnvelopeClientDep
+) -> Reviewed:
+    """The n-th envelope of the firm's batch; 404 when there is none."""
     batch = await load_batch(service, user, batch_id)
     ids = envelope_ids(batch)
     if not 0 <= n < len(ids):
@@ -47,7 +54,36 @@ async def batch_envelope(
     env = await envelope.envelope(user.firm_id, ids[n])
     if env is None:
         raise HTTPException(status_code=404, detail="No such envelope.")
-    return batch, ids, env
+    return Reviewed(batch, ids, n, env)
+
+
+@dataclass(frozen=True)
+class ReviewForm:
+    """The review window's form, as Continue, Go Back and Apply template post it."""
+
+    to: str
+    subject: str
+    body: str
+    delivery: str
+    pay_all: bool
+    template_id: str
+
+
+async def review_form(
+    to: Annotated[str, Form()] = "",
+    subject: Annotated[str, Form()] = "",
+    body: Annotated[str, Form()] = "",
+    delivery: Annotated[str, Form()] = "",
+    pay_all_outstanding: Annotated[str, Form()] = "",
+    template_id: Annotated[str, Form()] = "",
+) -> ReviewForm:
+    pay_all = pay_all_checked(pay_all_outstanding)
+    return ReviewForm(to, subject, body, delivery, pay_all, template_id)
+
+
+# The review window's envelope (after the user: a bad CSRF token is refused first).
+ReviewedDep = Annotated[Reviewed, Depends(reviewed)]
+ReviewFormDep = Annotated[ReviewForm, Depends(review_form)]
 
 
 async def invoices_of(
@@ -75,30 +111,28 @@ def send_settings(
 async def review_context(
     envelope: EnvelopeClient,
     user: CurrentUser,
-    batch: Batch,
-    ids: list[str],
-    n: int,
-    env: EnvelopeOut,
-    *,
-    to: str,
-    subject: str,
-    body: str,
+    it: Reviewed,
+    form: ReviewForm | None,
     preview: Any,
-    delivery: str | None = None,
-    pay_all: bool | None = None,
 ) -> dict[str, Any]:
-    """What the review window and the confirmation both show."""
+    """What the review window and the confirmation both show: the envelope as drafted, or
+    as the form posted it."""
+    env = it.env
     return dict(
-        batch_id=batch.id,
-        n=n,
-        count=len(ids),
+        batch_id=it.batch.id,
+        n=it.n,
+        count=len(it.ids),
         env=env,
         items=await invoices_of(envelope, user, env.invoice_ids),
-        to=to,
-        subject=subject,
-        body=body,
+        to=form.to if form else ", ".join(env.to),
+        subject=form.subject if form else env.subject,
+        body=form.body if form else env.body,
         preview=preview,
-        **send_settings(batch, env, delivery, pay_all),
+        **(
+            send_settings(it.batch, env, form.delivery, form.pay_all)
+            if form
+            else send_settings(it.batch, env)
+        ),
     )
 
 
@@ -154,55 +188,37 @@ async def contacts(user: CurrentUser, sync: SyncClientDep, q: str = "") -> JSONR
 
 @router.get("/batches/{batch_id}/{n}", response_class=HTMLResponse)
 async def review(
-    request: Request,
-    batch_id: str,
-    n: int,
-    user: CurrentUser,
-    service: ServiceDep,
-    envelope: EnvelopeClientDep,
+    request: Request, user: CurrentUser, it: ReviewedDep, envelope: EnvelopeClientDep
 ) -> HTMLResponse:
-    batch, ids, env = await batch_envelope(service, envelope, user, batch_id, n)
-    context = await review_context(
-        envelope, user, batch, ids, n, env,
-        to=", ".join(env.to), subject=env.subject, body=env.body, preview=env.preview,
-    )  # fmt: skip
+    context = await review_context(envelope, user, it, None, it.env.preview)
     return await review_page(request, envelope, user, context)
 
 
 @router.post("/batches/{batch_id}/{n}/continue", response_class=HTMLResponse)
 async def review_continue(
     request: Request,
-    batch_id: str,
-    n: int,
     user: FormUser,
+    it: ReviewedDep,
+    form: ReviewFormDep,
     service: ServiceDep,
     envelope: EnvelopeClientDep,
-    to: Annotated[str, Form()] = "",
-    subject: Annotated[str, Form()] = "",
-    body: Annotated[str, Form()] = "",
-    delivery: DeliveryField = "",
-    pay_all_outstanding: DeliveryField = "",
 ) -> HTMLResponse:
-    batch, ids, env = await batch_envelope(service, envelope, user, batch_id, n)
     errors: dict[str, str] = {}
-    good, bad = parse_emails(to)
+    good, bad = parse_emails(form.to)
     if bad:
         errors["to"] = "Not an email address: " + ", ".join(bad)
     elif not good:
         errors["to"] = "Add at least one recipient."
-    if not subject.strip():
+    if not form.subject.strip():
         errors["subject"] = "The subject cannot be empty."
-    if delivery and delivery not in DELIVERIES:
+    if form.delivery and form.delivery not in DELIVERIES:
         errors["delivery"] = "Choose how to share the bill."
-    preview: Any = env.preview
+    preview: Any = it.env.preview
     try:
-        preview = await envelope.preview(user.firm_id, env.id, subject, body)
+        preview = await envelope.preview(user.firm_id, it.env.id, form.subject, form.body)
     except Refused as refused:
         errors["body"] = "Template error: " + str(refused.detail)
-    context = await review_context(
-        envelope, user, batch, ids, n, env, to=to, subject=subject, body=body, preview=preview,
-        delivery=delivery, pay_all=pay_all_checked(pay_all_outstanding),
-    )  # fmt: skip
+    context = await review_context(envelope, user, it, form, preview)
     if errors:
         return await review_page(request, envelope, user, context, errors)
     return show(
@@ -210,90 +226,87 @@ async def review_continue(
         "confirm.html",
         user,
         send_id=auth.new_id(),
-        seq=await next_seq(service, env.id),
-        balance=is_balance(batch),
+        seq=await next_seq(service, it.env.id),
+        balance=is_balance(it.batch),
         recipients=good,
         **context,
     )
 
 
+async def back_page(
+    request: Request,
+    user: CurrentUser,
+    envelope: EnvelopeClient,
+    it: Reviewed,
+    form: ReviewForm,
+) -> HTMLResponse:
+    """The review window again, with the form's edits kept."""
+    preview: Any = it.env.preview
+    try:
+        preview = await envelope.preview(user.firm_id, it.env.id, form.subject, form.body)
+    except (Refused, httpx.HTTPStatusError):
+        pass  # the envelope's own preview, as the review window first showed it
+    context = await review_context(envelope, user, it, form, preview)
+    return await review_page(request, envelope, user, context)
+
+
 @router.post("/batches/{batch_id}/{n}/back", response_class=HTMLResponse)
 async def review_back(
     request: Request,
-    batch_id: str,
-    n: int,
     user: FormUser,
-    service: ServiceDep,
+    it: ReviewedDep,
+    form: ReviewFormDep,
     envelope: EnvelopeClientDep,
-    to: Annotated[str, Form()] = "",
-    subject: Annotated[str, Form()] = "",
-    body: Annotated[str, Form()] = "",
-    delivery: DeliveryField = "",
-    pay_all_outstanding: DeliveryField = "",
 ) -> HTMLResponse:
     """Go Back: the review window again, with the edits kept."""
-    batch, ids, env = await batch_envelope(service, envelope, user, batch_id, n)
-    preview: Any = env.preview
-    try:
-        preview = await envelope.preview(user.firm_id, env.id, subject, body)
-    except (Refused, httpx.HTTPStatusError):
-        pass  # the envelope's own preview, as the review window first showed it
-    context = await review_context(
-        envelope, user, batch, ids, n, env, to=to, subject=subject, body=body, preview=preview,
-        delivery=delivery, pay_all=pay_all_checked(pay_all_outstanding),
-    )  # fmt: skip
-    return await review_page(request, envelope, user, context)
+    return await back_page(request, user, envelope, it, form)
 
 
 @router.post("/batches/{batch_id}/{n}/template", response_class=HTMLResponse)
 async def apply_template(
     request: Request,
+    user: FormUser,
+    form: ReviewFormDep,
+    envelope: EnvelopeClientDep,
+    service: ServiceDep,
     batch_id: str,
     n: int,
-    user: FormUser,
-    service: ServiceDep,
-    envelope: EnvelopeClientDep,
-    to: Annotated[str, Form()] = "",
-    template_id: Annotated[str, Form()] = "",
-    delivery: DeliveryField = "",
-    pay_all_outstanding: DeliveryField = "",
 ) -> HTMLResponse:
     """Email template: Subject and Message from the chosen template; To and the settings as
     they were."""
-    chosen = await template_text(envelope, user.firm_id, template_id)
-    return await review_back(
-        request, batch_id, n, user, service, envelope, to=to, subject=chosen.subject,
-        body=chosen.body, delivery=delivery, pay_all_outstanding=pay_all_outstanding,
-    )  # fmt: skip
+    chosen = await template_text(envelope, user.firm_id, form.template_id)
+    it = await reviewed(batch_id, n, user, service, envelope)
+    form = replace(form, subject=chosen.subject, body=chosen.body)
+    return await back_page(request, user, envelope, it, form)
 
 
 @router.post("/batches/{batch_id}/{n}/send")
 async def send_now(
-    batch_id: str,
-    n: int,
     user: FormUser,
+    it: ReviewedDep,
     service: ServiceDep,
-    envelope: EnvelopeClientDep,
     send_id: Annotated[str, Form()],
     seq: Annotated[int, Form()] = 1,
     to: Annotated[str, Form()] = "",
     subject: Annotated[str, Form()] = "",
     body: Annotated[str, Form()] = "",
-    delivery: DeliveryField = "",
+    delivery: Annotated[str, Form()] = "",
     # Posted by the confirmation ("" when unchecked); absent, the batch's default.
     pay_all_outstanding: Annotated[str | None, Form()] = None,
 ) -> RedirectResponse:
-    batch, ids, env = await batch_envelope(service, envelope, user, batch_id, n)
+    batch_id, n, ids = it.batch.id, it.n, it.ids
     good, bad = parse_emails(to)
     if bad or not good or not subject.strip() or (delivery and delivery not in DELIVERIES):
         return RedirectResponse(f"/batches/{batch_id}/{n}", status_code=303)
     pay_all = (
-        is_balance(batch) if pay_all_outstanding is None else pay_all_checked(pay_all_outstanding)
+        is_balance(it.batch)
+        if pay_all_outstanding is None
+        else pay_all_checked(pay_all_outstanding)
     )
     send = Send(
         firm_id=user.firm_id,
         user_id=user.id,
-        envelope=env,
+        envelope=it.env,
         send_id=send_id,
         seq=seq,
         to=good,
