@@ -102,6 +102,14 @@ class InternalClient:
         resp.raise_for_status()
         return resp
 
+    async def found(self, into: type[T], url: str) -> T | None:
+        """GET a thing by its URL; None when the service answers 404."""
+        try:
+            resp = await self.call("GET", url, refuse=(404,))
+        except Refused:
+            return None
+        return read(into, resp)
+
     async def pdf(self, url: str) -> Pdf | None:
         """A PDF the service serves; None when it answers 404."""
         try:

@@ -50,13 +50,7 @@ class EnvelopeClient(InternalClient):
 
     async def envelope(self, firm_id: str, envelope_id: str) -> EnvelopeOut | None:
         """The envelope with its preview and sends; None when the firm has no such one."""
-        try:
-            resp = await self.call(
-                "GET", f"/internal/firms/{firm_id}/envelopes/{envelope_id}", refuse=(404,)
-            )
-        except Refused:
-            return None
-        return read(EnvelopeOut, resp)
+        return await self.found(EnvelopeOut, f"/internal/firms/{firm_id}/envelopes/{envelope_id}")
 
     async def preview(self, firm_id: str, envelope_id: str, subject: str, body: str) -> Preview:
         """The envelope's email with this subject and message; Refused (422) with the
@@ -122,13 +116,7 @@ class EnvelopeClient(InternalClient):
         return read(TemplateList, resp)
 
     async def template(self, firm_id: str, template_id: str) -> TemplateOut | None:
-        try:
-            resp = await self.call(
-                "GET", f"/internal/firms/{firm_id}/templates/{template_id}", refuse=(404,)
-            )
-        except Refused:
-            return None
-        return read(TemplateOut, resp)
+        return await self.found(TemplateOut, f"/internal/firms/{firm_id}/templates/{template_id}")
 
     async def create_template(self, firm_id: str, template: TemplateIn) -> TemplateOut:
         """Refused (422) with {"field", "message", "errors"} when it cannot be saved."""

@@ -7,7 +7,7 @@ from typing import Literal
 
 import httpx
 
-from services.gateway.clients.base import InternalClient, Refused, ServiceUnavailable, read
+from services.gateway.clients.base import InternalClient, ServiceUnavailable, read
 from shared.api.payments import (
     AchForm,
     CardForm,
@@ -27,11 +27,7 @@ class PaymentsClient(InternalClient):
 
     async def paylink(self, token: str) -> LinkOut | None:
         """What payments knows of a client link; None when it knows nothing of it (yet)."""
-        try:
-            resp = await self.call("GET", f"/internal/paylinks/{token}", refuse=(404,))
-        except Refused:
-            return None
-        return read(LinkOut, resp)
+        return await self.found(LinkOut, f"/internal/paylinks/{token}")
 
     async def start_checkout(
         self, token: str, invoice_ids: list[str], scope: Literal["items", "outstanding"]
@@ -48,11 +44,7 @@ class PaymentsClient(InternalClient):
         return read(CheckoutStarted, resp)
 
     async def checkout(self, session_id: str) -> CheckoutOut | None:
-        try:
-            resp = await self.call("GET", f"/internal/checkout/{session_id}", refuse=(404,))
-        except Refused:
-            return None
-        return read(CheckoutOut, resp)
+        return await self.found(CheckoutOut, f"/internal/checkout/{session_id}")
 
     async def pay(self, session_id: str, form: CardForm | AchForm) -> PaymentOut:
         """Test mode: pay the session by card or bank account; Refused (402, 409, 422) with
@@ -89,13 +81,8 @@ class PaymentsClient(InternalClient):
         return resp
 
     async def payment(self, firm_id: str, payment_id: str) -> PaymentDetailOut | None:
-        try:
-            resp = await self.call(
-                "GET", f"/internal/firms/{firm_id}/payments/{payment_id}", refuse=(404,)
-            )
-        except Refused:
-            return None
-        return read(PaymentDetailOut, resp)
+        url = f"/internal/firms/{firm_id}/payments/{payment_id}"
+        return await self.found(PaymentDetailOut, url)
 
     async def refund(self, firm_id: str, payment_id: str, body: RefundBody) -> RefundOut:
         """Refused (404) for no such payment, (409) when payments' rules refuse it, (422)
