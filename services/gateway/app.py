@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway import (
     public,
+    public_checkout,
     web_auth,
     web_balances,
     web_batches,
@@ -75,6 +76,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         web_templates,
         web_payments,
         public,
+        public_checkout,
         webhooks,
     ):
         app.include_router(module.router)
