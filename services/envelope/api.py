@@ -5,97 +5,25 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import date, datetime
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel, Field
 
 from services.envelope import reads
 from services.envelope.compose import AUTOFILL_FIELDS, TemplateInvalid, check_template
 from services.envelope.desk import Desk
 from services.envelope.models import Envelope, Invoice, Pdf
 from services.envelope.rules import bill_filename, matter_label
+from shared.api.envelope import (
+    AttachmentOut,
+    DraftRequest,
+    EmailContent,
+    EnvelopeOut,
+    InvoiceOut,
+    InvoicePage,
+    PreviewRequest,
+    SendOut,
+)
 from shared.runtime import Service
-
-
-class InvoiceOut(BaseModel):
-    invoice_id: str
-    number: str
-    kind: str
-    state: str
-    client_id: str
-    client_name: str
-    matter: str | None
-    issued_at: date | None
-    due_at: date | None
-    currency: str
-    total_minor: int
-    balance_minor: int
-    paid_online_minor: int
-    payment_status: str | None
-    last_sent_at: datetime | None
-    email_status: str | None
-
-
-class InvoicePage(BaseModel):
-    items: list[InvoiceOut]
-    total: int
-    page: int
-    per_page: int
-
-
-class DraftRequest(BaseModel):
-    invoice_ids: list[str] = Field(min_length=1, max_length=1000)
-    created_by: str
-
-
-class SendOut(BaseModel):
-    send_id: str
-    requested_at: datetime
-    to: list[str]
-    subject: str
-    status: str
-    sent_at: datetime | None
-    error: str | None
-
-
-class EnvelopeOut(BaseModel):
-    id: str
-    client_id: str
-    client_name: str
-    invoice_ids: list[str]
-    to: list[str]
-    cc: list[str]
-    subject: str
-    body: str
-    delivery: str
-    status: str
-    last_sent_at: datetime | None
-    preview: dict[str, str] | None = None
-    sends: list[SendOut] = []
-
-
-class PreviewRequest(BaseModel):
-    subject: str
-    body: str
-
-
-class AttachmentOut(BaseModel):
-    filename: str
-    content_type: str
-    content_b64: str
-
-
-class EmailContent(BaseModel):
-    email_id: str
-    to: list[str]
-    cc: list[str]
-    from_name: str
-    reply_to: str | None
-    subject: str
-    html: str
-    text: str
-    attachments: list[AttachmentOut]
 
 
 def _invoice_out(i: Invoice) -> InvoiceOut:

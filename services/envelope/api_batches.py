@@ -4,65 +4,29 @@ Outstanding Balances."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.envelope.balances import balance_draft, firm_balances
 from services.envelope.desk import Desk
 from services.envelope.models import Envelope, EnvelopeSend
+from shared.api.envelope import (
+    BalanceDraftRequest,
+    BalanceOut,
+    EnvelopeSummary,
+    SendState,
+    SendStatusRequest,
+    SummaryRequest,
+)
 from shared.runtime import Service
-
-
-class SendStatusRequest(BaseModel):
-    send_ids: list[str] = Field(max_length=5000)
-
-
-class SendStatus(BaseModel):
-    status: str
-    error: str | None = None
-
-
-class SummaryRequest(BaseModel):
-    ids: list[str] = Field(max_length=5000)
-
-
-class EnvelopeSummary(BaseModel):
-    id: str
-    client_id: str
-    client_name: str
-    invoice_ids: list[str]
-    to: list[str]
-    subject: str
-    body: str
-    status: str
-    last_sent_at: datetime | None
-    sends: int
-    last_error: str | None
-
-
-class BalanceOut(BaseModel):
-    client_id: str
-    client_name: str
-    email: str | None
-    currency: str
-    outstanding_minor: int
-    unpaid_items: int
-    oldest_due: date | None
-    last_sent_at: datetime | None
-
-
-class BalanceDraftRequest(BaseModel):
-    created_by: str
 
 
 def router(service: Service, desk: Desk) -> APIRouter:
     r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
 
     @r.post("/firms/{firm_id}/sends/status")
-    async def send_status(firm_id: str, body: SendStatusRequest) -> dict[str, SendStatus]:
+    async def send_status(firm_id: str, body: SendStatusRequest) -> dict[str, SendState]:
         """Sends not known yet are still on their way here: the caller counts them queued."""
         async with service.sessionmaker() as s:
             rows = await s.scalars(
@@ -70,7 +34,7 @@ def router(service: Service, desk: Desk) -> APIRouter:
                     EnvelopeSend.firm_id == firm_id, EnvelopeSend.send_id.in_(body.send_ids)
                 )
             )
-            return {r.send_id: SendStatus(status=r.status, error=r.error) for r in rows}
+            return {r.send_id: SendState(status=r.status, error=r.error) for r in rows}
 
     @r.post("/firms/{firm_id}/envelopes/summary")
     async def summary(firm_id: str, body: SummaryRequest) -> list[EnvelopeSummary]:

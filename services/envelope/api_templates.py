@@ -7,61 +7,23 @@ A template that cannot be saved answers 422 with
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel
 
 from services.envelope import reads, template_store
 from services.envelope.compose import AUTOFILL_FIELDS
 from services.envelope.desk import Desk
 from services.envelope.models import EmailTemplate
 from services.envelope.template_store import TemplateFieldError, TemplateNotFound
+from shared.api.envelope import (
+    BuiltinOut,
+    DefaultIn,
+    DefaultOut,
+    TemplateIn,
+    TemplateList,
+    TemplateOut,
+    TextIn,
+)
 from shared.runtime import Service
-
-
-class TemplateIn(BaseModel):
-    name: str = ""
-    subject: str = ""
-    body: str = ""
-    # On update, None leaves the firm's default as it is.
-    is_default: bool | None = None
-
-
-class TemplateOut(BaseModel):
-    id: str
-    name: str
-    subject: str
-    body: str
-    is_default: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class BuiltinOut(BaseModel):
-    name: str
-    subject: str
-    body: str
-
-
-class TemplateList(BaseModel):
-    items: list[TemplateOut]
-    default_id: str | None
-    builtin: BuiltinOut
-    autofill_fields: dict[str, str]
-
-
-class DefaultIn(BaseModel):
-    template_id: str | None = None  # None: the built-in template
-
-
-class DefaultOut(BaseModel):
-    default_id: str | None
-
-
-class TextIn(BaseModel):
-    subject: str = ""
-    body: str = ""
 
 
 def _out(t: EmailTemplate) -> TemplateOut:

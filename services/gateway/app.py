@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway import (
     public,
+    public_checkout,
     web_auth,
     web_balances,
     web_batches,
@@ -23,8 +24,11 @@ from services.gateway import (
     web_templates,
     webhooks,
 )
-from services.gateway.clients import ServiceUnavailable, Upstream
-from services.gateway.deps import LoginRequired, Pages
+from services.gateway.clients.base import ServiceUnavailable, Upstream
+from services.gateway.clients.envelope import EnvelopeClient
+from services.gateway.clients.payments import PaymentsClient
+from services.gateway.clients.sync import SyncClient
+from services.gateway.deps import Clients, LoginRequired
 from services.gateway.models import Base
 from services.gateway.pages import render
 from services.gateway.settings import GatewaySettings
@@ -56,7 +60,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
     )
-    pages = Pages(service, settings, upstream)
+    app.state.clients = Clients(
+        envelope=EnvelopeClient(upstream.envelope),
+        payments=PaymentsClient(upstream.payments),
+        sync=SyncClient(upstream.sync),
+    )
     # web_batches before web_review: /batches/{id}/send-all must not be taken for /batches/{id}/{n}.
     for module in (
         web_auth,
@@ -67,10 +75,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         web_settings,
         web_templates,
         web_payments,
+        public,
+        public_checkout,
+        webhooks,
     ):
-        app.include_router(module.router(pages))
-    app.include_router(public.router(settings, upstream))
-    app.include_router(webhooks.router(upstream))
+        app.include_router(module.router)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
 
 from services.gateway.models import User, WebSession
 from shared.tokens import hash_token
@@ -85,6 +86,11 @@ async def end_session(s: AsyncSession, token: str | None) -> None:
 
 def csrf_ok(expected: str | None, given: str | None) -> bool:
     return bool(expected and given) and hmac.compare_digest(str(expected), str(given))
+
+
+def set_anon_csrf(resp: Response, token: str, secure: bool) -> None:
+    """The CSRF token of a form shown to someone not logged in (log in, the client's pages)."""
+    resp.set_cookie(ANON_CSRF_COOKIE, token, httponly=True, samesite="lax", secure=secure)
 
 
 def new_id() -> str:

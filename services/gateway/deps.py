@@ -1,22 +1,28 @@
-"""What the firm's pages share: the logged-in user, the CSRF check, page rendering.
+"""What the firm's pages share: the dependencies their routes declare (the service, a session,
+the logged-in user, the CSRF check, the internal clients), the form rules and page rendering.
 
-Modules with routes do not use `from __future__ import annotations`: FastAPI resolves their
-signatures' Annotated dependencies, which are built here at run time, when they are defined.
-"""
+Each dependency is a module-level function, so a test replaces one with
+`app.dependency_overrides[...]`."""
+
+from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway import auth
-from services.gateway.auth import CurrentUser
-from services.gateway.clients import Upstream
+from services.gateway.clients.envelope import EnvelopeClient
+from services.gateway.clients.payments import PaymentsClient
+from services.gateway.clients.sync import SyncClient
 from services.gateway.models import Firm
 from services.gateway.pages import render
 from services.gateway.settings import GatewaySettings
+from shared.events import Delivery
 from shared.runtime import Service
 
 # The part before the @ in ASCII: a mail header cannot carry anything else without SMTPUTF8,
@@ -35,6 +41,7 @@ NOTICES = {
 
 # Fields one firm form may carry: invoice_ids of a large selection, and the rest.
 MAX_FORM_FIELDS = 5000
+DELIVERIES = tuple(Delivery)
 
 
 class LoginRequired(Exception):
@@ -49,57 +56,99 @@ def parse_emails(text: str) -> tuple[list[str], list[str]]:
     return good, bad
 
 
-DELIVERIES = ("link", "attachment")
-
-
 def pay_all_checked(value: str | None) -> bool:
     """The "Accept payments for all unpaid bills" checkbox, as a form posts it."""
     return (value or "").strip() in ("1", "on", "true")
 
 
-@dataclass
-class Pages:
-    """Built once per app; each web_* module takes it and returns its router."""
+# --- the app's parts ----------------------------------------------------------------------
 
-    service: Service
-    settings: GatewaySettings
-    upstream: Upstream
 
-    def __post_init__(self) -> None:
-        sm = self.service.sessionmaker
+@dataclass(frozen=True)
+class Clients:
+    """The internal clients, built once per app (app.state.clients)."""
 
-        async def current_user(request: Request) -> CurrentUser:
-            async with sm() as s:
-                user = await auth.load_session(s, request.cookies.get(auth.SESSION_COOKIE))
-            if user is None:
-                raise LoginRequired()
-            return user
+    envelope: EnvelopeClient
+    payments: PaymentsClient
+    sync: SyncClient
 
-        user_dep = Annotated[CurrentUser, Depends(current_user)]
 
-        async def check_csrf(request: Request, user: user_dep) -> CurrentUser:  # type: ignore[valid-type]
-            # A selection of a thousand bills is a thousand fields (Starlette's default cap);
-            # the form is parsed once here and cached for the route.
-            form = await request.form(max_fields=MAX_FORM_FIELDS)
-            if not auth.csrf_ok(user.csrf_token, str(form.get("csrf_token") or "")):
-                raise HTTPException(
-                    status_code=403,
-                    detail="The form expired. Go back, reload the page and try again.",
-                )
-            return user
+def get_service(request: Request) -> Service:
+    return request.app.state.service  # type: ignore[no-any-return]
 
-        # Route parameters annotated with these get the logged-in user; FormUser also checks
-        # the form's CSRF token.
-        self.User: Any = user_dep
-        self.FormUser: Any = Annotated[CurrentUser, Depends(check_csrf)]
 
-    async def firm_name(self, firm_id: str) -> str:
-        async with self.service.sessionmaker() as s:
-            firm = await s.get(Firm, firm_id)
-            return firm.name if firm else ""
+def get_settings(request: Request) -> GatewaySettings:
+    return request.app.state.service.settings  # type: ignore[no-any-return]
 
-    def show(
-        self, request: Request, name: str, user: CurrentUser, status_code: int = 200, **ctx: Any
-    ) -> HTMLResponse:
-        notice = NOTICES.get(request.query_params.get("notice", ""))
-        return render(request, name, status_code=status_code, user=user, notice=notice, **ctx)
+
+def envelope_client(request: Request) -> EnvelopeClient:
+    return request.app.state.clients.envelope  # type: ignore[no-any-return]
+
+
+def payments_client(request: Request) -> PaymentsClient:
+    return request.app.state.clients.payments  # type: ignore[no-any-return]
+
+
+def sync_client(request: Request) -> SyncClient:
+    return request.app.state.clients.sync  # type: ignore[no-any-return]
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+EnvelopeClientDep = Annotated[EnvelopeClient, Depends(envelope_client)]
+PaymentsClientDep = Annotated[PaymentsClient, Depends(payments_client)]
+SyncClientDep = Annotated[SyncClient, Depends(sync_client)]
+
+
+async def get_session(service: ServiceDep) -> AsyncIterator[AsyncSession]:
+    """A session for the request; a route that writes opens its transaction (`s.begin()`)."""
+    async with service.sessionmaker() as s:
+        yield s
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+# --- the logged-in user -------------------------------------------------------------------
+
+
+async def current_user(request: Request, service: ServiceDep) -> auth.CurrentUser:
+    async with service.sessionmaker() as s:
+        user = await auth.load_session(s, request.cookies.get(auth.SESSION_COOKIE))
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+CurrentUser = Annotated[auth.CurrentUser, Depends(current_user)]
+
+
+async def check_csrf(request: Request, user: CurrentUser) -> auth.CurrentUser:
+    # A selection of a thousand bills is a thousand fields (Starlette's default cap); the
+    # form is parsed once here and cached for the route.
+    form = await request.form(max_fields=MAX_FORM_FIELDS)
+    if not auth.csrf_ok(user.csrf_token, str(form.get("csrf_token") or "")):
+        raise HTTPException(
+            status_code=403, detail="The form expired. Go back, reload the page and try again."
+        )
+    return user
+
+
+# The logged-in user, once the form's CSRF token is checked.
+FormUser = Annotated[auth.CurrentUser, Depends(check_csrf)]
+
+
+# --- pages --------------------------------------------------------------------------------
+
+
+async def firm_name(service: Service, firm_id: str) -> str:
+    async with service.sessionmaker() as s:
+        firm = await s.get(Firm, firm_id)
+        return firm.name if firm else ""
+
+
+def show(
+    request: Request, name: str, user: auth.CurrentUser, status_code: int = 200, **ctx: Any
+) -> HTMLResponse:
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    return render(request, name, status_code=status_code, user=user, notice=notice, **ctx)

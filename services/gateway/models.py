@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -54,6 +55,11 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class BatchKind(StrEnum):
+    selected = "selected"  # Review & Send Selected
+    balance = "balance"  # Send client balance: pays for all unpaid bills by default
+
+
 class Batch(Base):
     """The envelopes drafted by one Review & Send Selected (or one Send client balance),
     reviewed one by one or sent all at once."""
@@ -63,7 +69,7 @@ class Batch(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     firm_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(20), default="selected")  # selected, balance
+    kind: Mapped[str] = mapped_column(String(20), default=BatchKind.selected)
     envelope_ids: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

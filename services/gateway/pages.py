@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -10,17 +11,18 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from shared.events import SENDABLE_STATES, BillPayment, InvoiceState
 from shared.money import format_money
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 STATE_LABELS = {
-    "draft": "Draft",
-    "awaiting_approval": "Pending approval",
-    "awaiting_payment": "Unpaid",
-    "paid": "Paid",
-    "void": "Void",
-    "deleted": "Deleted",
+    InvoiceState.draft: "Draft",
+    InvoiceState.awaiting_approval: "Pending approval",
+    InvoiceState.awaiting_payment: "Unpaid",
+    InvoiceState.paid: "Paid",
+    InvoiceState.void: "Void",
+    InvoiceState.deleted: "Deleted",
 }
 
 
@@ -45,42 +47,59 @@ def fmt_date(value: Any) -> str:
     return value.strftime("%b %-d, %Y")
 
 
-def invoice_state(item: dict[str, Any]) -> tuple[str, str]:
+def field(item: Any, name: str) -> Any:
+    """A field of a bill as envelope serves it: an InvoiceOut, or the same as a dict."""
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def invoice_state(item: Any) -> tuple[str, str]:
     """(label, css class) for an invoice's state as the firm should read it."""
-    if item.get("payment_status") == "paid_online":
+    state, payment = field(item, "state") or "", field(item, "payment_status")
+    if payment == BillPayment.paid_online:
         return "Paid online", "paid"
-    if item.get("payment_status") == "processing":
+    if payment == BillPayment.processing:
         return "Processing (ACH)", "processing"
-    if item.get("payment_status") == "refunded" and item.get("state") == "awaiting_payment":
+    if payment == BillPayment.refunded and state == InvoiceState.awaiting_payment:
         return "Refunded", "unpaid"
-    label = STATE_LABELS.get(item.get("state", ""), item.get("state", ""))
+    label = STATE_LABELS.get(state, state)
     css = {"Paid": "paid", "Unpaid": "unpaid", "Void": "void"}.get(label, "muted")
     return label, css
 
 
-def unpaid(item: dict[str, Any]) -> bool:
+def sendable(item: Any) -> bool:
+    """A bill the firm may put in an envelope (its row's checkbox)."""
+    return field(item, "state") in SENDABLE_STATES
+
+
+def unpaid(item: Any) -> bool:
     """A bill the client can still pay: something left after online payments, and no ACH
     payment under way. The header checkbox selects these, and only these can be overdue."""
     return (
-        item.get("state") == "awaiting_payment"
-        and (item.get("balance_minor") or 0) > (item.get("paid_online_minor") or 0)
-        and item.get("payment_status") != "processing"
+        field(item, "state") == InvoiceState.awaiting_payment
+        and (field(item, "balance_minor") or 0) > (field(item, "paid_online_minor") or 0)
+        and field(item, "payment_status") != BillPayment.processing
     )
 
 
-def overdue(item: dict[str, Any], today: date | None = None) -> bool:
+def overdue(item: Any, today: date | None = None) -> bool:
     """An unpaid bill past its due date."""
-    if not item.get("due_at") or not unpaid(item):
+    due_at = field(item, "due_at")
+    if not due_at or not unpaid(item):
         return False
     try:
-        due_date = date.fromisoformat(str(item["due_at"])[:10])
+        due_date = date.fromisoformat(str(due_at)[:10])
     except ValueError:
         return False
     return due_date < (today or datetime.now(UTC).date())
 
 
 templates.env.globals.update(
-    money=money, fmt_date=fmt_date, invoice_state=invoice_state, unpaid=unpaid, overdue=overdue
+    money=money,
+    fmt_date=fmt_date,
+    invoice_state=invoice_state,
+    sendable=sendable,
+    unpaid=unpaid,
+    overdue=overdue,
 )
 
 

@@ -2,8 +2,8 @@
 
 The pay page (/pay/{token}) lists the envelope's bills; Pay, Pay All or Pay full balance asks
 payments for a checkout session, created only now, when the client clicks. With Stripe the
-client goes to Stripe's hosted page; in test mode to our own checkout page (/checkout/{id}),
-which takes a card or a bank account (ACH) and ends on the receipt.
+client goes to Stripe's hosted page; in test mode to our own checkout page (/checkout/{id},
+in public_checkout.py), which takes a card or a bank account (ACH) and ends on the receipt.
 
 The checkout URL never carries the link token: the token rides in a signed, HttpOnly cookie
 bound to the checkout session, so the receipt can link back to the pay page.
@@ -21,23 +21,22 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.gateway import auth
-from services.gateway.clients import Upstream
+from services.gateway.clients.base import Pdf, Refused
+from services.gateway.clients.envelope import EnvelopeClient
+from services.gateway.clients.payments import PaymentsClient
+from services.gateway.deps import EnvelopeClientDep, PaymentsClientDep, SettingsDep
 from services.gateway.pages import render
 from services.gateway.settings import GatewaySettings
+from shared.api.payments import LinkOut
 
 # Client pages must never be cached by a shared proxy or indexed.
 PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"}
 
-# The cookie that carries the link token from the pay page to the checkout and receipt.
 # How long a request waits for payments to learn of a link the envelope service issued.
 LINK_ARRIVAL_WAIT_SECONDS = 4.0
+# The cookie that carries the link token from the pay page to the checkout and receipt.
 PAYLINK_COOKIE = "ep_paylink"
 PAYLINK_COOKIE_SECONDS = 2 * 24 * 3600  # a checkout session lives 24 hours
-
-CARD_FIELDS = ("name", "email", "card_number", "exp", "cvc")
-ACH_FIELDS = ("name", "email", "routing_number", "account_number", "account_type")
-# What the checkout form shows again after an error: never a card or account number or a CVC.
-KEPT_FIELDS = ("method", "email", "name", "holder_name", "exp", "routing_number", "account_type")
 
 
 def _signature(secret: str, session_id: str, token: str) -> str:
@@ -59,278 +58,204 @@ def token_for(secret: str, raw: str | None, session_id: str) -> str | None:
     return token if hmac.compare_digest(sig, _signature(secret, session_id, token)) else None
 
 
-def checkout_body(form: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """(method, JSON body) for payments' card or ACH endpoint from the checkout form."""
-    if form.get("method") == "ach":
-        body = {k: form.get(k, "").strip() for k in ACH_FIELDS}
-        body["name"] = form.get("holder_name", "").strip()
-        body["account_type"] = body["account_type"] or "checking"
-        return "ach", body
-    return "card", {k: form.get(k, "").strip() for k in CARD_FIELDS}
+router = APIRouter()
 
 
-def field_errors(method: str, detail: Any) -> tuple[dict[str, str], str | None]:
-    """Split a 402/409 detail into (errors by form field, message for the whole form)."""
-    if not isinstance(detail, dict):
-        return {}, str(detail)
-    field, message = detail.get("field"), str(detail.get("message") or "")
-    known = CARD_FIELDS if method == "card" else ACH_FIELDS
-    if field not in known:
-        return {}, message
-    # The ACH form names its holder's name field apart from the card's "Name on card".
-    if method == "ach" and field == "name":
-        field = "holder_name"
-    return {str(field): message}, None
+def no_link(status: str) -> LinkOut:
+    """A link payments cannot show: "unknown" (nobody issued it) or "pending" (issued, on its
+    way to payments)."""
+    return LinkOut(
+        status=status,
+        firm=None,
+        client_name="",
+        items=[],
+        currency="",
+        total_due_minor=0,
+        pay_all_outstanding=False,
+        outstanding=None,
+    )
 
 
-def router(settings: GatewaySettings, upstream: Upstream) -> APIRouter:
-    r = APIRouter()
-    secret = settings.secret_key
+def private(resp: Response) -> Response:
+    resp.headers.update(PRIVATE)
+    return resp
 
-    def private(resp: Response) -> Response:
-        resp.headers.update(PRIVATE)
-        return resp
 
-    def with_csrf(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Response:
-        token = request.cookies.get(auth.ANON_CSRF_COOKIE) or secrets.token_urlsafe(24)
-        resp = render(request, name, status_code=status_code, csrf_token=token, **ctx)
-        resp.set_cookie(
-            auth.ANON_CSRF_COOKIE,
-            token,
-            httponly=True,
-            samesite="lax",
-            secure=settings.session_cookie_secure,
-        )
+def with_csrf(
+    request: Request, settings: GatewaySettings, name: str, status_code: int = 200, **ctx: Any
+) -> Response:
+    token = request.cookies.get(auth.ANON_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    resp = render(request, name, status_code=status_code, csrf_token=token, **ctx)
+    auth.set_anon_csrf(resp, token, settings.session_cookie_secure)
+    return private(resp)
+
+
+def csrf_ok(request: Request, given: str) -> bool:
+    return auth.csrf_ok(request.cookies.get(auth.ANON_CSRF_COOKIE), given)
+
+
+def back_token(request: Request, settings: GatewaySettings, session_id: str) -> str | None:
+    return token_for(settings.secret_key, request.cookies.get(PAYLINK_COOKIE), session_id)
+
+
+async def link(payments: PaymentsClient, envelope: EnvelopeClient, token: str) -> LinkOut:
+    """What payments knows of a client link. A link the envelope service issued but payments
+    does not know yet (its paylink.issued is on the way: payments gathers them, and runs
+    behind the mail during a big Send All) is waited for a few seconds; then the client is
+    asked to come back in a moment ("pending"), never told the link is dead. A token nobody
+    issued is answered at once."""
+    data = await payments.paylink(token)
+    if data is not None and data.status != "unknown":
+        return data
+    if not await envelope.link_issued(token):
+        return data or no_link("unknown")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINK_ARRIVAL_WAIT_SECONDS
+    while loop.time() < deadline:
+        await asyncio.sleep(0.2)
+        data = await payments.paylink(token)
+        if data is not None and data.status != "unknown":
+            return data
+    return no_link("pending")
+
+
+def expired(request: Request, data: LinkOut) -> Response:
+    """A link that does not work: a clear page with the firm's contact, never an error. 410
+    for an expired or revoked link, 404 for a token nobody issued; 503 with a page that
+    reloads itself for a link that works but has not reached payments yet."""
+    if data.status == "pending":
+        resp = render(request, "link_pending.html", status_code=503)
+        resp.headers["Retry-After"] = "3"
         return private(resp)
-
-    def csrf_ok(request: Request, given: str) -> bool:
-        return auth.csrf_ok(request.cookies.get(auth.ANON_CSRF_COOKIE), given)
-
-    def back_token(request: Request, session_id: str) -> str | None:
-        return token_for(secret, request.cookies.get(PAYLINK_COOKIE), session_id)
-
-    async def payments_link(token: str) -> dict[str, Any]:
-        resp = await upstream.call(upstream.payments, "GET", f"/internal/paylinks/{token}")
-        if resp.status_code == 404:
-            return {"status": "unknown", "firm": None, "client_name": ""}
-        resp.raise_for_status()
-        return dict(resp.json())
-
-    async def link(token: str) -> dict[str, Any]:
-        """What payments knows of a client link. A link the envelope service issued but
-        payments does not know yet (its paylink.issued is on the way: payments gathers
-        them, and runs behind the mail during a big Send All) is waited for a few
-        seconds; then the client is asked to come back in a moment ("pending"), never told
-        the link is dead. A token nobody issued is answered at once."""
-        data = await payments_link(token)
-        if data.get("status") != "unknown":
-            return data
-        issued = await upstream.call(upstream.envelope, "GET", f"/internal/links/{token}")
-        if issued.status_code != 200:
-            return data
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LINK_ARRIVAL_WAIT_SECONDS
-        while loop.time() < deadline:
-            await asyncio.sleep(0.2)
-            data = await payments_link(token)
-            if data.get("status") != "unknown":
-                return data
-        return {"status": "pending", "firm": None, "client_name": ""}
-
-    def expired(request: Request, data: dict[str, Any]) -> Response:
-        """A link that does not work: a clear page with the firm's contact, never an error.
-        410 for an expired or revoked link, 404 for a token nobody issued; 503 with a page
-        that reloads itself for a link that works but has not reached payments yet."""
-        if data.get("status") == "pending":
-            resp = render(request, "link_pending.html", status_code=503)
-            resp.headers["Retry-After"] = "3"
-            return private(resp)
-        unknown = data.get("status") == "unknown"
-        return private(
-            render(
-                request,
-                "link_expired.html",
-                status_code=404 if unknown else 410,
-                firm=data.get("firm"),
-                client_name=data.get("client_name"),
-                unknown=unknown,
-            )
-        )
-
-    def no_checkout(request: Request) -> Response:
-        return expired(request, {"status": "unknown"})
-
-    async def pdf_from_envelope(request: Request, token: str, path: str) -> Response:
-        resp = await upstream.call(upstream.envelope, "GET", path)
-        if resp.status_code == 404:
-            return expired(request, await link(token))
-        resp.raise_for_status()
-        return private(
-            Response(
-                resp.content,
-                media_type="application/pdf",
-                headers={"Content-Disposition": resp.headers.get("Content-Disposition", "inline")},
-            )
-        )
-
-    # Before /v/{token}/{invoice_id}: "statement" is never an invoice id (those are clio:123).
-    @r.get("/v/{token}/statement", response_model=None)
-    async def view_statement(request: Request, token: str) -> Response:
-        """The combined statement of every bill on the link, with the Pay All link."""
-        return await pdf_from_envelope(request, token, f"/internal/links/{token}/statement.pdf")
-
-    @r.get("/v/{token}/{invoice_id}", response_model=None)
-    async def view_invoice(request: Request, token: str, invoice_id: str) -> Response:
-        return await pdf_from_envelope(
-            request, token, f"/internal/links/{token}/invoices/{invoice_id}/pdf"
-        )
-
-    def pay_page_for(
-        request: Request, token: str, data: dict[str, Any], status_code: int = 200, **ctx: Any
-    ) -> Response:
-        ctx.setdefault("focus", "")
-        ctx.setdefault("error", None)
-        return with_csrf(
-            request, "pay.html", status_code=status_code, token=token, data=data, **ctx
-        )
-
-    @r.get("/pay/{token}", response_model=None)
-    async def pay_page(request: Request, token: str, invoice: str = "") -> Response:
-        data = await link(token)
-        if data["status"] != "ok":
-            return expired(request, data)
-        focus = invoice if any(i["invoice_id"] == invoice for i in data["items"]) else ""
-        return pay_page_for(request, token, data, focus=focus)
-
-    @r.post("/pay/{token}/checkout", response_model=None)
-    async def start_checkout(
-        request: Request,
-        token: str,
-        csrf_token: Annotated[str, Form()] = "",
-        scope: Annotated[str, Form()] = "items",
-    ) -> Response:
-        """Pay, Pay All or Pay full balance: payments opens a checkout session now."""
-        form = await request.form()
-        data = await link(token)
-        if data["status"] != "ok":
-            return expired(request, data)
-        if not csrf_ok(request, csrf_token):
-            error = "This page expired. Please try again."
-            return pay_page_for(request, token, data, status_code=403, error=error)
-        ids = [str(v) for v in form.getlist("invoice_ids")]
-        body = {
-            "invoice_ids": ids,
-            "scope": "outstanding" if scope == "outstanding" else "items",
-        }
-        resp = await upstream.call(
-            upstream.payments, "POST", f"/internal/paylinks/{token}/checkout", json=body
-        )
-        if resp.status_code == 502:
-            error = "Payments are not answering right now. Nothing was charged. Please try again."
-            return pay_page_for(request, token, data, status_code=503, error=error)
-        if resp.status_code == 409:
-            fresh = await link(token)
-            if fresh["status"] != "ok":
-                return expired(request, fresh)
-            detail = resp.json().get("detail")
-            error = detail.get("message") if isinstance(detail, dict) else str(detail)
-            return pay_page_for(request, token, fresh, status_code=409, error=error)
-        resp.raise_for_status()
-        started = resp.json()
-        session_id = str(started["session_id"])
-        target = started.get("redirect_url") or f"/checkout/{session_id}"
-        redirect = RedirectResponse(target, status_code=303)
-        redirect.set_cookie(
-            PAYLINK_COOKIE,
-            paylink_cookie(secret, session_id, token),
-            max_age=PAYLINK_COOKIE_SECONDS,
-            path="/checkout",
-            httponly=True,
-            samesite="lax",
-            secure=settings.session_cookie_secure,
-        )
-        return private(redirect)
-
-    async def checkout(session_id: str) -> dict[str, Any] | None:
-        resp = await upstream.call(upstream.payments, "GET", f"/internal/checkout/{session_id}")
-        if resp.status_code == 404:
-            return None
-        resp.raise_for_status()
-        return resp.json()
-
-    def checkout_page_for(
-        request: Request, cs: dict[str, Any], status_code: int = 200, **ctx: Any
-    ) -> Response:
-        ctx.setdefault("form", {"method": "card"})
-        ctx.setdefault("errors", {})
-        ctx.setdefault("error", None)
-        return with_csrf(
+    unknown = data.status == "unknown"
+    return private(
+        render(
             request,
-            "checkout.html",
-            status_code=status_code,
-            cs=cs,
-            back=back_token(request, cs["id"]),
-            **ctx,
+            "link_expired.html",
+            status_code=404 if unknown else 410,
+            firm=data.firm,
+            client_name=data.client_name,
+            unknown=unknown,
         )
+    )
 
-    @r.get("/checkout/{session_id}", response_model=None)
-    async def checkout_page(request: Request, session_id: str) -> Response:
-        cs = await checkout(session_id)
-        if cs is None:
-            return no_checkout(request)
-        if cs.get("payment_id"):
-            return RedirectResponse(f"/checkout/{session_id}/done", status_code=303)
-        if cs["status"] == "open" and cs.get("processor") != "test" and cs.get("redirect_url"):
-            # Back on our URL of a Stripe session still open: its hosted page takes the payment.
-            return private(RedirectResponse(str(cs["redirect_url"]), status_code=303))
-        return checkout_page_for(request, cs, status_code=410 if cs["status"] == "expired" else 200)
 
-    @r.post("/checkout/{session_id}", response_model=None)
-    async def pay(request: Request, session_id: str) -> Response:
-        """Test mode: pay the session by card or by bank account; errors land at their field."""
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        cs = await checkout(session_id)
-        if cs is None:
-            return no_checkout(request)
-        kept = {k: form.get(k, "") for k in KEPT_FIELDS}
-        if not csrf_ok(request, form.get("csrf_token", "")):
-            error = "This page expired. Nothing was charged. Please try again."
-            return checkout_page_for(request, cs, status_code=403, form=kept, error=error)
-        method, body = checkout_body(form)
-        resp = await upstream.call(
-            upstream.payments, "POST", f"/internal/checkout/{session_id}/{method}", json=body
+def no_checkout(request: Request) -> Response:
+    return expired(request, no_link("unknown"))
+
+
+async def pdf_page(
+    request: Request,
+    payments: PaymentsClient,
+    envelope: EnvelopeClient,
+    token: str,
+    pdf: Pdf | None,
+) -> Response:
+    if pdf is None:
+        return expired(request, await link(payments, envelope, token))
+    return private(
+        Response(
+            pdf.content,
+            media_type="application/pdf",
+            headers={"Content-Disposition": pdf.disposition},
         )
-        if resp.status_code in (402, 409, 422):
-            errors, error = field_errors(method, resp.json().get("detail"))
-            return checkout_page_for(
-                request,
-                await checkout(session_id) or cs,
-                status_code=resp.status_code,
-                form=kept | {"method": method},
-                errors=errors,
-                error=error,
-            )
-        resp.raise_for_status()
-        return private(RedirectResponse(f"/checkout/{session_id}/done", status_code=303))
+    )
 
-    @r.get("/checkout/{session_id}/done", response_model=None)
-    async def done(request: Request, session_id: str) -> Response:
-        """The receipt: received (card), processing (ACH until it settles), or failed. With
-        Stripe the client may come back before its webhook: then the payment is confirming."""
-        cs = await checkout(session_id)
-        if cs is None:
-            return no_checkout(request)
-        if not cs.get("payment_id") and cs.get("processor") == "test":
-            return RedirectResponse(f"/checkout/{session_id}", status_code=303)
-        back = back_token(request, session_id)
-        return private(render(request, "receipt.html", cs=cs, back=back))
 
-    @r.get("/checkout/{session_id}/cancel", response_model=None)
-    async def cancel(request: Request, session_id: str) -> Response:
-        """Back from the processor's page without paying: to the pay page, when we know it."""
-        back = back_token(request, session_id)
-        if back:
-            return private(RedirectResponse(f"/pay/{back}", status_code=303))
-        return private(RedirectResponse(f"/checkout/{session_id}", status_code=303))
+# Before /v/{token}/{invoice_id}: "statement" is never an invoice id (those are clio:123).
+@router.get("/v/{token}/statement", response_model=None)
+async def view_statement(
+    request: Request, token: str, payments: PaymentsClientDep, envelope: EnvelopeClientDep
+) -> Response:
+    """The combined statement of every bill on the link, with the Pay All link."""
+    pdf = await envelope.link_statement(token)
+    return await pdf_page(request, payments, envelope, token, pdf)
 
-    return r
+
+@router.get("/v/{token}/{invoice_id}", response_model=None)
+async def view_invoice(
+    request: Request,
+    token: str,
+    invoice_id: str,
+    payments: PaymentsClientDep,
+    envelope: EnvelopeClientDep,
+) -> Response:
+    pdf = await envelope.link_invoice(token, invoice_id)
+    return await pdf_page(request, payments, envelope, token, pdf)
+
+
+def pay_page_for(
+    request: Request,
+    settings: GatewaySettings,
+    token: str,
+    data: LinkOut,
+    status_code: int = 200,
+    **ctx: Any,
+) -> Response:
+    ctx = {"focus": "", "error": None} | ctx
+    return with_csrf(
+        request, settings, "pay.html", status_code=status_code, token=token, data=data, **ctx
+    )
+
+
+@router.get("/pay/{token}", response_model=None)
+async def pay_page(
+    request: Request,
+    token: str,
+    settings: SettingsDep,
+    payments: PaymentsClientDep,
+    envelope: EnvelopeClientDep,
+    invoice: str = "",
+) -> Response:
+    data = await link(payments, envelope, token)
+    if data.status != "ok":
+        return expired(request, data)
+    focus = invoice if any(i.invoice_id == invoice for i in data.items) else ""
+    return pay_page_for(request, settings, token, data, focus=focus)
+
+
+@router.post("/pay/{token}/checkout", response_model=None)
+async def start_checkout(
+    request: Request,
+    token: str,
+    settings: SettingsDep,
+    payments: PaymentsClientDep,
+    envelope: EnvelopeClientDep,
+    csrf_token: Annotated[str, Form()] = "",
+    scope: Annotated[str, Form()] = "items",
+) -> Response:
+    """Pay, Pay All or Pay full balance: payments opens a checkout session now."""
+    form = await request.form()
+    data = await link(payments, envelope, token)
+    if data.status != "ok":
+        return expired(request, data)
+    if not csrf_ok(request, csrf_token):
+        error = "This page expired. Please try again."
+        return pay_page_for(request, settings, token, data, status_code=403, error=error)
+    ids = [str(v) for v in form.getlist("invoice_ids")]
+    try:
+        started = await payments.start_checkout(
+            token, ids, "outstanding" if scope == "outstanding" else "items"
+        )
+    except Refused as refused:
+        if refused.status == 502:
+            error = "Payments are not answering right now. Nothing was charged. Please try again."
+            return pay_page_for(request, settings, token, data, status_code=503, error=error)
+        fresh = await link(payments, envelope, token)
+        if fresh.status != "ok":
+            return expired(request, fresh)
+        detail = refused.detail
+        error = detail.get("message") if isinstance(detail, dict) else str(detail)
+        return pay_page_for(request, settings, token, fresh, status_code=409, error=error)
+    session_id = started.session_id
+    redirect = RedirectResponse(started.redirect_url or f"/checkout/{session_id}", status_code=303)
+    redirect.set_cookie(
+        PAYLINK_COOKIE,
+        paylink_cookie(settings.secret_key, session_id, token),
+        max_age=PAYLINK_COOKIE_SECONDS,
+        path="/checkout",
+        httponly=True,
+        samesite="lax",
+        secure=settings.session_cookie_secure,
+    )
+    return private(redirect)

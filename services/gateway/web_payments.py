@@ -4,6 +4,8 @@ The refund rules live in payments (ACH only in full, as seed 000 warns; never mo
 paid); these pages offer only what payments allows and show its refusals on the page.
 """
 
+from __future__ import annotations
+
 import re
 import uuid
 from datetime import UTC, datetime
@@ -11,36 +13,43 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from services.gateway.clients import ServiceUnavailable
-from services.gateway.deps import Pages
+from services.gateway.clients.base import Refused
+from services.gateway.clients.payments import PaymentsClient
+from services.gateway.deps import CurrentUser, FormUser, PaymentsClientDep, show
+from shared.api.payments import PaymentDetailOut, PaymentOut, RefundBody, RefundItemIn
+from shared.events import PaymentMethod, PaymentStatus, RefundStatus
 from shared.money import exponent, format_money, to_decimal
 
 STATUS_LABELS = {
-    "processing": "Processing",
-    "succeeded": "Paid",
-    "failed": "Failed",
-    "refunded": "Refunded",
-    "partially_refunded": "Partially refunded",
-    "returned": "Returned",
+    PaymentStatus.processing: "Processing",
+    PaymentStatus.succeeded: "Paid",
+    PaymentStatus.failed: "Failed",
+    PaymentStatus.refunded: "Refunded",
+    PaymentStatus.partially_refunded: "Partially refunded",
+    PaymentStatus.returned: "Returned",
 }
 # The list's status filter: what payments filters on, labelled as the list shows it.
 STATUS_CHOICES = [("", "All")] + [
-    (k, "Processing (ACH)" if k == "processing" else v) for k, v in STATUS_LABELS.items()
+    (str(k), "Processing (ACH)" if k == PaymentStatus.processing else v)
+    for k, v in STATUS_LABELS.items()
 ]
 STATUS_CSS = {
-    "processing": "processing",
-    "succeeded": "paid",
-    "failed": "void",
-    "refunded": "muted",
-    "partially_refunded": "unpaid",
-    "returned": "void",
+    PaymentStatus.processing: "processing",
+    PaymentStatus.succeeded: "paid",
+    PaymentStatus.failed: "void",
+    PaymentStatus.refunded: "muted",
+    PaymentStatus.partially_refunded: "unpaid",
+    PaymentStatus.returned: "void",
 }
-REFUND_CSS = {"pending": "processing", "succeeded": "paid", "failed": "void"}
+REFUND_CSS = {
+    RefundStatus.pending: "processing",
+    RefundStatus.succeeded: "paid",
+    RefundStatus.failed: "void",
+}
 ACH_WARNING = (
     "ACH payments are not eligible for partial refunds. Refunding this payment returns the "
     "funds for every invoice in it."
@@ -48,20 +57,28 @@ ACH_WARNING = (
 AMOUNT_RE = re.compile(r"^\d+(?:\.\d+)?$")
 
 
-def status_label(payment: dict[str, Any]) -> str:
+def status_label(payment: PaymentOut) -> str:
     """The status as the firm reads it: an ACH payment is "Processing (ACH)" until it settles."""
-    status = str(payment.get("status", ""))
-    if status == "processing" and payment.get("method") == "ach":
+    status = payment.status
+    if status == PaymentStatus.processing and payment.method == PaymentMethod.ach:
         return "Processing (ACH)"
     return STATUS_LABELS.get(status, status.replace("_", " ").capitalize())
 
 
-def method_label(payment: dict[str, Any]) -> str:
+def status_css(payment: PaymentOut) -> str:
+    return STATUS_CSS.get(payment.status, "muted")
+
+
+def refund_css(status: str) -> str:
+    return REFUND_CSS.get(status, "muted")
+
+
+def method_label(payment: PaymentOut) -> str:
     """The method as the firm reads it: Card •••• 4242, Bank •••• 6789."""
-    if payment.get("method") == "ach":
-        last4 = payment.get("bank_last4")
+    if payment.method == PaymentMethod.ach:
+        last4 = payment.bank_last4
         return f"Bank •••• {last4}" if last4 else "Bank (ACH)"
-    last4 = payment.get("card_last4")
+    last4 = payment.card_last4
     return f"Card •••• {last4}" if last4 else "Card"
 
 
@@ -90,32 +107,32 @@ def list_params(status: str, q: str) -> dict[str, str]:
     return {k: v for k, v in {"status": status, "q": q.strip()}.items() if v}
 
 
-def refundable_items(detail: dict[str, Any]) -> list[dict[str, Any]]:
+def refundable_items(detail: PaymentDetailOut) -> list[dict[str, Any]]:
     """The payment's allocations with what is left to refund on each."""
     return [
-        a | {"refundable_minor": max(0, int(a["amount_minor"]) - int(a.get("refunded_minor", 0)))}
-        for a in detail.get("allocations", [])
+        a.model_dump() | {"refundable_minor": max(0, a.amount_minor - a.refunded_minor)}
+        for a in detail.allocations
     ]
 
 
-def can_refund(detail: dict[str, Any]) -> bool:
-    return not detail.get("refund_block_reason") and int(detail.get("refundable_minor", 0)) > 0
+def can_refund(detail: PaymentDetailOut) -> bool:
+    return not detail.refund_block_reason and detail.refundable_minor > 0
 
 
 def refund_request(
-    detail: dict[str, Any], form: Any
-) -> tuple[bool, list[dict[str, Any]], dict[str, str], dict[str, str]]:
+    detail: PaymentDetailOut, form: Any
+) -> tuple[bool, list[RefundItemIn], dict[str, str], dict[str, str]]:
     """Read the refund form: (full, items to refund, amounts as typed, errors by invoice id).
 
     The amounts are checked against what each item has left, so a typo is answered at its
     field; payments checks the same again and has the last word."""
     full = form.get("full") == "1"
-    currency = str(detail["currency"])
+    currency = detail.currency
     left = {a["invoice_id"]: a["refundable_minor"] for a in refundable_items(detail)}
     typed = dict(zip(form.getlist("item"), form.getlist("amount"), strict=False))
     if full:
         return True, [], {str(k): str(v) for k, v in typed.items()}, {}
-    items: list[dict[str, Any]] = []
+    items: list[RefundItemIn] = []
     errors: dict[str, str] = {}
     for invoice_id, text in typed.items():
         invoice_id, text = str(invoice_id), str(text)
@@ -129,168 +146,159 @@ def refund_request(
         elif minor > left[invoice_id]:
             errors[invoice_id] = f"At most {format_money(left[invoice_id], currency)} is left."
         elif minor > 0:
-            items.append({"invoice_id": invoice_id, "amount_minor": minor})
+            items.append(RefundItemIn(invoice_id=invoice_id, amount_minor=minor))
     return False, items, {str(k): str(v) for k, v in typed.items()}, errors
 
 
-def router(pages: Pages) -> APIRouter:
-    r = APIRouter()
-    upstream = pages.upstream
-    User = pages.User
-    FormUser = pages.FormUser
-    show = pages.show
-    helpers = {
-        "status_label": status_label,
-        "status_css": lambda p: STATUS_CSS.get(p.get("status", ""), "muted"),
-        "refund_css": lambda status: REFUND_CSS.get(status, "muted"),
-        "method_label": method_label,
+router = APIRouter()
+HELPERS = {
+    "status_label": status_label,
+    "status_css": status_css,
+    "refund_css": refund_css,
+    "method_label": method_label,
+}
+
+
+async def load_payment(
+    payments: PaymentsClient, user: CurrentUser, payment_id: str
+) -> PaymentDetailOut:
+    detail = await payments.payment(user.firm_id, payment_id)
+    if detail is None:
+        raise HTTPException(status_code=404, detail="No such payment.")
+    return detail
+
+
+def detail_page(
+    request: Request,
+    user: CurrentUser,
+    detail: PaymentDetailOut,
+    status_code: int = 200,
+    **ctx: Any,
+) -> HTMLResponse:
+    items = refundable_items(detail)
+    defaults = {
+        a["invoice_id"]: decimal_text(a["refundable_minor"], detail.currency) for a in items
     }
+    ctx.setdefault("refund_id", str(uuid.uuid4()))
+    ctx["typed"] = defaults | ctx.get("typed", {})
+    ctx.setdefault("errors", {})
+    ctx = {"error": None, "confirm": None, "flash": None} | ctx
+    return show(
+        request,
+        "payment_detail.html",
+        user,
+        status_code=status_code,
+        p=detail,
+        items=items,
+        can_refund=can_refund(detail),
+        ach_warning=ACH_WARNING,
+        **HELPERS,
+        **ctx,
+    )
 
-    async def payment(firm_id: str, payment_id: str) -> dict[str, Any]:
-        resp = await upstream.call(
-            upstream.payments, "GET", f"/internal/firms/{firm_id}/payments/{payment_id}"
-        )
-        if resp.status_code == 404:
-            raise HTTPException(status_code=404, detail="No such payment.")
-        resp.raise_for_status()
-        return resp.json()
 
-    def detail_page(
-        request: Request, user: Any, detail: dict[str, Any], status_code: int = 200, **ctx: Any
-    ) -> HTMLResponse:
-        items = refundable_items(detail)
-        currency = str(detail["currency"])
-        defaults = {a["invoice_id"]: decimal_text(a["refundable_minor"], currency) for a in items}
-        ctx.setdefault("refund_id", str(uuid.uuid4()))
-        ctx.setdefault("typed", {})
-        ctx["typed"] = defaults | ctx["typed"]
-        ctx.setdefault("errors", {})
-        ctx.setdefault("error", None)
-        ctx.setdefault("confirm", None)
-        ctx.setdefault("flash", None)
-        return show(
+# --- the list and the export ----------------------------------------------------------------
+
+
+@router.get("/payments", response_class=HTMLResponse)
+async def payments_page(
+    request: Request, user: CurrentUser, payments: PaymentsClientDep, status: str = "", q: str = ""
+) -> HTMLResponse:
+    params = list_params(status, q)
+    return show(
+        request,
+        "payments.html",
+        user,
+        payments=await payments.payments(user.firm_id, params),
+        status=params.get("status", ""),
+        q=q,
+        export="/payments.csv" + (f"?{urlencode(params)}" if params else ""),
+        statuses=STATUS_CHOICES,
+        **HELPERS,
+    )
+
+
+@router.get("/payments.csv")
+async def payments_csv(
+    user: CurrentUser, payments: PaymentsClientDep, status: str = "", q: str = ""
+) -> Response:
+    """payments' CSV, streamed through as it comes: one row per allocated bill, of the
+    payments the list shows (its filters apply)."""
+    resp = await payments.payments_csv(user.firm_id, list_params(status, q))
+    if resp is None:
+        raise HTTPException(status_code=502, detail="The export is not available right now.")
+    filename = f"payments-{datetime.now(UTC):%Y-%m-%d}.csv"
+    return StreamingResponse(
+        resp.aiter_bytes(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+        background=BackgroundTask(resp.aclose),
+    )
+
+
+# --- one payment and its refunds ------------------------------------------------------------
+
+
+@router.get("/payments/{payment_id}", response_class=HTMLResponse)
+async def payment_page(
+    request: Request,
+    payment_id: str,
+    user: CurrentUser,
+    payments: PaymentsClientDep,
+    refund: str = "",
+) -> HTMLResponse:
+    detail = await load_payment(payments, user, payment_id)
+    flash = next((f for f in detail.refunds if f.id == refund), None)
+    return detail_page(request, user, detail, flash=flash)
+
+
+@router.post("/payments/{payment_id}/refunds", response_model=None)
+async def refund(
+    request: Request, payment_id: str, user: FormUser, payments: PaymentsClientDep
+) -> Response:
+    """Refund, in two steps: the form asks for a confirmation of exactly what goes back, then
+    the confirmed form (same refund_id, so a double submit refunds once) refunds."""
+    form = await request.form()
+    detail = await load_payment(payments, user, payment_id)
+    refund_id = str(form.get("refund_id") or "")
+    try:
+        uuid.UUID(refund_id)
+    except ValueError:
+        error = "The form expired. Reload the page and try again."
+        return detail_page(request, user, detail, status_code=400, error=error)
+    full, items, typed, errors = refund_request(detail, form)
+    ctx: dict[str, Any] = {"refund_id": refund_id, "typed": typed, "errors": errors}
+    if errors:
+        return detail_page(request, user, detail, status_code=422, **ctx)
+    if not full and not items:
+        error = "Enter the amount to refund for at least one bill."
+        return detail_page(request, user, detail, status_code=422, error=error, **ctx)
+    if form.get("confirm") != "1":
+        total = detail.refundable_minor if full else sum(i.amount_minor for i in items)
+        confirm = {"full": full, "items": items, "total_minor": total}
+        return detail_page(request, user, detail, confirm=confirm, **ctx)
+    body = RefundBody(
+        refund_id=refund_id, requested_by=user.name or user.email, full=full, items=items
+    )
+    try:
+        await payments.refund(user.firm_id, payment_id, body)
+    except Refused as refused:
+        if refused.status == 404:
+            raise HTTPException(status_code=404, detail="No such payment.") from refused
+        detail_json = refused.detail
+        message = detail_json.get("message") if isinstance(detail_json, dict) else detail_json
+        if refused.field in typed:
+            ctx["errors"] = {str(refused.field): str(message)}
+        fresh = await load_payment(payments, user, payment_id)
+        return detail_page(
             request,
-            "payment_detail.html",
             user,
-            status_code=status_code,
-            p=detail,
-            items=items,
-            can_refund=can_refund(detail),
-            ach_warning=ACH_WARNING,
-            **helpers,
-            **ctx,
+            fresh,
+            status_code=refused.status,
+            error=str(message),
+            **(ctx | {"refund_id": str(uuid.uuid4())}),
         )
-
-    # --- the list and the export ----------------------------------------------------------
-
-    @r.get("/payments", response_class=HTMLResponse)
-    async def payments(request: Request, user: User, status: str = "", q: str = "") -> HTMLResponse:
-        params = list_params(status, q)
-        resp = await upstream.call(
-            upstream.payments, "GET", f"/internal/firms/{user.firm_id}/payments", params=params
-        )
-        resp.raise_for_status()
-        return show(
-            request,
-            "payments.html",
-            user,
-            payments=resp.json(),
-            status=params.get("status", ""),
-            q=q,
-            export="/payments.csv" + (f"?{urlencode(params)}" if params else ""),
-            statuses=STATUS_CHOICES,
-            **helpers,
-        )
-
-    @r.get("/payments.csv")
-    async def payments_csv(user: User, status: str = "", q: str = "") -> Response:
-        """payments' CSV, streamed through as it comes: one row per allocated bill, of the
-        payments the list shows (its filters apply)."""
-        client = upstream.payments
-        req = client.build_request(
-            "GET", f"/internal/firms/{user.firm_id}/payments.csv", params=list_params(status, q)
-        )
-        try:
-            resp = await client.send(req, stream=True)
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"payments is not answering ({type(exc).__name__})") from exc
-        if resp.status_code != 200:
-            await resp.aclose()
-            raise HTTPException(status_code=502, detail="The export is not available right now.")
-        filename = f"payments-{datetime.now(UTC):%Y-%m-%d}.csv"
-        return StreamingResponse(
-            resp.aiter_bytes(),
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="{filename}"',
-                "Cache-Control": "no-store",
-            },
-            background=BackgroundTask(resp.aclose),
-        )
-
-    # --- one payment and its refunds ------------------------------------------------------
-
-    @r.get("/payments/{payment_id}", response_class=HTMLResponse)
-    async def payment_page(
-        request: Request, payment_id: str, user: User, refund: str = ""
-    ) -> HTMLResponse:
-        detail = await payment(user.firm_id, payment_id)
-        flash = next((f for f in detail.get("refunds", []) if f["id"] == refund), None)
-        return detail_page(request, user, detail, flash=flash)
-
-    @r.post("/payments/{payment_id}/refunds", response_model=None)
-    async def refund(request: Request, payment_id: str, user: FormUser) -> Response:
-        """Refund, in two steps: the form asks for a confirmation of exactly what goes back,
-        then the confirmed form (same refund_id, so a double submit refunds once) refunds."""
-        form = await request.form()
-        detail = await payment(user.firm_id, payment_id)
-        refund_id = str(form.get("refund_id") or "")
-        try:
-            uuid.UUID(refund_id)
-        except ValueError:
-            error = "The form expired. Reload the page and try again."
-            return detail_page(request, user, detail, status_code=400, error=error)
-        full, items, typed, errors = refund_request(detail, form)
-        ctx: dict[str, Any] = {"refund_id": refund_id, "typed": typed, "errors": errors}
-        if errors:
-            return detail_page(request, user, detail, status_code=422, **ctx)
-        if not full and not items:
-            error = "Enter the amount to refund for at least one bill."
-            return detail_page(request, user, detail, status_code=422, error=error, **ctx)
-        if form.get("confirm") != "1":
-            total = detail["refundable_minor"] if full else sum(i["amount_minor"] for i in items)
-            confirm = {"full": full, "items": items, "total_minor": total}
-            return detail_page(request, user, detail, confirm=confirm, **ctx)
-        body = {
-            "refund_id": refund_id,
-            "requested_by": user.name or user.email,
-            "full": full,
-            "items": items,
-        }
-        resp = await upstream.call(
-            upstream.payments,
-            "POST",
-            f"/internal/firms/{user.firm_id}/payments/{payment_id}/refunds",
-            json=body,
-        )
-        if resp.status_code in (409, 422):
-            detail_json = resp.json().get("detail")
-            message = detail_json.get("message") if isinstance(detail_json, dict) else detail_json
-            field = detail_json.get("field") if isinstance(detail_json, dict) else None
-            if field in typed:
-                ctx["errors"] = {str(field): str(message)}
-            fresh = await payment(user.firm_id, payment_id)
-            return detail_page(
-                request,
-                user,
-                fresh,
-                status_code=resp.status_code,
-                error=str(message),
-                **(ctx | {"refund_id": str(uuid.uuid4())}),
-            )
-        if resp.status_code == 404:
-            raise HTTPException(status_code=404, detail="No such payment.")
-        resp.raise_for_status()
-        return RedirectResponse(f"/payments/{payment_id}?refund={refund_id}", status_code=303)
-
-    return r
+    return RedirectResponse(f"/payments/{payment_id}?refund={refund_id}", status_code=303)

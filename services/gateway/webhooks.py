@@ -13,7 +13,8 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.gateway.clients import ServiceUnavailable, Upstream
+from services.gateway.clients.base import ServiceUnavailable
+from services.gateway.deps import PaymentsClientDep
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +34,27 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | No
     return b"".join(chunks)
 
 
-def router(upstream: Upstream) -> APIRouter:
-    r = APIRouter()
+router = APIRouter()
 
-    @r.post("/webhooks/stripe", response_model=None)
-    async def stripe_webhook(request: Request) -> Response:
-        body = await read_body(request)
-        if body is None:
-            return JSONResponse({"detail": "payload too large"}, status_code=413)
-        headers = {"Content-Type": request.headers.get("content-type", "application/json")}
-        signature = request.headers.get("stripe-signature")
-        if signature is not None:
-            headers["Stripe-Signature"] = signature
-        try:
-            resp = await upstream.call(
-                upstream.payments, "POST", "/webhooks/stripe", content=body, headers=headers
-            )
-        except ServiceUnavailable as exc:
-            log.error("gateway: webhook not forwarded: %s", exc)
-            return JSONResponse({"detail": "temporarily unavailable"}, status_code=503)
-        if resp.status_code >= 500:
-            log.error("gateway: payments answered %s to a Stripe webhook", resp.status_code)
-        return Response(
-            resp.content,
-            status_code=resp.status_code,
-            media_type=resp.headers.get("content-type", "application/json"),
-        )
 
-    return r
+@router.post("/webhooks/stripe", response_model=None)
+async def stripe_webhook(request: Request, payments: PaymentsClientDep) -> Response:
+    body = await read_body(request)
+    if body is None:
+        return JSONResponse({"detail": "payload too large"}, status_code=413)
+    headers = {"Content-Type": request.headers.get("content-type", "application/json")}
+    signature = request.headers.get("stripe-signature")
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    try:
+        resp = await payments.stripe_webhook(body, headers)
+    except ServiceUnavailable as exc:
+        log.error("gateway: webhook not forwarded: %s", exc)
+        return JSONResponse({"detail": "temporarily unavailable"}, status_code=503)
+    if resp.status_code >= 500:
+        log.error("gateway: payments answered %s to a Stripe webhook", resp.status_code)
+    return Response(
+        resp.content,
+        status_code=resp.status_code,
+        media_type=resp.headers.get("content-type", "application/json"),
+    )

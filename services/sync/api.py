@@ -3,51 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel
 from sqlalchemy import func, or_, select
 
 from services.sync.clio import ClioAuthError, ClioError, authorize_url
 from services.sync.models import ClioConnection, Contact, Quarantined
 from services.sync.syncer import Syncer
+from shared.api.sync import (
+    ClioStatus,
+    ConnectRequest,
+    ContactMatch,
+    QuarantineItem,
+    SyncOutcome,
+)
 from shared.runtime import Service
-
-
-class ConnectRequest(BaseModel):
-    code: str
-    redirect_uri: str
-
-
-class ClioStatus(BaseModel):
-    connected: bool
-    account_name: str | None = None
-    connected_at: datetime | None = None
-    last_synced_at: datetime | None = None
-    last_error: str | None = None
-    quarantined: int = 0
-
-
-class SyncOutcome(BaseModel):
-    fetched: int
-    changed: int
-    quarantined: int
-    error: str | None = None
-
-
-class ContactMatch(BaseModel):
-    contact_id: str
-    name: str
-    email: str
-
-
-class QuarantineItem(BaseModel):
-    source: str
-    source_id: str
-    reason: str
-    received_at: datetime
 
 
 def router(service: Service, syncer: Syncer) -> APIRouter:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 import services.gateway.app as gateway_app
 from services.gateway.app import MIGRATIONS as GATEWAY_MIGRATIONS
@@ -90,6 +91,8 @@ class Gateway:
     payments: FakePayments
     client: Client
     firm_id: str = FIRM_ID
+    # The app itself, for app.dependency_overrides.
+    app: FastAPI | None = None
     # The envelope service's internal API, answering by the same rules.
     envelope: FakePayments = field(default_factory=FakePayments)
     # The sync service's internal API.
@@ -149,7 +152,7 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as http:
-        yield Gateway(fake, Client(http), envelope=envelope, sync=sync)
+        yield Gateway(fake, Client(http), envelope=envelope, sync=sync, app=app)
     await service.engine.dispose()
 
 
@@ -195,6 +198,11 @@ def paylink(
     }
 
 
+def unknown_link() -> dict[str, Any]:
+    """payments' answer for a link it knows nothing of."""
+    return paylink([], status="unknown") | {"firm": None, "client_name": "", "currency": "USD"}
+
+
 def checkout(
     session_id: str,
     items: list[dict[str, Any]],
@@ -215,6 +223,7 @@ def checkout(
         "method": method,
         "processor": "test",
         "methods": ["card", "ach"],
+        "redirect_url": None,
     }
 
 
@@ -242,6 +251,7 @@ def payment(
         "currency": "USD",
         "amount_minor": sum(a["amount_minor"] for a in allocations),
         "refunded_minor": refunded,
+        "fee_minor": 0,
         "payer_name": "Priya Shah",
         "payer_email": "priya@example.com",
         "card_last4": "4242" if method == "card" else None,
@@ -265,6 +275,7 @@ def detail(p: dict[str, Any], refunds: list[dict[str, Any]] | None = None) -> di
                 "amount_minor": p["amount_minor"],
                 "fee_minor": 320,
                 "net_minor": p["amount_minor"] - 320,
+                "reversed_minor": 0,
                 "status": "paid",
                 "ref": "test_tr_1",
             }
@@ -276,6 +287,18 @@ def detail(p: dict[str, Any], refunds: list[dict[str, Any]] | None = None) -> di
         "refund_block_reason": None
         if settled
         else "An ACH payment can be refunded only after it settles.",
+    }
+
+
+def refund_out(refund_id: str, amount: int, status: str) -> dict[str, Any]:
+    return {
+        "id": refund_id,
+        "amount_minor": amount,
+        "status": status,
+        "created_at": "2025-05-18T10:00:00Z",
+        "requested_by": "Sam Staff",
+        "failure_reason": None,
+        "items": [],
     }
 
 

@@ -11,7 +11,17 @@ import pytest
 
 from services.gateway import public
 from services.gateway.public import PAYLINK_COOKIE
-from tests.gateway.conftest import Gateway, checkout, item, label_of, paylink, row
+from tests.gateway.conftest import (
+    Gateway,
+    allocation,
+    checkout,
+    item,
+    label_of,
+    paylink,
+    payment,
+    row,
+    unknown_link,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,7 +67,7 @@ async def test_expired_link_shows_the_firms_contact_not_an_error(gateway: Gatewa
 
 
 async def test_unknown_link_is_a_clear_not_found_page(gateway: Gateway) -> None:
-    gateway.payments.on("GET", LINK, body={"status": "unknown", "firm": None, "client_name": ""})
+    gateway.payments.on("GET", LINK, body=unknown_link())
     resp = await gateway.client.get(f"/pay/{TOKEN}")
     assert resp.status_code == 404
     assert "This link is no longer active" in resp.text
@@ -76,7 +86,7 @@ async def test_a_link_just_sent_is_waited_for_until_payments_knows_it(gateway: G
     is gathered into batches, and runs behind the mail in a big Send All). A link the
     envelope service issued is waited for, and the page shows the bills."""
     gateway.envelope.on("GET", f"/internal/links/{TOKEN}", body={"issued": True})
-    answers = iter([{"status": "unknown", "firm": None, "client_name": ""}] * 2)
+    answers = iter([unknown_link()] * 2)
 
     def payments_learns_late(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=next(answers, paylink([A])))
@@ -92,7 +102,7 @@ async def test_a_link_payments_has_not_learnt_of_asks_the_client_to_wait(
 ) -> None:
     monkeypatch.setattr(public, "LINK_ARRIVAL_WAIT_SECONDS", 0.5)
     gateway.envelope.on("GET", f"/internal/links/{TOKEN}", body={"issued": True})
-    gateway.payments.on("GET", LINK, body={"status": "unknown", "firm": None, "client_name": ""})
+    gateway.payments.on("GET", LINK, body=unknown_link())
     resp = await gateway.client.get(f"/pay/{TOKEN}")
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "3"
@@ -352,7 +362,11 @@ async def test_session_paid_meanwhile_is_said_above_the_form(gateway: Gateway) -
 
 async def test_card_payment_ends_on_payment_received(gateway: Gateway) -> None:
     await start(gateway, [A])
-    gateway.payments.on("POST", f"/internal/checkout/{SID}/card", body={"id": "pay_1"})
+    gateway.payments.on(
+        "POST",
+        f"/internal/checkout/{SID}/card",
+        body=payment("pay_1", "card", "succeeded", [allocation("clio:1", "1001", 1)]),
+    )
     await gateway.client.get(f"/checkout/{SID}")
     resp = await gateway.client.post(f"/checkout/{SID}", {"method": "card", "name": "P"})
     assert resp.status_code == 303 and resp.headers["location"] == f"/checkout/{SID}/done"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.gateway.web_payments import ACH_WARNING, parse_amount
-from tests.gateway.conftest import FIRM_ID, Gateway, allocation, detail, payment, row
+from tests.gateway.conftest import FIRM_ID, Gateway, allocation, detail, payment, refund_out, row
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,9 +124,7 @@ async def test_card_partial_refund_is_confirmed_then_sent_once(gateway: Gateway)
     await gateway.login()
     gateway.payments.on("GET", f"{BASE}/pay_card", body=detail(CARD))
     refunds = f"{BASE}/pay_card/refunds"
-    gateway.payments.on(
-        "POST", refunds, body={"id": RID, "amount_minor": 2_500, "status": "succeeded", "items": []}
-    )
+    gateway.payments.on("POST", refunds, body=refund_out(RID, 2_500, "succeeded"))
     page = (await gateway.client.get("/payments/pay_card")).text
     (refund_id,) = refund_ids(page)
     form = {"refund_id": refund_id, "item": ["clio:1", "clio:2"], "amount": ["25.00", ""]}
@@ -170,9 +168,7 @@ async def test_full_ach_refund_sends_full_and_no_items(gateway: Gateway) -> None
     await gateway.login()
     gateway.payments.on("GET", f"{BASE}/pay_ach", body=detail(ACH))
     refunds = f"{BASE}/pay_ach/refunds"
-    gateway.payments.on(
-        "POST", refunds, body={"id": RID, "amount_minor": 15_000, "status": "pending", "items": []}
-    )
+    gateway.payments.on("POST", refunds, body=refund_out(RID, 15_000, "pending"))
     page = (await gateway.client.get("/payments/pay_ach")).text
     (refund_id,) = refund_ids(page)
     first = {"refund_id": refund_id, "full": "1"}
