@@ -21,7 +21,7 @@ from services.payments.balances import (
     outstanding,
 )
 from services.payments.ledger import Ledger
-from services.payments.models import CheckoutSession, PayLink, Payment
+from services.payments.models import CheckoutSession, CheckoutStatus, PayLink, Payment
 from services.payments.processors import CheckoutItem, CheckoutRequest, ProcessorError
 from shared.events import FirmProfile
 
@@ -48,11 +48,11 @@ class CheckoutView:
     payment: Payment | None
 
     @property
-    def status(self) -> str:
+    def status(self) -> CheckoutStatus:
         cs = self.session
-        if cs.status == "open" and aware(cs.expires_at) < datetime.now(UTC):
-            return "expired"
-        return cs.status
+        if cs.status == CheckoutStatus.open and aware(cs.expires_at) < datetime.now(UTC):
+            return CheckoutStatus.expired
+        return CheckoutStatus(cs.status)
 
 
 async def _payable(
@@ -109,7 +109,7 @@ async def create_checkout(
             ),
             currency=items[0].currency,
             amount_minor=sum(i.balance_minor for i in items),
-            status="open",
+            status=CheckoutStatus.open,
             processor=ledger.processor.name,
             created_at=now,
             expires_at=now + timedelta(minutes=ledger.settings.checkout_ttl_minutes),
@@ -136,7 +136,7 @@ async def create_checkout(
         async with ledger.tx() as s:
             row = await s.get(CheckoutSession, cs.id)
             assert row is not None
-            row.status, row.last_error = "expired", str(exc)[:2000]
+            row.status, row.last_error = CheckoutStatus.expired, str(exc)[:2000]
         raise ProcessorUnavailable(
             "The payment page could not be opened. Nothing was charged; please try again."
         ) from exc

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal, Protocol
 
+from services.payments.deposit_rules import Account
+
 Method = Literal["card", "ach"]
-Account = Literal["operating", "trust"]
 EventKind = Literal[
     # The client finished the processor's checkout (card: paid; ACH: still processing).
     "checkout.completed",
@@ -106,6 +107,18 @@ class Deposit:
 
 
 @dataclass(frozen=True)
+class DepositRequest:
+    """A succeeded payment's deposits to make (those without a ref yet)."""
+
+    payment_id: str  # ours: with the account, the idempotency key
+    payment_ref: str
+    charge_ref: str | None
+    currency: str
+    deposits: list[Deposit]
+    firm_id: str
+
+
+@dataclass(frozen=True)
 class RefundResult:
     ref: str
     status: Literal["pending", "succeeded", "failed"]
@@ -121,16 +134,7 @@ class Processor(Protocol):
         req.session_id."""
         ...
 
-    async def deposit(
-        self,
-        *,
-        payment_id: str,
-        payment_ref: str,
-        charge_ref: str | None,
-        currency: str,
-        deposits: list[Deposit],
-        firm_id: str,
-    ) -> list[Deposit]:
+    async def deposit(self, req: DepositRequest) -> list[Deposit]:
         """Move a succeeded payment's money to the firm's accounts (Stripe: one transfer per
         account, source_transaction=charge, idempotency key per payment and account).
         Returns the deposits with their refs."""

@@ -26,8 +26,6 @@ from services.payments.models import (
 )
 from shared.money import format_money, to_decimal
 
-STATUSES = ("processing", "succeeded", "failed", "refunded", "partially_refunded", "returned")
-
 
 @dataclass
 class PaymentRecord:

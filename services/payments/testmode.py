@@ -26,11 +26,12 @@ from sqlalchemy import select
 from services.payments import rules
 from services.payments.balances import aware, item_views
 from services.payments.ledger import Ledger
-from services.payments.models import CheckoutSession, Payment
+from services.payments.models import CheckoutSession, CheckoutStatus, Payment
 from services.payments.processors import (
     CardInvalid,
     CheckoutRequest,
     Deposit,
+    DepositRequest,
     EventKind,
     InvalidSignature,
     ProcessorCheckout,
@@ -40,6 +41,7 @@ from services.payments.processors import (
     validate_card,
 )
 from services.payments.settings import PaymentsSettings
+from shared.events import PaymentMethod, PaymentStatus, RefundStatus
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +85,8 @@ class TestModeProcessor:
     async def create_checkout(self, req: CheckoutRequest) -> ProcessorCheckout:
         return ProcessorCheckout(ref=f"test_cs_{req.session_id}", redirect_url=None)
 
-    async def deposit(
-        self,
-        *,
-        payment_id: str,
-        payment_ref: str,
-        charge_ref: str | None,
-        currency: str,
-        deposits: list[Deposit],
-        firm_id: str,
-    ) -> list[Deposit]:
-        return [replace(d, ref=f"test_tr_{payment_id}_{d.account}") for d in deposits]
+    async def deposit(self, req: DepositRequest) -> list[Deposit]:
+        return [replace(d, ref=f"test_tr_{req.payment_id}_{d.account}") for d in req.deposits]
 
     async def refund(
         self,
@@ -108,12 +101,12 @@ class TestModeProcessor:
         if self.settings.test_refund_fail:
             return RefundResult(
                 ref=f"test_re_{refund_id}",
-                status="failed",
+                status=RefundStatus.failed,
                 failure_reason="The refund failed (test mode is set to fail every refund).",
             )
         return RefundResult(
             ref=f"test_re_{refund_id}",
-            status="succeeded",
+            status=RefundStatus.succeeded,
             reversals=[f"test_trr_{refund_id}_{d.account}" for d in reversals],
         )
 
@@ -218,7 +211,9 @@ class TestMode:
         if cs is None:
             raise LookupError(session_id)
         payment = await s.get(Payment, cs.payment_id) if cs.payment_id else None
-        if payment is None and (cs.status != "open" or aware(cs.expires_at) < datetime.now(UTC)):
+        if payment is None and (
+            cs.status != CheckoutStatus.open or aware(cs.expires_at) < datetime.now(UTC)
+        ):
             raise CheckoutClosed(
                 "This checkout has expired. Nothing was charged: go back to the bill and "
                 "click Pay again."
@@ -255,7 +250,7 @@ class TestMode:
             if not name:
                 raise CardInvalid("name", "Enter the name on the card.")
             if not await self._still_unpaid(s, cs):
-                cs.status = "expired"
+                cs.status = CheckoutStatus.expired
                 refusal = CheckoutClosed(
                     "These bills were paid in the meantime; nothing was charged."
                 )
@@ -270,9 +265,9 @@ class TestMode:
                         self._event(
                             cs,
                             "payment.succeeded",
-                            "card",
+                            PaymentMethod.card,
                             charge_ref=charge.ref,
-                            fee_minor=rules.processing_fee("card", cs.amount_minor),
+                            fee_minor=rules.processing_fee(PaymentMethod.card, cs.amount_minor),
                             payer_name=name,
                             payer_email=(form.get("email") or "").strip() or None,
                             last4=charge.last4,
@@ -295,7 +290,7 @@ class TestMode:
                 return paid
             bank = validate_ach(form)
             if not await self._still_unpaid(s, cs):
-                cs.status = "expired"
+                cs.status = CheckoutStatus.expired
                 refusal = CheckoutClosed(
                     "These bills were paid in the meantime; nothing was charged."
                 )
@@ -305,7 +300,7 @@ class TestMode:
                     self._event(
                         cs,
                         "payment.processing",
-                        "ach",
+                        PaymentMethod.ach,
                         payer_name=bank.name,
                         payer_email=bank.email,
                         last4=bank.account_number[-4:],
@@ -356,8 +351,8 @@ class TestMode:
                     select(Payment)
                     .where(
                         Payment.processor == "test",
-                        Payment.method == "ach",
-                        Payment.status == "processing",
+                        Payment.method == PaymentMethod.ach,
+                        Payment.status == PaymentStatus.processing,
                         Payment.settle_at <= now,
                     )
                     .order_by(Payment.settle_at)
@@ -370,9 +365,11 @@ class TestMode:
                     kind="payment.failed" if code else "payment.succeeded",
                     occurred_at=now,
                     payment_ref=payment.processor_ref,
-                    method="ach",
+                    method=PaymentMethod.ach,
                     amount_minor=payment.amount_minor,
-                    fee_minor=None if code else rules.processing_fee("ach", payment.amount_minor),
+                    fee_minor=None
+                    if code
+                    else rules.processing_fee(PaymentMethod.ach, payment.amount_minor),
                     failure_code=code,
                     failure_reason=return_reason(code) if code else None,
                     raw_type="test ach settlement",
@@ -390,7 +387,7 @@ class TestMode:
             payment = await s.get(Payment, payment_id)
             if payment is None:
                 raise LookupError(payment_id)
-            if payment.status not in ("succeeded", "partially_refunded"):
+            if payment.status not in rules.SETTLED:
                 raise NotSettled("Only a settled payment can be returned.")
             await self.ledger.record(
                 s,

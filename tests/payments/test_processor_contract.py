@@ -16,6 +16,7 @@ import pytest
 from services.payments.processors import (
     CheckoutRequest,
     Deposit,
+    DepositRequest,
     EventKind,
     InvalidSignature,
     ProcessorCheckout,
@@ -56,7 +57,8 @@ class StripeLike:
             f"cs_test_{req.session_id}", f"https://stripe.test/{req.session_id}"
         )
 
-    async def deposit(self, **kw: Any) -> list[Deposit]:
+    async def deposit(self, req: DepositRequest) -> list[Deposit]:
+        kw = vars(req)
         self.deposits.append(kw)
         if self.deposit_error:
             raise self.deposit_error

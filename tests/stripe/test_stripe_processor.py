@@ -18,6 +18,7 @@ from services.payments.processors import (
     CheckoutItem,
     CheckoutRequest,
     Deposit,
+    DepositRequest,
     InvalidSignature,
     ProcessorError,
     ProcessorEvent,
@@ -324,21 +325,25 @@ async def test_deposits_split_operating_and_trust_and_refunds_reverse_them(env: 
         Deposit("trust", 5000, 0, destination=TRUST),
     ]
     deposits = await env.processor.deposit(
-        payment_id="pay-split",
-        payment_ref=intent["id"],
-        charge_ref=None,
-        currency="USD",
-        deposits=wanted,
-        firm_id="firm-1",
+        DepositRequest(
+            payment_id="pay-split",
+            payment_ref=intent["id"],
+            charge_ref=None,
+            currency="USD",
+            deposits=wanted,
+            firm_id="firm-1",
+        )
     )
     assert all(d.ref and d.ref.startswith("tr_") for d in deposits)
     again = await env.processor.deposit(
-        payment_id="pay-split",
-        payment_ref=intent["id"],
-        charge_ref=intent["latest_charge"],
-        currency="USD",
-        deposits=wanted,
-        firm_id="firm-1",
+        DepositRequest(
+            payment_id="pay-split",
+            payment_ref=intent["id"],
+            charge_ref=intent["latest_charge"],
+            currency="USD",
+            deposits=wanted,
+            firm_id="firm-1",
+        )
     )
     assert [d.ref for d in again] == [d.ref for d in deposits]
     transfers = (await env.get("/v1/transfers", transfer_group="sess-split"))["data"]
@@ -393,12 +398,14 @@ async def test_an_unsettled_ach_payment_is_not_deposited_yet(env: Env) -> None:
     intent = await env.pay(ref, method="us_bank_account", account_number="000123456789")
     with pytest.raises(ProcessorError) as early:
         await env.processor.deposit(
-            payment_id="pay-early",
-            payment_ref=intent["id"],
-            charge_ref=None,
-            currency="USD",
-            deposits=[Deposit("operating", 15000, 120, destination=OPERATING)],
-            firm_id="firm-1",
+            DepositRequest(
+                payment_id="pay-early",
+                payment_ref=intent["id"],
+                charge_ref=None,
+                currency="USD",
+                deposits=[Deposit("operating", 15000, 120, destination=OPERATING)],
+                firm_id="firm-1",
+            )
         )
     assert early.value.retryable is True
     assert (await env.get("/v1/transfers", transfer_group="sess-early"))["data"] == []
