@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.balances import (
+    ItemStatus,
     ItemView,
     aware,
     find_link,
@@ -69,7 +70,7 @@ async def _payable(
     wanted = list(dict.fromkeys(invoice_ids or allowed))  # an item asked for twice is paid once
     if any(i not in allowed for i in wanted):
         raise CheckoutError("That bill cannot be paid from this link.")
-    items = [v for v in await item_views(s, link.firm_id, wanted) if v.status == "unpaid"]
+    items = [v for v in await item_views(s, link.firm_id, wanted) if v.status == ItemStatus.unpaid]
     if not items:
         raise CheckoutError("Nothing is left to pay here: it is paid or a payment is processing.")
     if len({i.currency for i in items}) != 1:
@@ -170,7 +171,7 @@ async def checkout_view(ledger: Ledger, session_id: str) -> CheckoutView | None:
                     due_at=now.due_at if now else None,
                     currency=cs.currency,
                     balance_minor=item["amount_minor"],
-                    status=now.status if now else "unpaid",
+                    status=now.status if now else ItemStatus.unpaid,
                 )
             )
         payment = await s.get(Payment, cs.payment_id) if cs.payment_id else None

@@ -119,6 +119,18 @@ class DepositRequest:
 
 
 @dataclass(frozen=True)
+class RefundOrder:
+    """A refund of a payment, with what it takes back from each deposit already made."""
+
+    refund_id: str  # ours: the idempotency key
+    payment_ref: str
+    amount_minor: int
+    currency: str
+    reversals: list[Deposit]
+    firm_id: str
+
+
+@dataclass(frozen=True)
 class RefundResult:
     ref: str
     status: Literal["pending", "succeeded", "failed"]
@@ -140,18 +152,9 @@ class Processor(Protocol):
         Returns the deposits with their refs."""
         ...
 
-    async def refund(
-        self,
-        *,
-        refund_id: str,
-        payment_ref: str,
-        amount_minor: int,
-        currency: str,
-        reversals: list[Deposit],
-        firm_id: str,
-    ) -> RefundResult:
-        """Refund `amount_minor` of the payment (idempotency key from refund_id) and reverse
-        the given amounts of its transfers (Stripe: /v1/transfers/{ref}/reversals)."""
+    async def refund(self, req: RefundOrder) -> RefundResult:
+        """Refund `req.amount_minor` of the payment (idempotency key from req.refund_id) and
+        reverse the given amounts of its transfers (Stripe: /v1/transfers/{ref}/reversals)."""
         ...
 
     def parse_webhook(self, payload: bytes, signature: str | None) -> ProcessorEvent | None:

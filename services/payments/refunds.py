@@ -27,7 +27,7 @@ from services.payments.models import (
     RefundItem,
 )
 from services.payments.processors import Deposit as DepositOrder
-from services.payments.processors import ProcessorError, ProcessorEvent, RefundResult
+from services.payments.processors import ProcessorError, ProcessorEvent, RefundOrder, RefundResult
 from shared.events import RefundStatus
 
 log = logging.getLogger(__name__)
@@ -197,18 +197,20 @@ async def submit_refund(ledger: Ledger, refund_id: str) -> Refund:
         reversals = await _reversals(s, payment, refunds, items)
     try:
         result = await ledger.processor.refund(
-            refund_id=refund.id,
-            payment_ref=payment.processor_ref or "",
-            amount_minor=refund.amount_minor,
-            currency=payment.currency,
-            reversals=reversals,
-            firm_id=payment.firm_id,
+            RefundOrder(
+                refund_id=refund.id,
+                payment_ref=payment.processor_ref or "",
+                amount_minor=refund.amount_minor,
+                currency=payment.currency,
+                reversals=reversals,
+                firm_id=payment.firm_id,
+            )
         )
     except ProcessorError as exc:
         if exc.retryable:
             log.warning("refund %s not taken yet, will retry: %s", refund.id, exc)
             return refund
-        result = RefundResult(ref="", status="failed", failure_reason=str(exc))
+        result = RefundResult(ref="", status=RefundStatus.failed, failure_reason=str(exc))
     return await _record_result(ledger, refund.id, payment, result)
 
 
@@ -220,12 +222,13 @@ async def _record_result(
         assert refund is not None
         refund.submitted = True
         refund.processor_ref = refund.processor_ref or result.ref or None
-        if result.status != "pending":
+        if result.status != RefundStatus.pending:
+            succeeded = result.status == RefundStatus.succeeded
             await ledger.record(
                 s,
                 ProcessorEvent(
                     event_id=f"refund-result:{refund_id}:{result.status}",
-                    kind="refund.succeeded" if result.status == "succeeded" else "refund.failed",
+                    kind="refund.succeeded" if succeeded else "refund.failed",
                     occurred_at=datetime.now(UTC),
                     payment_ref=payment.processor_ref,
                     amount_minor=refund.amount_minor,

@@ -44,6 +44,7 @@ from services.payments.models import Payment
 from services.payments.processors import CardInvalid, InvalidSignature
 from services.payments.refunds import PaymentNotFound, RefundRequest, refundable, request_refund
 from services.payments.testmode import CheckoutClosed, NotSettled, TestMode
+from shared.events import PaymentMethod
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,15 @@ def _client_routes(r: APIRouter, ledger: Ledger, testmode: TestMode | None) -> N
             payment_status=payment.status if payment else None,
             method=payment.method if payment else None,
             processor=cs.processor,
-            methods=["card", "ach"],
+            methods=list(PaymentMethod),
             redirect_url=cs.redirect_url,
         )
 
-    async def pay(session_id: str, how: str, form: dict[str, Any]) -> PaymentOut:
+    async def pay(session_id: str, how: PaymentMethod, form: dict[str, Any]) -> PaymentOut:
         if testmode is None:
             raise field_error(409, None, "Payment details are taken on the processor's page.")
         try:
-            if how == "card":
+            if how == PaymentMethod.card:
                 payment = await testmode.pay_card(session_id, form)
             else:
                 payment = await testmode.pay_ach(session_id, form)
@@ -128,11 +129,11 @@ def _client_routes(r: APIRouter, ledger: Ledger, testmode: TestMode | None) -> N
 
     @r.post("/checkout/{session_id}/card")
     async def pay_card(session_id: str, form: CardForm) -> PaymentOut:
-        return await pay(session_id, "card", form.model_dump())
+        return await pay(session_id, PaymentMethod.card, form.model_dump())
 
     @r.post("/checkout/{session_id}/ach")
     async def pay_ach(session_id: str, form: AchForm) -> PaymentOut:
-        return await pay(session_id, "ach", form.model_dump())
+        return await pay(session_id, PaymentMethod.ach, form.model_dump())
 
 
 async def _payment_out(ledger: Ledger, payment: Payment) -> PaymentOut:

@@ -25,6 +25,7 @@ from services.payments.processors import (
     ProcessorCheckout,
     ProcessorError,
     ProcessorEvent,
+    RefundOrder,
     RefundResult,
 )
 from services.payments.settings import PaymentsSettings
@@ -130,35 +131,26 @@ class StripeProcessor:
 
     # Refunds, with the transfers' reversals
 
-    async def refund(
-        self,
-        *,
-        refund_id: str,
-        payment_ref: str,
-        amount_minor: int,
-        currency: str,
-        reversals: list[Deposit],
-        firm_id: str,
-    ) -> RefundResult:
+    async def refund(self, req: RefundOrder) -> RefundResult:
         """Refund on the platform, then take the money back from the firm's accounts: each
         reversal takes `amount_minor - fee_minor` back from transfer `ref` (the part of the
         refund that account had received)."""
         refund = await self._call(
             self._client.v1.refunds.create_async(
                 params={
-                    "payment_intent": payment_ref,
-                    "amount": amount_minor,
+                    "payment_intent": req.payment_ref,
+                    "amount": req.amount_minor,
                     "reason": "requested_by_customer",
-                    "metadata": {"refund_id": refund_id, "firm_id": firm_id},
+                    "metadata": {"refund_id": req.refund_id, "firm_id": req.firm_id},
                 },
-                options={"idempotency_key": f"refund:{refund_id}"},
+                options={"idempotency_key": f"refund:{req.refund_id}"},
             )
         )
         status = REFUND_STATUSES.get(refund.status or "", RefundStatus.pending)
         reversed_ids: list[str] = []
-        if status != "failed":
-            for deposit in reversals:
-                reversal = await self._reverse(refund_id, deposit)
+        if status != RefundStatus.failed:
+            for deposit in req.reversals:
+                reversal = await self._reverse(req.refund_id, deposit)
                 if reversal is not None:
                     reversed_ids.append(reversal)
         return RefundResult(

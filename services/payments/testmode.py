@@ -24,7 +24,7 @@ from typing import Any, get_args
 from sqlalchemy import select
 
 from services.payments import rules
-from services.payments.balances import aware, item_views
+from services.payments.balances import ItemStatus, aware, item_views
 from services.payments.ledger import Ledger
 from services.payments.models import CheckoutSession, CheckoutStatus, Payment
 from services.payments.processors import (
@@ -36,6 +36,7 @@ from services.payments.processors import (
     InvalidSignature,
     ProcessorCheckout,
     ProcessorEvent,
+    RefundOrder,
     RefundResult,
     test_mode_charge,
     validate_card,
@@ -88,26 +89,17 @@ class TestModeProcessor:
     async def deposit(self, req: DepositRequest) -> list[Deposit]:
         return [replace(d, ref=f"test_tr_{req.payment_id}_{d.account}") for d in req.deposits]
 
-    async def refund(
-        self,
-        *,
-        refund_id: str,
-        payment_ref: str,
-        amount_minor: int,
-        currency: str,
-        reversals: list[Deposit],
-        firm_id: str,
-    ) -> RefundResult:
+    async def refund(self, req: RefundOrder) -> RefundResult:
         if self.settings.test_refund_fail:
             return RefundResult(
-                ref=f"test_re_{refund_id}",
+                ref=f"test_re_{req.refund_id}",
                 status=RefundStatus.failed,
                 failure_reason="The refund failed (test mode is set to fail every refund).",
             )
         return RefundResult(
-            ref=f"test_re_{refund_id}",
+            ref=f"test_re_{req.refund_id}",
             status=RefundStatus.succeeded,
-            reversals=[f"test_trr_{refund_id}_{d.account}" for d in reversals],
+            reversals=[f"test_trr_{req.refund_id}_{d.account}" for d in req.reversals],
         )
 
     def parse_webhook(self, payload: bytes, signature: str | None) -> ProcessorEvent | None:
@@ -220,19 +212,23 @@ class TestMode:
             )
         return cs, payment
 
-    async def _still_unpaid(self, s: Any, cs: CheckoutSession) -> bool:
-        """Another tab may have paid these bills since the session opened."""
+    async def _paid_meanwhile(self, s: Any, cs: CheckoutSession) -> CheckoutClosed | None:
+        """Another tab may have paid these bills since the session opened: then the session
+        expires, and this is the refusal to raise once that is committed."""
         items = json.loads(cs.items)
         current = {
             v.invoice_id: v
             for v in await item_views(s, cs.firm_id, [i["invoice_id"] for i in items])
         }
-        return all(
+        if all(
             (v := current.get(i["invoice_id"])) is not None
-            and v.status == "unpaid"
+            and v.status == ItemStatus.unpaid
             and v.balance_minor >= i["amount_minor"]
             for i in items
-        )
+        ):
+            return None
+        cs.status = CheckoutStatus.expired
+        return CheckoutClosed("These bills were paid in the meantime; nothing was charged.")
 
     async def pay_card(self, session_id: str, form: dict[str, Any]) -> Payment:
         """Charge the session's card once; a second submit returns the payment made.
@@ -249,12 +245,8 @@ class TestMode:
             name = (form.get("name") or "").strip()
             if not name:
                 raise CardInvalid("name", "Enter the name on the card.")
-            if not await self._still_unpaid(s, cs):
-                cs.status = CheckoutStatus.expired
-                refusal = CheckoutClosed(
-                    "These bills were paid in the meantime; nothing was charged."
-                )
-            else:
+            refusal = await self._paid_meanwhile(s, cs)
+            if refusal is None:
                 charge = test_mode_charge(digits, idempotency_key=cs.id)
                 if charge.status == "declined":
                     cs.last_error = charge.message
@@ -289,12 +281,8 @@ class TestMode:
             if paid is not None:
                 return paid
             bank = validate_ach(form)
-            if not await self._still_unpaid(s, cs):
-                cs.status = CheckoutStatus.expired
-                refusal = CheckoutClosed(
-                    "These bills were paid in the meantime; nothing was charged."
-                )
-            else:
+            refusal = await self._paid_meanwhile(s, cs)
+            if refusal is None:
                 payment_id = await self.ledger.record(
                     s,
                     self._event(

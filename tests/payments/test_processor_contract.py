@@ -22,6 +22,7 @@ from services.payments.processors import (
     ProcessorCheckout,
     ProcessorError,
     ProcessorEvent,
+    RefundOrder,
     RefundResult,
 )
 from services.payments.refunds import submit_refund
@@ -64,7 +65,8 @@ class StripeLike:
             raise self.deposit_error
         return [replace(d, ref=f"tr_{kw['payment_id']}_{d.account}") for d in kw["deposits"]]
 
-    async def refund(self, **kw: Any) -> RefundResult:
+    async def refund(self, req: RefundOrder) -> RefundResult:
+        kw = vars(req)
         self.refunds.append(kw)
         if self.refund_error:
             raise self.refund_error
