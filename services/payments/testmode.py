@@ -252,19 +252,16 @@ class TestMode:
                     cs.last_error = charge.message
                     refusal = CardInvalid("card_number", charge.message)
                 else:
-                    payment_id = await self.ledger.record(
+                    payment_id = await self._record(
                         s,
-                        self._event(
-                            cs,
-                            "payment.succeeded",
-                            PaymentMethod.card,
-                            charge_ref=charge.ref,
-                            fee_minor=rules.processing_fee(PaymentMethod.card, cs.amount_minor),
-                            payer_name=name,
-                            payer_email=(form.get("email") or "").strip() or None,
-                            last4=charge.last4,
-                        ),
-                        self.ledger.processor.name,
+                        cs,
+                        "payment.succeeded",
+                        PaymentMethod.card,
+                        charge_ref=charge.ref,
+                        fee_minor=rules.processing_fee(PaymentMethod.card, cs.amount_minor),
+                        payer_name=name,
+                        payer_email=(form.get("email") or "").strip() or None,
+                        last4=charge.last4,
                     )
         if refusal is not None:
             raise refusal
@@ -283,17 +280,14 @@ class TestMode:
             bank = validate_ach(form)
             refusal = await self._paid_meanwhile(s, cs)
             if refusal is None:
-                payment_id = await self.ledger.record(
+                payment_id = await self._record(
                     s,
-                    self._event(
-                        cs,
-                        "payment.processing",
-                        PaymentMethod.ach,
-                        payer_name=bank.name,
-                        payer_email=bank.email,
-                        last4=bank.account_number[-4:],
-                    ),
-                    self.ledger.processor.name,
+                    cs,
+                    "payment.processing",
+                    PaymentMethod.ach,
+                    payer_name=bank.name,
+                    payer_email=bank.email,
+                    last4=bank.account_number[-4:],
                 )
                 assert payment_id is not None
                 payment = await s.get(Payment, payment_id)
@@ -306,6 +300,13 @@ class TestMode:
             raise refusal
         assert payment_id is not None
         return await self._payment(payment_id)
+
+    async def _record(
+        self, s: Any, cs: CheckoutSession, kind: str, method: str, **fields: Any
+    ) -> str | None:
+        """Record what the checkout form did as the processor's event about the session."""
+        event = self._event(cs, kind, method, **fields)
+        return await self.ledger.record(s, event, self.ledger.processor.name)
 
     def _event(self, cs: CheckoutSession, kind: str, method: str, **fields: Any) -> ProcessorEvent:
         suffix = cs.id.split("_", 1)[-1]
