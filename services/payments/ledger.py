@@ -40,7 +40,7 @@ from services.payments.models import (
 )
 from services.payments.processors import Processor, ProcessorError, ProcessorEvent
 from services.payments.settings import PaymentsSettings
-from shared.events import InvoiceKind, PaymentMethod, PaymentStatus, RefundStatus
+from shared.events import InvoiceKind, PaymentMethod, PaymentStatus
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -285,18 +285,12 @@ class Ledger:
         )
         refunds = await refund_state.derive_refunds(s, payment, facts, allocations)
         items = await refund_state.refund_items(s, [r.id for r in refunds])
-        succeeded = [r for r in refunds if r.status == RefundStatus.succeeded]
-        per_invoice: dict[str, int] = {}
-        per_account: dict[str, int] = {}
-        for r in succeeded:
-            for item in items.get(r.id, []):
-                per_invoice[item.invoice_id] = (
-                    per_invoice.get(item.invoice_id, 0) + item.amount_minor
-                )
-                per_account[item.account] = per_account.get(item.account, 0) + item.amount_minor
+        refunded = refund_state.RefundedTotals.of(refunds, items)
         for alloc in allocations:
-            alloc.refunded_minor = min(per_invoice.get(alloc.invoice_id, 0), alloc.amount_minor)
-        payment.refunded_minor = min(sum(r.amount_minor for r in succeeded), payment.amount_minor)
+            alloc.refunded_minor = min(
+                refunded.per_invoice.get(alloc.invoice_id, 0), alloc.amount_minor
+            )
+        payment.refunded_minor = min(refunded.total_minor, payment.amount_minor)
         payment.status = rules.shown_status(
             state.rank, payment.amount_minor, payment.refunded_minor
         )
@@ -306,7 +300,7 @@ class Ledger:
                 payment,
                 state,
                 allocations,
-                per_account,
+                refunded.per_account,
                 make_up_accounts=self.processor.name == "test",
             )
         await announce(self.service, s, payment, state, allocations, refunds, items)

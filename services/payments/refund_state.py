@@ -5,6 +5,8 @@ refund is `refunds.py`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +20,31 @@ EXTERNAL_REQUESTER = "the processor's dashboard"
 def external_refund_id(fact: rules.Fact) -> str:
     """Our id for a refund made outside EnvelopePay: from the processor's refund id."""
     return f"ext_{fact.refund_ref or fact.event_id}"[:100]
+
+
+@dataclass
+class RefundedTotals:
+    """What the refunds that succeeded gave back: in all, per invoice and per account."""
+
+    total_minor: int = 0
+    per_invoice: dict[str, int] = field(default_factory=dict)
+    per_account: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, refunds: list[Refund], items: dict[str, list[RefundItem]]) -> RefundedTotals:
+        out = cls()
+        for refund in refunds:
+            if refund.status != RefundStatus.succeeded:
+                continue
+            out.total_minor += refund.amount_minor
+            for item in items.get(refund.id, []):
+                out.per_invoice[item.invoice_id] = (
+                    out.per_invoice.get(item.invoice_id, 0) + item.amount_minor
+                )
+                out.per_account[item.account] = (
+                    out.per_account.get(item.account, 0) + item.amount_minor
+                )
+        return out
 
 
 async def refund_items(s: AsyncSession, refund_ids: list[str]) -> dict[str, list[RefundItem]]:
