@@ -17,6 +17,7 @@ from datetime import date, datetime
 from typing import Literal, Protocol
 
 from services.payments.deposit_rules import Account
+from services.payments.rules import FieldInvalid
 
 Method = Literal["card", "ach"]
 EventKind = Literal[
@@ -163,12 +164,8 @@ class Processor(Protocol):
         ...
 
 
-class CardInvalid(ValueError):
-    """A card field the client must correct; `field` names the form field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class CardInvalid(FieldInvalid):
+    """A card (or bank account) field the client must correct."""
 
 
 @dataclass(frozen=True)

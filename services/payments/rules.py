@@ -71,12 +71,16 @@ class RefundRefused(ValueError):
     """The refund breaks a rule (409): the message is for the firm user."""
 
 
-class RefundInvalid(ValueError):
-    """A field of the refund request is wrong (422)."""
+class FieldInvalid(ValueError):
+    """A form field someone must correct: `field` names it, the message says how."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class RefundInvalid(FieldInvalid):
+    """A field of the refund request is wrong (422)."""
 
 
 @dataclass(frozen=True)
