@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import api
+from services.payments import mirror, routes
 from services.payments.ledger import Ledger
 from services.payments.models import Base
 from services.payments.processors import Processor
@@ -39,17 +39,17 @@ def create_app(
 
     @service.handles(FirmUpdated)
     async def firm_updated(s: AsyncSession, ev: FirmUpdated) -> None:
-        await ledger.on_firm_updated(s, ev)
+        await mirror.on_firm_updated(s, ev)
 
     @service.handles(InvoiceUpdated)
     async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
-        await ledger.on_invoice_updated(s, ev)
+        await mirror.on_invoice_updated(s, ev)
 
     # One per email, as the envelope service sends them: gathered for a fifth of a second
     # into batches (a link is in an email for longer than that before anyone can click it).
     @service.handles_batch(PayLinkIssued, wait_seconds=0.2)
     async def paylinks_issued(s: AsyncSession, evs: list[PayLinkIssued], _prepared: None) -> None:
-        await ledger.on_paylinks_issued(s, evs)
+        await mirror.on_paylinks_issued(s, evs)
 
     service.background(ledger.deposit_loop)
 
@@ -61,8 +61,8 @@ def create_app(
         service.background(testmode.settle_loop)
 
     app = service.make_app()
-    app.include_router(api.router(service, ledger, testmode))
-    app.include_router(api.webhook_router(ledger))
+    app.include_router(routes.router(service, ledger, testmode))
+    app.include_router(routes.webhook_router(ledger))
     app.state.ledger = ledger
     app.state.testmode = testmode
     return app

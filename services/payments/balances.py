@@ -6,17 +6,37 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from enum import StrEnum
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.models import Allocation, Bill, Firm, PayLink, Payment
-from shared.events import FirmProfile
+from shared.events import FirmProfile, InvoiceState, PaymentStatus
 from shared.tokens import hash_token
 
 # Payments whose allocations hold a bill's balance: money taken or on its way. A failed or
 # returned payment holds nothing, so the client can pay again.
-HOLDING = ("processing", "succeeded", "partially_refunded", "refunded")
+HOLDING = (
+    PaymentStatus.processing,
+    PaymentStatus.succeeded,
+    PaymentStatus.partially_refunded,
+    PaymentStatus.refunded,
+)
+
+
+class ItemStatus(StrEnum):
+    """A bill as the client sees it on the pay page."""
+
+    unpaid = "unpaid"
+    processing = "processing"  # an ACH debit for it has not settled
+    paid = "paid"
+
+
+class LinkStatus(StrEnum):
+    ok = "ok"
+    expired = "expired"  # or revoked
+    unknown = "unknown"
 
 
 @dataclass
@@ -27,7 +47,7 @@ class ItemView:
     due_at: date | None
     currency: str
     balance_minor: int
-    status: str  # unpaid, processing, paid
+    status: ItemStatus
 
 
 @dataclass
@@ -38,7 +58,7 @@ class Outstanding:
 
 @dataclass
 class LinkView:
-    status: str  # ok, expired, unknown
+    status: LinkStatus
     firm: FirmProfile | None = None
     client_name: str = ""
     items: list[ItemView] = field(default_factory=list)
@@ -94,12 +114,12 @@ def item_view(bill: Bill, held: dict[str, int]) -> ItemView:
     """A bill as the client sees it. Processing (an ACH debit not settled) wins over unpaid so
     that nobody pays twice while the bank works; never below zero."""
     balance = max(0, bill.source_balance_minor - sum(held.values()))
-    if held.get("processing"):
-        status = "processing"
-    elif balance > 0 and bill.state == "awaiting_payment":
-        status = "unpaid"
+    if held.get(PaymentStatus.processing):
+        status = ItemStatus.processing
+    elif balance > 0 and bill.state == InvoiceState.awaiting_payment:
+        status = ItemStatus.unpaid
     else:
-        status = "paid"
+        status = ItemStatus.paid
     return ItemView(
         bill.invoice_id, bill.number, bill.kind, bill.due_at, bill.currency, balance, status
     )
@@ -129,30 +149,30 @@ async def outstanding(s: AsyncSession, firm_id: str, client_id: str) -> Outstand
             .where(
                 Bill.firm_id == firm_id,
                 Bill.client_id == client_id,
-                Bill.state == "awaiting_payment",
+                Bill.state == InvoiceState.awaiting_payment,
             )
             .order_by(Bill.due_at, Bill.number, Bill.invoice_id)
         )
     )
-    items = [v for v in await item_views(s, firm_id, ids) if v.status == "unpaid"]
+    items = [v for v in await item_views(s, firm_id, ids) if v.status == ItemStatus.unpaid]
     return Outstanding(items=items, total_minor=sum(i.balance_minor for i in items))
 
 
 async def link_view(s: AsyncSession, token: str) -> LinkView:
     link = await find_link(s, token)
     if link is None:
-        return LinkView(status="unknown")
+        return LinkView(status=LinkStatus.unknown)
     firm = await firm_profile(s, link.firm_id)
     if not link_usable(link):
-        return LinkView(status="expired", firm=firm, client_name=link.client_name)
+        return LinkView(status=LinkStatus.expired, firm=firm, client_name=link.client_name)
     items = await item_views(s, link.firm_id, json.loads(link.invoice_ids))
     view = LinkView(
-        status="ok",
+        status=LinkStatus.ok,
         firm=firm,
         client_name=link.client_name,
         items=items,
         currency=items[0].currency if items else "USD",
-        total_due_minor=sum(i.balance_minor for i in items if i.status == "unpaid"),
+        total_due_minor=sum(i.balance_minor for i in items if i.status == ItemStatus.unpaid),
         pay_all_outstanding=link.pay_all_outstanding,
     )
     if link.pay_all_outstanding:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.balances import (
+    ItemStatus,
     ItemView,
     aware,
     find_link,
@@ -21,7 +22,7 @@ from services.payments.balances import (
     outstanding,
 )
 from services.payments.ledger import Ledger
-from services.payments.models import CheckoutSession, PayLink, Payment
+from services.payments.models import CheckoutSession, CheckoutStatus, PayLink, Payment
 from services.payments.processors import CheckoutItem, CheckoutRequest, ProcessorError
 from shared.events import FirmProfile
 
@@ -48,11 +49,11 @@ class CheckoutView:
     payment: Payment | None
 
     @property
-    def status(self) -> str:
+    def status(self) -> CheckoutStatus:
         cs = self.session
-        if cs.status == "open" and aware(cs.expires_at) < datetime.now(UTC):
-            return "expired"
-        return cs.status
+        if cs.status == CheckoutStatus.open and aware(cs.expires_at) < datetime.now(UTC):
+            return CheckoutStatus.expired
+        return CheckoutStatus(cs.status)
 
 
 async def _payable(
@@ -69,7 +70,7 @@ async def _payable(
     wanted = list(dict.fromkeys(invoice_ids or allowed))  # an item asked for twice is paid once
     if any(i not in allowed for i in wanted):
         raise CheckoutError("That bill cannot be paid from this link.")
-    items = [v for v in await item_views(s, link.firm_id, wanted) if v.status == "unpaid"]
+    items = [v for v in await item_views(s, link.firm_id, wanted) if v.status == ItemStatus.unpaid]
     if not items:
         raise CheckoutError("Nothing is left to pay here: it is paid or a payment is processing.")
     if len({i.currency for i in items}) != 1:
@@ -109,7 +110,7 @@ async def create_checkout(
             ),
             currency=items[0].currency,
             amount_minor=sum(i.balance_minor for i in items),
-            status="open",
+            status=CheckoutStatus.open,
             processor=ledger.processor.name,
             created_at=now,
             expires_at=now + timedelta(minutes=ledger.settings.checkout_ttl_minutes),
@@ -136,7 +137,7 @@ async def create_checkout(
         async with ledger.tx() as s:
             row = await s.get(CheckoutSession, cs.id)
             assert row is not None
-            row.status, row.last_error = "expired", str(exc)[:2000]
+            row.status, row.last_error = CheckoutStatus.expired, str(exc)[:2000]
         raise ProcessorUnavailable(
             "The payment page could not be opened. Nothing was charged; please try again."
         ) from exc
@@ -170,7 +171,7 @@ async def checkout_view(ledger: Ledger, session_id: str) -> CheckoutView | None:
                     due_at=now.due_at if now else None,
                     currency=cs.currency,
                     balance_minor=item["amount_minor"],
-                    status=now.status if now else "unpaid",
+                    status=now.status if now else ItemStatus.unpaid,
                 )
             )
         payment = await s.get(Payment, cs.payment_id) if cs.payment_id else None

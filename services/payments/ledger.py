@@ -1,4 +1,4 @@
-"""The ledger: payments, their allocations, deposits and refunds, as the processor reports them.
+"""The ledger: payments and their allocations, as the processor reports them.
 
 Every report is a `ProcessorEvent`. It is recorded once (unique per processor and event id),
 and the payment's state is then derived again from *all* events recorded for it, never from
@@ -6,6 +6,10 @@ the order they came in; a bus event goes out only when the derived state crosses
 not crossed before. So webhooks that repeat, arrive out of order or arrive late end in the same
 ledger and the same announcements. An event about a payment not known yet is kept and applied
 when the payment appears.
+
+Deriving a payment draws on its neighbours: `refund_state` (its refunds), `deposits` (what
+goes to the firm's accounts), `announcements` (the `payment.*` events). What other services
+tell payments is kept by `mirror`.
 """
 
 from __future__ import annotations
@@ -21,35 +25,22 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import rules
+from services.payments import deposit_rules, deposits, refund_state, rules
+from services.payments.announcements import announce
 from services.payments.balances import aware
 from services.payments.models import (
     Allocation,
     Bill,
     CheckoutSession,
-    Deposit,
-    Firm,
+    CheckoutStatus,
     FirmAccount,
-    PayLink,
     Payment,
     ProcessorEventRecord,
     Refund,
-    RefundItem,
 )
-from services.payments.processors import Deposit as DepositOrder
 from services.payments.processors import Processor, ProcessorError, ProcessorEvent
 from services.payments.settings import PaymentsSettings
-from shared.db import insert_unless_present
-from shared.events import Allocation as AllocationEvent
-from shared.events import (
-    FirmUpdated,
-    InvoiceUpdated,
-    PayLinkIssued,
-    PaymentFailed,
-    PaymentProcessing,
-    PaymentRefunded,
-    PaymentSucceeded,
-)
+from shared.events import InvoiceKind, PaymentMethod, PaymentStatus
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -59,18 +50,9 @@ log = logging.getLogger(__name__)
 LEDGER_LOCK_KEY = 0x7061796D656E7473  # "payments"
 
 
-# Session info key: payments whose deposits may be made once the transaction commits.
-DEPOSITS_DUE = "payments_deposits_due"
-
-
 def payment_id_for(session_id: str) -> str:
     """One payment per checkout session, with an id that every event of it leads to."""
     return "pay_" + session_id.split("_", 1)[-1]
-
-
-def external_refund_id(fact: rules.Fact) -> str:
-    """Our id for a refund made outside EnvelopePay: from the processor's refund id."""
-    return f"ext_{fact.refund_ref or fact.event_id}"[:100]
 
 
 def fact_of(row: ProcessorEventRecord) -> rules.Fact:
@@ -125,138 +107,6 @@ class Ledger:
                 await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEDGER_LOCK_KEY})
             yield s
 
-    # --- what other services tell us ------------------------------------------------------
-
-    async def on_firm_updated(self, s: AsyncSession, ev: FirmUpdated) -> None:
-        row = await s.get(Firm, ev.firm_id)
-        if row is None:
-            row = Firm(firm_id=ev.firm_id)
-            s.add(row)
-        elif row.updated_at and aware(row.updated_at) > ev.occurred_at:
-            return
-        row.profile = ev.firm.model_dump_json()
-        row.updated_at = ev.occurred_at
-
-    async def on_invoice_updated(self, s: AsyncSession, ev: InvoiceUpdated) -> None:
-        inv = ev.invoice
-        bill = await s.scalar(
-            select(Bill).where(Bill.firm_id == ev.firm_id, Bill.invoice_id == inv.invoice_id)
-        )
-        if bill is None:
-            bill = Bill(firm_id=ev.firm_id, invoice_id=inv.invoice_id)
-            s.add(bill)
-        elif bill.event_at is not None and ev.occurred_at <= aware(bill.event_at):
-            return  # a newer snapshot is already here
-        bill.event_at = ev.occurred_at
-        bill.number, bill.kind, bill.state = inv.number, inv.kind, inv.state
-        bill.client_id, bill.client_name, bill.currency = (
-            inv.client_id,
-            inv.client_name,
-            inv.currency,
-        )
-        bill.source_balance_minor, bill.due_at = inv.balance_minor, inv.due_at
-        bill.updated_at = datetime.now(UTC)
-        allocations = await s.scalars(
-            select(Allocation).where(
-                Allocation.firm_id == ev.firm_id,
-                Allocation.invoice_id == inv.invoice_id,
-                Allocation.reconciled.is_(False),
-            )
-        )
-        for alloc in allocations:
-            # The firm recorded the payment in Clio: the synced balance already counts it.
-            if inv.balance_minor <= alloc.source_balance_at_payment - alloc.amount_minor:
-                alloc.reconciled = True
-
-    async def on_paylink_issued(self, s: AsyncSession, ev: PayLinkIssued) -> None:
-        await self.on_paylinks_issued(s, [ev])
-
-    async def on_paylinks_issued(self, s: AsyncSession, evs: list[PayLinkIssued]) -> None:
-        """Keep each link (once: one statement for them all, a link is issued with every
-        email) and, for bills not known here yet, what the link knows of them."""
-        added = set(
-            (
-                await s.execute(
-                    insert_unless_present(PayLink.__table__)
-                    .values(
-                        [
-                            {
-                                "token_hash": ev.token_hash,
-                                "firm_id": ev.firm_id,
-                                "link_id": ev.link_id,
-                                "envelope_id": ev.envelope_id,
-                                "client_id": ev.client_id,
-                                "client_name": ev.client_name,
-                                "client_email": ev.client_email,
-                                "invoice_ids": json.dumps([i.invoice_id for i in ev.items]),
-                                "pay_all_outstanding": ev.pay_all_outstanding,
-                                "expires_at": ev.expires_at,
-                            }
-                            for ev in evs
-                        ]
-                    )
-                    .returning(PayLink.__table__.c.token_hash)
-                )
-            ).scalars()
-        )
-        new = [ev for ev in evs if ev.token_hash in added]  # the others: issued before
-        if not new:
-            return
-        # A link can arrive before the bill's own event: keep what the link knows.
-        known = set(
-            (
-                await s.execute(
-                    select(Bill.firm_id, Bill.invoice_id).where(
-                        Bill.invoice_id.in_({i.invoice_id for ev in new for i in ev.items})
-                    )
-                )
-            ).tuples()
-        )
-        for ev in new:
-            for item in ev.items:
-                if (ev.firm_id, item.invoice_id) not in known:
-                    known.add((ev.firm_id, item.invoice_id))
-                    s.add(
-                        Bill(
-                            firm_id=ev.firm_id,
-                            invoice_id=item.invoice_id,
-                            number=item.number,
-                            kind=item.kind,
-                            state="awaiting_payment",
-                            client_id=ev.client_id,
-                            client_name=ev.client_name,
-                            currency=item.currency,
-                            source_balance_minor=item.balance_minor,
-                            due_at=item.due_at,
-                            updated_at=datetime.now(UTC),
-                        )
-                    )
-
-    # --- firm accounts --------------------------------------------------------------------
-
-    async def accounts(self, s: AsyncSession, firm_id: str) -> FirmAccount | None:
-        """The firm's operating and trust accounts; test mode makes up both once."""
-        row = await s.get(FirmAccount, firm_id)
-        if row is None and self.processor.name == "test":
-            row = FirmAccount(
-                firm_id=firm_id,
-                operating_account=f"test_operating_{firm_id}",
-                trust_account=f"test_trust_{firm_id}",
-                updated_at=datetime.now(UTC),
-            )
-            s.add(row)
-        return row
-
-    async def set_accounts(self, firm_id: str, operating: str, trust: str) -> FirmAccount:
-        async with self.tx() as s:
-            row = await s.get(FirmAccount, firm_id)
-            if row is None:
-                row = FirmAccount(firm_id=firm_id)
-                s.add(row)
-            row.operating_account, row.trust_account = operating, trust
-            row.updated_at = datetime.now(UTC)
-            return row
-
     # --- processor events -----------------------------------------------------------------
 
     async def apply(self, ev: ProcessorEvent, processor: str | None = None) -> str | None:
@@ -264,7 +114,7 @@ class Ledger:
         Returns the id of the payment it concerns, when known."""
         async with self.tx() as s:
             payment_id = await self.record(s, ev, processor or self.processor.name)
-            due = s.info.pop(DEPOSITS_DUE, set())
+            due = s.info.pop(deposits.DEPOSITS_DUE, set())
         for paid in due:
             await self.transfer_deposits(paid)
         return payment_id
@@ -351,8 +201,8 @@ class Ledger:
             session_id=cs.id,
             client_id=cs.client_id,
             client_name=cs.client_name,
-            method=ev.method or "card",
-            status="processing",
+            method=ev.method or PaymentMethod.card,
+            status=PaymentStatus.processing,
             currency=cs.currency,
             amount_minor=cs.amount_minor,
             refunded_minor=0,
@@ -377,7 +227,7 @@ class Ledger:
         }
         for item in items:
             bill = bills.get(item["invoice_id"])
-            kind = bill.kind if bill else item.get("kind", "invoice")
+            kind = bill.kind if bill else item.get("kind", InvoiceKind.invoice)
             s.add(
                 Allocation(
                     payment_id=payment.id,
@@ -385,7 +235,7 @@ class Ledger:
                     invoice_id=item["invoice_id"],
                     number=bill.number if bill else item.get("number", ""),
                     kind=kind,
-                    account=rules.account_for(kind),
+                    account=deposit_rules.account_for(kind),
                     amount_minor=item["amount_minor"],
                     refunded_minor=0,
                     source_balance_at_payment=bill.source_balance_minor if bill else 0,
@@ -393,7 +243,7 @@ class Ledger:
                 )
             )
         cs.payment_id = payment.id
-        cs.status = "complete"
+        cs.status = CheckoutStatus.complete
         await s.flush()
         return payment
 
@@ -433,26 +283,27 @@ class Ledger:
                 .order_by(Allocation.id)
             )
         )
-        refunds = await self._derive_refunds(s, payment, facts, allocations)
-        items = await self._refund_items(s, [r.id for r in refunds])
-        succeeded = [r for r in refunds if r.status == "succeeded"]
-        per_invoice: dict[str, int] = {}
-        per_account: dict[str, int] = {}
-        for r in succeeded:
-            for item in items.get(r.id, []):
-                per_invoice[item.invoice_id] = (
-                    per_invoice.get(item.invoice_id, 0) + item.amount_minor
-                )
-                per_account[item.account] = per_account.get(item.account, 0) + item.amount_minor
+        refunds = await refund_state.derive_refunds(s, payment, facts, allocations)
+        items = await refund_state.refund_items(s, [r.id for r in refunds])
+        refunded = refund_state.RefundedTotals.of(refunds, items)
         for alloc in allocations:
-            alloc.refunded_minor = min(per_invoice.get(alloc.invoice_id, 0), alloc.amount_minor)
-        payment.refunded_minor = min(sum(r.amount_minor for r in succeeded), payment.amount_minor)
-        payment.status = rules.payment_status(
+            alloc.refunded_minor = min(
+                refunded.per_invoice.get(alloc.invoice_id, 0), alloc.amount_minor
+            )
+        payment.refunded_minor = min(refunded.total_minor, payment.amount_minor)
+        payment.status = rules.shown_status(
             state.rank, payment.amount_minor, payment.refunded_minor
         )
-        if state.rank >= rules.SUCCEEDED:
-            await self._derive_deposits(s, payment, state, allocations, per_account)
-        await self._announce(s, payment, state, allocations, refunds, items)
+        if state.rank >= rules.Progress.succeeded:
+            await deposits.derive_deposits(
+                s,
+                payment,
+                state,
+                allocations,
+                refunded.per_account,
+                make_up_accounts=self.processor.name == "test",
+            )
+        await announce(self.service, s, payment, state, allocations, refunds, items)
 
     def _apply_state(self, payment: Payment, state: rules.PaymentState) -> None:
         if not state.facts:
@@ -462,250 +313,18 @@ class Ledger:
         payment.charge_ref = state.charge_ref
         payment.payer_name = state.payer_name
         payment.payer_email = state.payer_email
-        payment.card_last4 = state.last4 if payment.method == "card" else None
-        payment.bank_last4 = state.last4 if payment.method == "ach" else None
+        payment.card_last4 = state.last4 if payment.method == PaymentMethod.card else None
+        payment.bank_last4 = state.last4 if payment.method == PaymentMethod.ach else None
         payment.created_at = state.first_at or payment.created_at
         payment.succeeded_at = state.succeeded_at
         payment.failure_code = state.failure_code
         payment.failure_reason = state.failure_reason
-        if state.rank < rules.SUCCEEDED:
+        if state.rank < rules.Progress.succeeded:
             payment.fee_minor = 0  # no money moved, no fee
         elif state.fee_minor is not None:
             payment.fee_minor = state.fee_minor  # the processor's own figure
         else:
             payment.fee_minor = rules.processing_fee(payment.method, payment.amount_minor)
-
-    async def _refund_items(
-        self, s: AsyncSession, refund_ids: list[str]
-    ) -> dict[str, list[RefundItem]]:
-        out: dict[str, list[RefundItem]] = {}
-        if not refund_ids:
-            return out
-        for item in await s.scalars(
-            select(RefundItem).where(RefundItem.refund_id.in_(refund_ids)).order_by(RefundItem.id)
-        ):
-            out.setdefault(item.refund_id, []).append(item)
-        return out
-
-    async def _derive_refunds(
-        self,
-        s: AsyncSession,
-        payment: Payment,
-        facts: list[rules.Fact],
-        allocations: list[Allocation],
-    ) -> list[Refund]:
-        refunds = list(
-            await s.scalars(
-                select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.id)
-            )
-        )
-        refund_facts = [f for f in facts if f.kind in rules.REFUND_KINDS]
-        await self._add_external_refunds(s, payment, refund_facts, refunds, allocations)
-        for refund in refunds:
-            mine = [
-                f
-                for f in refund_facts
-                if f.refund_id == refund.id
-                or (f.refund_ref is not None and f.refund_ref == refund.processor_ref)
-                or (f.refund_id is None and external_refund_id(f) == refund.id)
-            ]
-            if not mine:
-                continue
-            rank, ref, reason = rules.derive_refund(mine)
-            refund.status = rules.REFUND_STATUS[rank]
-            refund.processor_ref = refund.processor_ref or ref
-            refund.failure_reason = reason
-        return refunds
-
-    async def _add_external_refunds(
-        self,
-        s: AsyncSession,
-        payment: Payment,
-        refund_facts: list[rules.Fact],
-        refunds: list[Refund],
-        allocations: list[Allocation],
-    ) -> None:
-        """A refund made on the processor's dashboard names none of ours: record it, taken
-        from the items in their order. One that names our refund id waits for it."""
-        known_refs = {r.processor_ref for r in refunds if r.processor_ref}
-        known_ids = {r.id for r in refunds}
-        for fact in sorted(refund_facts, key=lambda f: (f.occurred_at, f.event_id)):
-            if fact.refund_id or fact.amount_minor is None:
-                continue
-            if fact.refund_ref in known_refs:
-                continue
-            refund_id = external_refund_id(fact)
-            if refund_id in known_ids:
-                continue
-            left = await self._left_per_item(s, refunds, allocations)
-            taken = rules.allocate_external_refund(fact.amount_minor, left)
-            refund = Refund(
-                id=refund_id,
-                payment_id=payment.id,
-                firm_id=payment.firm_id,
-                amount_minor=sum(a for _, a in taken),
-                status="pending",
-                processor_ref=fact.refund_ref,
-                requested_by="the processor's dashboard",
-                created_at=fact.occurred_at,
-                submitted=True,
-                announced=False,
-            )
-            s.add(refund)
-            by_invoice = {a.invoice_id: a for a in allocations}
-            for invoice_id, amount in taken:
-                alloc = by_invoice[invoice_id]
-                s.add(
-                    RefundItem(
-                        refund_id=refund_id,
-                        invoice_id=invoice_id,
-                        number=alloc.number,
-                        account=alloc.account,
-                        amount_minor=amount,
-                    )
-                )
-            await s.flush()
-            refunds.append(refund)
-            known_ids.add(refund_id)
-            if fact.refund_ref:
-                known_refs.add(fact.refund_ref)
-
-    async def _left_per_item(
-        self, s: AsyncSession, refunds: list[Refund], allocations: list[Allocation]
-    ) -> list[tuple[str, int]]:
-        committed = await self.committed_per_item(s, refunds)
-        return [
-            (a.invoice_id, max(a.amount_minor - committed.get(a.invoice_id, 0), 0))
-            for a in allocations
-        ]
-
-    async def committed_per_item(self, s: AsyncSession, refunds: list[Refund]) -> dict[str, int]:
-        """Per item, what refunds that succeeded or are still pending take: a failed refund
-        gives its share back."""
-        live = [r.id for r in refunds if r.status != "failed"]
-        out: dict[str, int] = {}
-        for items in (await self._refund_items(s, live)).values():
-            for item in items:
-                out[item.invoice_id] = out.get(item.invoice_id, 0) + item.amount_minor
-        return out
-
-    async def _derive_deposits(
-        self,
-        s: AsyncSession,
-        payment: Payment,
-        state: rules.PaymentState,
-        allocations: list[Allocation],
-        refunded_per_account: dict[str, int],
-    ) -> None:
-        """Trust items' total to trust with no fee, invoice items' total to operating with
-        the whole fee; refunds take back from the account their items went to."""
-        existing = {
-            d.account: d
-            for d in await s.scalars(select(Deposit).where(Deposit.payment_id == payment.id))
-        }
-        plans = rules.split_deposits(
-            [(a.kind, a.amount_minor) for a in allocations], payment.fee_minor
-        )
-        for plan in plans:
-            row = existing.get(plan.account)
-            if row is None:
-                accounts = await self.accounts(s, payment.firm_id)
-                row = Deposit(
-                    payment_id=payment.id,
-                    firm_id=payment.firm_id,
-                    account=plan.account,
-                    destination=_destination(accounts, plan.account),
-                    reversed_minor=0,
-                    transferred=False,
-                )
-                s.add(row)
-            if not row.transferred:
-                s.info.setdefault(DEPOSITS_DUE, set()).add(payment.id)
-            if not row.transferred:  # the processor's fee may come with a later event
-                row.amount_minor, row.fee_minor = plan.amount_minor, plan.fee_minor
-                row.net_minor = plan.net_minor
-            row.reversed_minor = rules.reversed_minor(
-                plan.account,
-                refunded_per_account.get(plan.account, 0),
-                row.amount_minor,
-                row.fee_minor,
-                returned=state.rank == rules.RETURNED,
-            )
-            row.status = rules.deposit_status(
-                row.transferred,
-                row.reversed_minor,
-                row.amount_minor,
-                row.fee_minor,
-                returned=state.rank == rules.RETURNED,
-            )
-
-    # --- announcements --------------------------------------------------------------------
-
-    async def _announce(
-        self,
-        s: AsyncSession,
-        payment: Payment,
-        state: rules.PaymentState,
-        allocations: list[Allocation],
-        refunds: list[Refund],
-        items: dict[str, list[RefundItem]],
-    ) -> None:
-        """Each transition once, in the order a reader expects: an ACH debit is announced
-        processing before it is announced settled, whatever order its webhooks came in."""
-        common = {
-            "firm_id": payment.firm_id,
-            "payment_id": payment.id,
-            "method": payment.method,
-            "currency": payment.currency,
-            "amount_minor": payment.amount_minor,
-            "payer_name": payment.payer_name,
-            "payer_email": payment.payer_email,
-        }
-        full = [
-            AllocationEvent(invoice_id=a.invoice_id, amount_minor=a.amount_minor)
-            for a in allocations
-        ]
-        if payment.method == "ach" and not payment.announced_processing:
-            await self.service.publish(s, PaymentProcessing(**common, allocations=full))
-            payment.announced_processing = True
-        if state.rank >= rules.SUCCEEDED and not payment.announced_succeeded:
-            await self.service.publish(s, PaymentSucceeded(**common, allocations=full))
-            payment.announced_succeeded = True
-        # A declined card is the client's to retry: only a debit that was announced as
-        # processing, or a payment taken back after it succeeded, is news to the firm.
-        lost = state.rank == rules.RETURNED or (
-            state.rank == rules.FAILED and payment.method == "ach"
-        )
-        if lost and not payment.announced_failed:
-            await self.service.publish(
-                s,
-                PaymentFailed(
-                    **common,
-                    allocations=full,
-                    reason=payment.failure_reason or "",
-                    failure_code=payment.failure_code,
-                    returned=state.rank == rules.RETURNED,
-                ),
-            )
-            payment.announced_failed = True
-        if not payment.announced_succeeded:
-            return
-        for refund in refunds:
-            if refund.status != "succeeded" or refund.announced:
-                continue
-            await self.service.publish(
-                s,
-                PaymentRefunded(
-                    **common,
-                    allocations=[
-                        AllocationEvent(invoice_id=i.invoice_id, amount_minor=i.amount_minor)
-                        for i in items.get(refund.id, [])
-                    ],
-                    refund_id=refund.id,
-                    refunded_minor=refund.amount_minor,
-                ),
-            )
-            refund.announced = True
 
     # --- moving the money -----------------------------------------------------------------
 
@@ -717,89 +336,30 @@ class Ledger:
         A payment returned after it succeeded is deposited too, and the return recorded as
         taking it back: the ledger ends the same whichever the processor reported first."""
         async with self.service.sessionmaker() as s:
-            payment = await s.get(Payment, payment_id)
-            if payment is None or payment.succeeded_at is None:
-                return
-            pending = list(
-                await s.scalars(
-                    select(Deposit).where(
-                        Deposit.payment_id == payment_id, Deposit.transferred.is_(False)
-                    )
-                )
-            )
-            if not pending:
-                return
-            orders = [
-                DepositOrder(
-                    account=d.account,  # type: ignore[arg-type]
-                    amount_minor=d.amount_minor,
-                    fee_minor=d.fee_minor,
-                    destination=d.destination,
-                )
-                for d in pending
-            ]
+            request = await deposits.due_request(s, payment_id)
+        if request is None:
+            return
         try:
-            done = await self.processor.deposit(
-                payment_id=payment.id,
-                payment_ref=payment.processor_ref or "",
-                charge_ref=payment.charge_ref,
-                currency=payment.currency,
-                deposits=orders,
-                firm_id=payment.firm_id,
-            )
+            done = await self.processor.deposit(request)
         except ProcessorError as exc:
             log.warning("deposits of %s not made yet: %s", payment_id, exc)
-            await self._deposit_error(payment_id, str(exc))
+            async with self.tx() as s:
+                await deposits.record_error(s, payment_id, str(exc))
             return
-        await self._deposits_made(payment_id, done)
-
-    async def _deposit_error(self, payment_id: str, error: str) -> None:
         async with self.tx() as s:
-            for row in await s.scalars(
-                select(Deposit).where(
-                    Deposit.payment_id == payment_id, Deposit.transferred.is_(False)
-                )
-            ):
-                row.last_error = error[:2000]
-
-    async def _deposits_made(self, payment_id: str, done: list[DepositOrder]) -> None:
-        async with self.tx() as s:
-            payment = await s.get(Payment, payment_id)
-            assert payment is not None
-            rows = {
-                d.account: d
-                for d in await s.scalars(select(Deposit).where(Deposit.payment_id == payment_id))
-            }
-            for made in done:
-                row = rows.get(made.account)
-                if row is None or row.transferred:
-                    continue
-                row.transferred, row.ref, row.last_error = True, made.ref, None
-            await self.derive(s, payment)
-
-    async def pending_deposit_payments(self, older_than: timedelta) -> list[str]:
-        cutoff = datetime.now(UTC) - older_than
-        async with self.service.sessionmaker() as s:
-            return list(
-                await s.scalars(
-                    select(Deposit.payment_id)
-                    .join(Payment, Payment.id == Deposit.payment_id)
-                    .where(Deposit.transferred.is_(False), Payment.succeeded_at <= cutoff)
-                    .distinct()
-                )
-            )
+            await self.derive(s, await deposits.record_made(s, payment_id, done))
 
     async def deposit_loop(self) -> None:
         """Deposits a crash or an unreachable processor left undone, retried."""
         while True:
             await asyncio.sleep(self.settings.retry_seconds)
-            for payment_id in await self.pending_deposit_payments(
-                timedelta(seconds=self.settings.retry_seconds)
-            ):
+            cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.retry_seconds)
+            async with self.service.sessionmaker() as s:
+                due = await deposits.payments_with_pending_deposits(s, cutoff)
+            for payment_id in due:
                 await self.transfer_deposits(payment_id)
 
-
-def _destination(accounts: FirmAccount | None, account: str) -> str | None:
-    if accounts is None:
-        return None
-    return accounts.trust_account if account == "trust" else accounts.operating_account
+    async def set_accounts(self, firm_id: str, operating: str, trust: str) -> FirmAccount:
+        """Where the firm's deposits go from now on."""
+        async with self.tx() as s:
+            return await deposits.set_accounts(s, firm_id, operating, trust)

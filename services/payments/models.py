@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
@@ -86,6 +87,12 @@ class PayLink(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class CheckoutStatus(StrEnum):
+    open = "open"
+    complete = "complete"  # a payment was made from it
+    expired = "expired"  # timed out, or its bills were paid meanwhile
+
+
 class CheckoutSession(Base):
     """Created when the client clicks Pay, never when the email is sent."""
 
@@ -100,7 +107,7 @@ class CheckoutSession(Base):
     items: Mapped[str] = mapped_column(Text)  # JSON [{invoice_id, amount_minor}]
     currency: Mapped[str] = mapped_column(String(3))
     amount_minor: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20))  # open, complete, expired
+    status: Mapped[str] = mapped_column(String(20))  # CheckoutStatus
     processor: Mapped[str] = mapped_column(String(20))
     processor_ref: Mapped[str | None] = mapped_column(String(200))
     redirect_url: Mapped[str | None] = mapped_column(Text)
@@ -123,8 +130,7 @@ class Payment(Base):
     client_id: Mapped[str] = mapped_column(String(64))
     client_name: Mapped[str] = mapped_column(String(300))
     method: Mapped[str] = mapped_column(String(10))  # card, ach
-    # processing, succeeded, failed, refunded, partially_refunded, returned
-    status: Mapped[str] = mapped_column(String(20), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # shared.events.PaymentStatus
     currency: Mapped[str] = mapped_column(String(3))
     amount_minor: Mapped[int] = mapped_column(Integer)
     refunded_minor: Mapped[int] = mapped_column(Integer, default=0)
@@ -159,7 +165,7 @@ class Allocation(Base):
     invoice_id: Mapped[str] = mapped_column(String(100), index=True)
     number: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(20))
-    account: Mapped[str] = mapped_column(String(20))  # operating, trust
+    account: Mapped[str] = mapped_column(String(20))  # rules.Account
     amount_minor: Mapped[int] = mapped_column(Integer)
     refunded_minor: Mapped[int] = mapped_column(Integer, default=0)
     # The source's balance when this was paid: once a sync shows it lower by this amount,
@@ -183,8 +189,7 @@ class Deposit(Base):
     fee_minor: Mapped[int] = mapped_column(Integer)
     net_minor: Mapped[int] = mapped_column(Integer)
     reversed_minor: Mapped[int] = mapped_column(Integer, default=0)
-    # pending, paid, partially_reversed, reversed, returned
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))  # rules.DepositStatus
     transferred: Mapped[bool] = mapped_column(Boolean, default=False)
     ref: Mapped[str | None] = mapped_column(String(200))
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -200,7 +205,7 @@ class Refund(Base):
     payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
     firm_id: Mapped[str] = mapped_column(String(64), index=True)
     amount_minor: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20))  # pending, succeeded, failed
+    status: Mapped[str] = mapped_column(String(20))  # shared.events.RefundStatus
     processor_ref: Mapped[str | None] = mapped_column(String(200), index=True)
     requested_by: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal, Protocol
 
+from services.payments.deposit_rules import Account
+from services.payments.rules import FieldInvalid
+
 Method = Literal["card", "ach"]
-Account = Literal["operating", "trust"]
 EventKind = Literal[
     # The client finished the processor's checkout (card: paid; ACH: still processing).
     "checkout.completed",
@@ -106,6 +108,30 @@ class Deposit:
 
 
 @dataclass(frozen=True)
+class DepositRequest:
+    """A succeeded payment's deposits to make (those without a ref yet)."""
+
+    payment_id: str  # ours: with the account, the idempotency key
+    payment_ref: str
+    charge_ref: str | None
+    currency: str
+    deposits: list[Deposit]
+    firm_id: str
+
+
+@dataclass(frozen=True)
+class RefundOrder:
+    """A refund of a payment, with what it takes back from each deposit already made."""
+
+    refund_id: str  # ours: the idempotency key
+    payment_ref: str
+    amount_minor: int
+    currency: str
+    reversals: list[Deposit]
+    firm_id: str
+
+
+@dataclass(frozen=True)
 class RefundResult:
     ref: str
     status: Literal["pending", "succeeded", "failed"]
@@ -121,33 +147,15 @@ class Processor(Protocol):
         req.session_id."""
         ...
 
-    async def deposit(
-        self,
-        *,
-        payment_id: str,
-        payment_ref: str,
-        charge_ref: str | None,
-        currency: str,
-        deposits: list[Deposit],
-        firm_id: str,
-    ) -> list[Deposit]:
+    async def deposit(self, req: DepositRequest) -> list[Deposit]:
         """Move a succeeded payment's money to the firm's accounts (Stripe: one transfer per
         account, source_transaction=charge, idempotency key per payment and account).
         Returns the deposits with their refs."""
         ...
 
-    async def refund(
-        self,
-        *,
-        refund_id: str,
-        payment_ref: str,
-        amount_minor: int,
-        currency: str,
-        reversals: list[Deposit],
-        firm_id: str,
-    ) -> RefundResult:
-        """Refund `amount_minor` of the payment (idempotency key from refund_id) and reverse
-        the given amounts of its transfers (Stripe: /v1/transfers/{ref}/reversals)."""
+    async def refund(self, req: RefundOrder) -> RefundResult:
+        """Refund `req.amount_minor` of the payment (idempotency key from req.refund_id) and
+        reverse the given amounts of its transfers (Stripe: /v1/transfers/{ref}/reversals)."""
         ...
 
     def parse_webhook(self, payload: bytes, signature: str | None) -> ProcessorEvent | None:
@@ -156,12 +164,8 @@ class Processor(Protocol):
         ...
 
 
-class CardInvalid(ValueError):
-    """A card field the client must correct; `field` names the form field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class CardInvalid(FieldInvalid):
+    """A card (or bank account) field the client must correct."""
 
 
 @dataclass(frozen=True)

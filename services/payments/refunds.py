@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import rules
+from services.payments import deposit_rules, refund_state, rules
 from services.payments.ledger import Ledger
 from services.payments.models import (
     Allocation,
@@ -27,7 +27,8 @@ from services.payments.models import (
     RefundItem,
 )
 from services.payments.processors import Deposit as DepositOrder
-from services.payments.processors import ProcessorError, ProcessorEvent, RefundResult
+from services.payments.processors import ProcessorError, ProcessorEvent, RefundOrder, RefundResult
+from shared.events import RefundStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ async def _payment_of(s: AsyncSession, firm_id: str, payment_id: str) -> Payment
 
 
 async def _lefts(
-    ledger: Ledger, s: AsyncSession, payment: Payment
+    s: AsyncSession, payment: Payment
 ) -> tuple[list[Allocation], list[Refund], list[rules.AllocationLeft]]:
     allocations = list(
         await s.scalars(
@@ -60,7 +61,7 @@ async def _lefts(
         )
     )
     refunds = list(await s.scalars(select(Refund).where(Refund.payment_id == payment.id)))
-    committed = await ledger.committed_per_item(s, refunds)
+    committed = await refund_state.committed_per_item(s, refunds)
     lefts = [
         rules.AllocationLeft(a.invoice_id, a.kind, a.amount_minor, committed.get(a.invoice_id, 0))
         for a in allocations
@@ -68,11 +69,11 @@ async def _lefts(
     return allocations, refunds, lefts
 
 
-async def refundable(ledger: Ledger, s: AsyncSession, payment: Payment) -> int:
+async def refundable(s: AsyncSession, payment: Payment) -> int:
     """What can still be refunded: allocated less refunds that succeeded or are pending."""
-    if payment.status not in ("succeeded", "partially_refunded"):
+    if payment.status not in rules.SETTLED:
         return 0
-    _, _, lefts = await _lefts(ledger, s, payment)
+    _, _, lefts = await _lefts(s, payment)
     return sum(a.left_minor for a in lefts)
 
 
@@ -80,13 +81,13 @@ async def _reversals(
     s: AsyncSession, payment: Payment, refunds: list[Refund], new: list[RefundItem]
 ) -> list[DepositOrder]:
     """What to take back from each deposit for this refund: the items' accounts, capped
-    cumulatively as `rules.reversed_by_refunds` caps them (operating gives back at most
+    cumulatively as `deposit_rules.reversed_by_refunds` caps them (operating gives back at most
     what it received)."""
     deposits = {
         d.account: d
         for d in await s.scalars(select(Deposit).where(Deposit.payment_id == payment.id))
     }
-    live_ids = [r.id for r in refunds if r.status != "failed"]
+    live_ids = [r.id for r in refunds if r.status != RefundStatus.failed]
     before: dict[str, int] = {}
     if live_ids:
         for item in await s.scalars(select(RefundItem).where(RefundItem.refund_id.in_(live_ids))):
@@ -99,8 +100,8 @@ async def _reversals(
         if not deposit.transferred or not deposit.ref:
             continue
         args = (deposit.amount_minor, deposit.fee_minor)
-        take = rules.reversed_by_refunds(account, now.get(account, 0), *args) - (
-            rules.reversed_by_refunds(account, before.get(account, 0), *args)
+        take = deposit_rules.reversed_by_refunds(account, now.get(account, 0), *args) - (
+            deposit_rules.reversed_by_refunds(account, before.get(account, 0), *args)
         )
         if take > 0:
             orders.append(
@@ -126,33 +127,22 @@ async def record_refund(
 ) -> Refund:
     """Inside a `tx()`: the refund row and its items, then the payment derived again (an
     event naming this refund may have come first)."""
-    allocations = {
-        a.invoice_id: a
-        for a in await s.scalars(select(Allocation).where(Allocation.payment_id == payment.id))
-    }
+    allocations = list(
+        await s.scalars(select(Allocation).where(Allocation.payment_id == payment.id))
+    )
     refund = Refund(
         id=request.refund_id,
         payment_id=payment.id,
         firm_id=payment.firm_id,
         amount_minor=sum(a for _, a in planned),
-        status="pending",
+        status=RefundStatus.pending,
         requested_by=request.requested_by[:300],
         created_at=at or datetime.now(UTC),
         submitted=False,
         announced=False,
     )
     s.add(refund)
-    for invoice_id, amount in planned:
-        alloc = allocations[invoice_id]
-        s.add(
-            RefundItem(
-                refund_id=refund.id,
-                invoice_id=invoice_id,
-                number=alloc.number,
-                account=alloc.account,
-                amount_minor=amount,
-            )
-        )
+    refund_state.add_items(s, refund.id, allocations, planned)
     for row in await s.scalars(
         select(ProcessorEventRecord).where(
             ProcessorEventRecord.refund_id == refund.id, ProcessorEventRecord.payment_id.is_(None)
@@ -178,7 +168,7 @@ async def request_refund(
             if existing.submitted:
                 return existing
         else:
-            allocations, refunds, lefts = await _lefts(ledger, s, payment)
+            allocations, refunds, lefts = await _lefts(s, payment)
             planned = rules.plan_refund(
                 status=payment.status,
                 method=payment.method,
@@ -207,18 +197,20 @@ async def submit_refund(ledger: Ledger, refund_id: str) -> Refund:
         reversals = await _reversals(s, payment, refunds, items)
     try:
         result = await ledger.processor.refund(
-            refund_id=refund.id,
-            payment_ref=payment.processor_ref or "",
-            amount_minor=refund.amount_minor,
-            currency=payment.currency,
-            reversals=reversals,
-            firm_id=payment.firm_id,
+            RefundOrder(
+                refund_id=refund.id,
+                payment_ref=payment.processor_ref or "",
+                amount_minor=refund.amount_minor,
+                currency=payment.currency,
+                reversals=reversals,
+                firm_id=payment.firm_id,
+            )
         )
     except ProcessorError as exc:
         if exc.retryable:
             log.warning("refund %s not taken yet, will retry: %s", refund.id, exc)
             return refund
-        result = RefundResult(ref="", status="failed", failure_reason=str(exc))
+        result = RefundResult(ref="", status=RefundStatus.failed, failure_reason=str(exc))
     return await _record_result(ledger, refund.id, payment, result)
 
 
@@ -230,12 +222,13 @@ async def _record_result(
         assert refund is not None
         refund.submitted = True
         refund.processor_ref = refund.processor_ref or result.ref or None
-        if result.status != "pending":
+        if result.status != RefundStatus.pending:
+            succeeded = result.status == RefundStatus.succeeded
             await ledger.record(
                 s,
                 ProcessorEvent(
                     event_id=f"refund-result:{refund_id}:{result.status}",
-                    kind="refund.succeeded" if result.status == "succeeded" else "refund.failed",
+                    kind="refund.succeeded" if succeeded else "refund.failed",
                     occurred_at=datetime.now(UTC),
                     payment_ref=payment.processor_ref,
                     amount_minor=refund.amount_minor,
@@ -266,7 +259,7 @@ async def refund_loop(ledger: Ledger) -> None:
                 await s.scalars(
                     select(Refund.id).where(
                         Refund.submitted.is_(False),
-                        Refund.status == "pending",
+                        Refund.status == RefundStatus.pending,
                         Refund.created_at <= cutoff,
                     )
                 )

@@ -24,9 +24,8 @@ from services.payments.models import (
     Refund,
     RefundItem,
 )
+from shared.events import PaymentMethod
 from shared.money import format_money, to_decimal
-
-STATUSES = ("processing", "succeeded", "failed", "refunded", "partially_refunded", "returned")
 
 
 @dataclass
@@ -146,7 +145,7 @@ async def payment_detail(
 def _event_text(payment: Payment, kind: str, data: dict[str, Any]) -> str | None:
     money = format_money(payment.amount_minor, payment.currency)
     reason = data.get("failure_reason") or data.get("failure_code") or ""
-    bank = payment.method == "ach"
+    bank = payment.method == PaymentMethod.ach
     texts = {
         "payment.processing": f"Bank payment of {money} started (ACH): processing until it settles",
         "checkout.completed": f"Checkout completed for {money}",

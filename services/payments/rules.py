@@ -1,5 +1,6 @@
-"""The payment rules as plain functions over plain data: fees, the trust/operating split, which
-refunds are allowed, and a payment's state derived from everything its processor reported.
+"""The payment rules as plain functions over plain data: fees, which refunds are allowed, and
+a payment's state derived from everything its processor reported. How a payment splits into
+deposits is `deposit_rules.py`.
 
 Nothing here touches the database, the bus or HTTP, so every rule is tested on its own.
 """
@@ -9,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import IntEnum
+
+from shared.events import PaymentMethod, PaymentStatus, RefundStatus
 
 ACH_PARTIAL_REFUND_REFUSED = (
     "ACH payments are not eligible for partial refunds. "
@@ -19,27 +23,29 @@ ACH_NOT_SETTLED = (
     "Bank payments take up to 4 business days; try again once it shows as paid."
 )
 
-# A payment's progress, from what its processor reported. Every fact can only move it up, so
-# the state after a set of events is the same whatever order they arrived in: a decline
-# followed by a successful retry is succeeded, a bank return after settlement is returned.
-PROCESSING, FAILED, SUCCEEDED, RETURNED = 0, 1, 2, 3
-RANK_STATUS = {
-    PROCESSING: "processing",
-    FAILED: "failed",
-    SUCCEEDED: "succeeded",
-    RETURNED: "returned",
-}
 
-# A refund's progress: Stripe may report a refund failed after it reported it succeeded.
-REFUND_PENDING, REFUND_SUCCEEDED, REFUND_FAILED = 0, 1, 2
-REFUND_STATUS = {REFUND_PENDING: "pending", REFUND_SUCCEEDED: "succeeded", REFUND_FAILED: "failed"}
+class Progress(IntEnum):
+    """A payment's progress, from what its processor reported. Every fact can only move it up,
+    so the state after a set of events is the same whatever order they arrived in: a decline
+    followed by a successful retry is succeeded, a bank return after settlement is returned."""
 
-ACCOUNT_OF_KIND = {"invoice": "operating", "trust_request": "trust"}
+    processing = 0
+    failed = 1
+    succeeded = 2
+    returned = 3
+
+    @property
+    def status(self) -> PaymentStatus:
+        return PaymentStatus(self.name)
 
 
-def account_for(kind: str) -> str:
-    """Trust requests are paid into trust, everything else into operating."""
-    return ACCOUNT_OF_KIND.get(kind, "operating")
+# A refund's progress, in the same way: Stripe may report a refund failed after it reported
+# it succeeded, and failed wins.
+REFUND_PROGRESS = (RefundStatus.pending, RefundStatus.succeeded, RefundStatus.failed)
+
+
+# Payments whose money the firm holds: they may be refunded, or returned by the bank.
+SETTLED = frozenset({PaymentStatus.succeeded, PaymentStatus.partially_refunded})
 
 
 # --- fees ---------------------------------------------------------------------------------
@@ -53,72 +59,9 @@ def processing_fee(method: str, amount_minor: int) -> int:
     """Test mode's fee, Stripe's US list price: card 2.9% + 30 cents, ACH 0.8% capped at $5."""
     if amount_minor <= 0:
         return 0
-    if method == "ach":
+    if method == PaymentMethod.ach:
         return min(_round_half_up(amount_minor * 8, 1000), 500)
     return _round_half_up(amount_minor * 29, 1000) + 30
-
-
-# --- deposits -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DepositPlan:
-    account: str
-    amount_minor: int
-    fee_minor: int
-
-    @property
-    def net_minor(self) -> int:
-        return self.amount_minor - self.fee_minor
-
-
-def split_deposits(allocations: Iterable[tuple[str, int]], fee_minor: int) -> list[DepositPlan]:
-    """One deposit per account from (kind, amount) allocations. The whole fee is taken from
-    operating, never from trust: a payment of trust requests only still charges its fee to
-    operating (an operating deposit of 0 whose net is the negative fee)."""
-    totals = {"operating": 0, "trust": 0}
-    for kind, amount in allocations:
-        totals[account_for(kind)] += amount
-    plans = []
-    if totals["operating"] or fee_minor:
-        plans.append(DepositPlan("operating", totals["operating"], fee_minor))
-    if totals["trust"]:
-        plans.append(DepositPlan("trust", totals["trust"], 0))
-    return plans
-
-
-def reversed_by_refunds(account: str, refunded_minor: int, amount: int, fee: int) -> int:
-    """How much of a deposit the refunds so far take back: trust gives back what was refunded
-    of it; operating at most what it received (its net), as the fee is not returned."""
-    if account == "trust":
-        return min(refunded_minor, amount)
-    return min(refunded_minor, max(amount - fee, 0))
-
-
-def reversed_minor(
-    account: str, refunded_minor: int, amount: int, fee: int, *, returned: bool
-) -> int:
-    """What a deposit gives back in the end: a returned payment takes back everything each
-    account received (the firm's loss, and trust money that was never the firm's), whether
-    the return came before or after the deposit was made."""
-    if returned:
-        return amount if account == "trust" else max(amount - fee, 0)
-    return reversed_by_refunds(account, refunded_minor, amount, fee)
-
-
-def deposit_status(
-    transferred: bool, reversed_minor: int, amount: int, fee: int, returned: bool
-) -> str:
-    if returned:
-        return "returned"
-    if not transferred:
-        return "pending"
-    received = amount - fee
-    if reversed_minor and reversed_minor >= received:
-        return "reversed"
-    if reversed_minor:
-        return "partially_reversed"
-    return "paid"
 
 
 # --- refunds ------------------------------------------------------------------------------
@@ -128,12 +71,16 @@ class RefundRefused(ValueError):
     """The refund breaks a rule (409): the message is for the firm user."""
 
 
-class RefundInvalid(ValueError):
-    """A field of the refund request is wrong (422)."""
+class FieldInvalid(ValueError):
+    """A form field someone must correct: `field` names it, the message says how."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class RefundInvalid(FieldInvalid):
+    """A field of the refund request is wrong (422)."""
 
 
 @dataclass(frozen=True)
@@ -153,13 +100,17 @@ class AllocationLeft:
 
 def refund_block_reason(status: str, method: str, refundable_minor: int) -> str | None:
     """Why nothing can be refunded now, or None when a refund may be asked for."""
-    if status == "processing":
-        return ACH_NOT_SETTLED if method == "ach" else "This payment has not completed yet."
-    if status == "failed":
+    if status == PaymentStatus.processing:
+        return (
+            ACH_NOT_SETTLED
+            if method == PaymentMethod.ach
+            else "This payment has not completed yet."
+        )
+    if status == PaymentStatus.failed:
         return "This payment failed: no money was taken, so there is nothing to refund."
-    if status == "returned":
+    if status == PaymentStatus.returned:
         return "The bank returned this payment: the money already went back to the payer."
-    if status == "refunded":
+    if status == PaymentStatus.refunded:
         return "This payment has been refunded in full."
     if refundable_minor <= 0:
         return "A refund of everything left on this payment is already in progress."
@@ -180,7 +131,7 @@ def plan_refund(
     left = {a.invoice_id: a.left_minor for a in allocations}
     everything = [(a.invoice_id, a.left_minor) for a in allocations if a.left_minor > 0]
     wanted = everything if full else _requested(items, left)
-    if method == "ach" and sorted(wanted) != sorted(everything):
+    if method == PaymentMethod.ach and sorted(wanted) != sorted(everything):
         raise RefundRefused(ACH_PARTIAL_REFUND_REFUSED)
     reason = refund_block_reason(status, method, sum(left.values()))
     if reason:
@@ -267,7 +218,7 @@ REFUND_KINDS = ("refund.succeeded", "refund.failed")
 
 @dataclass
 class PaymentState:
-    rank: int = PROCESSING
+    rank: Progress = Progress.processing
     method: str | None = None
     payment_ref: str | None = None
     charge_ref: str | None = None
@@ -282,20 +233,20 @@ class PaymentState:
     facts: list[Fact] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
-        return RANK_STATUS[self.rank]
+    def status(self) -> PaymentStatus:
+        return self.rank.status
 
 
-def _rank(fact: Fact) -> int:
+def _rank(fact: Fact) -> Progress:
     if fact.kind == "payment.disputed":
-        return RETURNED
+        return Progress.returned
     if fact.kind == "payment.succeeded":
-        return SUCCEEDED
+        return Progress.succeeded
     if fact.kind == "payment.failed":
-        return FAILED
-    if fact.kind == "checkout.completed" and fact.method == "card":
-        return SUCCEEDED  # a card checkout completes only once the card was charged
-    return PROCESSING
+        return Progress.failed
+    if fact.kind == "checkout.completed" and fact.method == PaymentMethod.card:
+        return Progress.succeeded  # a card checkout completes only once the card was charged
+    return Progress.processing
 
 
 def _latest(facts: Sequence[Fact], attr: str) -> object | None:
@@ -318,16 +269,16 @@ def derive_payment(facts: Iterable[Fact]) -> PaymentState:
     state.rank = max(_rank(f) for f in ordered)
     state.first_at = ordered[0].occurred_at
     state.method = _method(ordered)
-    if state.method is None and state.rank == SUCCEEDED:
+    if state.method is None and state.rank == Progress.succeeded:
         # A success that does not say how it was paid: card or settled ACH (whose fee,
         # deposits and announcements differ). It counts once an event says which; until
         # then the payment stays processing. Stripe's checkout events always say.
-        state.rank = PROCESSING
+        state.rank = Progress.processing
     for attr in ("payment_ref", "charge_ref", "fee_minor", "payer_name", "payer_email", "last4"):
         setattr(state, attr, _latest(ordered, attr))
-    done = [f for f in ordered if _rank(f) >= SUCCEEDED]
+    done = [f for f in ordered if _rank(f) >= Progress.succeeded]
     state.succeeded_at = done[0].occurred_at if done else None
-    if state.rank in (FAILED, RETURNED):
+    if state.rank in (Progress.failed, Progress.returned):
         deciding = [f for f in ordered if _rank(f) == state.rank]
         state.failure_code = _latest(deciding, "failure_code")  # type: ignore[assignment]
         state.failure_reason = _latest(deciding, "failure_reason")  # type: ignore[assignment]
@@ -341,24 +292,38 @@ def _method(ordered: Sequence[Fact]) -> str | None:
     if named is not None:
         return str(named)
     # Only bank debits report a processing phase.
-    return "ach" if any(f.kind == "payment.processing" for f in ordered) else None
+    return PaymentMethod.ach if any(f.kind == "payment.processing" for f in ordered) else None
 
 
-def derive_refund(facts: Iterable[Fact]) -> tuple[int, str | None, str | None]:
-    """(rank, processor ref, failure reason) of one refund from its events."""
+def derive_refund(facts: Iterable[Fact]) -> tuple[RefundStatus, str | None, str | None]:
+    """(status, processor ref, failure reason) of one refund from its events."""
     ordered = sorted(
         (f for f in facts if f.kind in REFUND_KINDS), key=lambda f: (f.occurred_at, f.event_id)
     )
-    rank = REFUND_PENDING
-    for fact in ordered:
-        rank = max(rank, REFUND_FAILED if fact.kind == "refund.failed" else REFUND_SUCCEEDED)
+    reported = [
+        RefundStatus.failed if f.kind == "refund.failed" else RefundStatus.succeeded
+        for f in ordered
+    ]
+    status = max([RefundStatus.pending, *reported], key=REFUND_PROGRESS.index)
     failed = [f for f in ordered if f.kind == "refund.failed"]
     reason = _latest(failed, "failure_reason") if failed else None
-    return rank, _latest(ordered, "refund_ref"), reason  # type: ignore[return-value]
+    return status, _latest(ordered, "refund_ref"), reason  # type: ignore[return-value]
 
 
-def payment_status(rank: int, amount_minor: int, refunded_minor: int) -> str:
-    """The status shown: a succeeded payment becomes (partially) refunded by its refunds."""
-    if rank == SUCCEEDED and refunded_minor > 0:
-        return "refunded" if refunded_minor >= amount_minor else "partially_refunded"
-    return RANK_STATUS[rank]
+def announces_failure(progress: Progress, method: str) -> bool:
+    """Whether a payment's failure is news to the firm (a `payment.failed` event). A declined
+    card is the client's to retry: only a debit that was announced as processing, or a
+    payment taken back after it succeeded, is."""
+    return progress == Progress.returned or (
+        progress == Progress.failed and method == PaymentMethod.ach
+    )
+
+
+def shown_status(progress: Progress, amount_minor: int, refunded_minor: int) -> PaymentStatus:
+    """The status a payment shows: a succeeded payment becomes (partially) refunded by the
+    refunds that succeeded; any other progress shows as itself."""
+    if progress == Progress.succeeded and refunded_minor > 0:
+        if refunded_minor >= amount_minor:
+            return PaymentStatus.refunded
+        return PaymentStatus.partially_refunded
+    return progress.status

@@ -24,22 +24,25 @@ from typing import Any, get_args
 from sqlalchemy import select
 
 from services.payments import rules
-from services.payments.balances import aware, item_views
+from services.payments.balances import ItemStatus, aware, item_views
 from services.payments.ledger import Ledger
-from services.payments.models import CheckoutSession, Payment
+from services.payments.models import CheckoutSession, CheckoutStatus, Payment
 from services.payments.processors import (
     CardInvalid,
     CheckoutRequest,
     Deposit,
+    DepositRequest,
     EventKind,
     InvalidSignature,
     ProcessorCheckout,
     ProcessorEvent,
+    RefundOrder,
     RefundResult,
     test_mode_charge,
     validate_card,
 )
 from services.payments.settings import PaymentsSettings
+from shared.events import PaymentMethod, PaymentStatus, RefundStatus
 
 log = logging.getLogger(__name__)
 
@@ -83,38 +86,20 @@ class TestModeProcessor:
     async def create_checkout(self, req: CheckoutRequest) -> ProcessorCheckout:
         return ProcessorCheckout(ref=f"test_cs_{req.session_id}", redirect_url=None)
 
-    async def deposit(
-        self,
-        *,
-        payment_id: str,
-        payment_ref: str,
-        charge_ref: str | None,
-        currency: str,
-        deposits: list[Deposit],
-        firm_id: str,
-    ) -> list[Deposit]:
-        return [replace(d, ref=f"test_tr_{payment_id}_{d.account}") for d in deposits]
+    async def deposit(self, req: DepositRequest) -> list[Deposit]:
+        return [replace(d, ref=f"test_tr_{req.payment_id}_{d.account}") for d in req.deposits]
 
-    async def refund(
-        self,
-        *,
-        refund_id: str,
-        payment_ref: str,
-        amount_minor: int,
-        currency: str,
-        reversals: list[Deposit],
-        firm_id: str,
-    ) -> RefundResult:
+    async def refund(self, req: RefundOrder) -> RefundResult:
         if self.settings.test_refund_fail:
             return RefundResult(
-                ref=f"test_re_{refund_id}",
-                status="failed",
+                ref=f"test_re_{req.refund_id}",
+                status=RefundStatus.failed,
                 failure_reason="The refund failed (test mode is set to fail every refund).",
             )
         return RefundResult(
-            ref=f"test_re_{refund_id}",
-            status="succeeded",
-            reversals=[f"test_trr_{refund_id}_{d.account}" for d in reversals],
+            ref=f"test_re_{req.refund_id}",
+            status=RefundStatus.succeeded,
+            reversals=[f"test_trr_{req.refund_id}_{d.account}" for d in req.reversals],
         )
 
     def parse_webhook(self, payload: bytes, signature: str | None) -> ProcessorEvent | None:
@@ -218,26 +203,32 @@ class TestMode:
         if cs is None:
             raise LookupError(session_id)
         payment = await s.get(Payment, cs.payment_id) if cs.payment_id else None
-        if payment is None and (cs.status != "open" or aware(cs.expires_at) < datetime.now(UTC)):
+        if payment is None and (
+            cs.status != CheckoutStatus.open or aware(cs.expires_at) < datetime.now(UTC)
+        ):
             raise CheckoutClosed(
                 "This checkout has expired. Nothing was charged: go back to the bill and "
                 "click Pay again."
             )
         return cs, payment
 
-    async def _still_unpaid(self, s: Any, cs: CheckoutSession) -> bool:
-        """Another tab may have paid these bills since the session opened."""
+    async def _paid_meanwhile(self, s: Any, cs: CheckoutSession) -> CheckoutClosed | None:
+        """Another tab may have paid these bills since the session opened: then the session
+        expires, and this is the refusal to raise once that is committed."""
         items = json.loads(cs.items)
         current = {
             v.invoice_id: v
             for v in await item_views(s, cs.firm_id, [i["invoice_id"] for i in items])
         }
-        return all(
+        if all(
             (v := current.get(i["invoice_id"])) is not None
-            and v.status == "unpaid"
+            and v.status == ItemStatus.unpaid
             and v.balance_minor >= i["amount_minor"]
             for i in items
-        )
+        ):
+            return None
+        cs.status = CheckoutStatus.expired
+        return CheckoutClosed("These bills were paid in the meantime; nothing was charged.")
 
     async def pay_card(self, session_id: str, form: dict[str, Any]) -> Payment:
         """Charge the session's card once; a second submit returns the payment made.
@@ -254,30 +245,23 @@ class TestMode:
             name = (form.get("name") or "").strip()
             if not name:
                 raise CardInvalid("name", "Enter the name on the card.")
-            if not await self._still_unpaid(s, cs):
-                cs.status = "expired"
-                refusal = CheckoutClosed(
-                    "These bills were paid in the meantime; nothing was charged."
-                )
-            else:
+            refusal = await self._paid_meanwhile(s, cs)
+            if refusal is None:
                 charge = test_mode_charge(digits, idempotency_key=cs.id)
                 if charge.status == "declined":
                     cs.last_error = charge.message
                     refusal = CardInvalid("card_number", charge.message)
                 else:
-                    payment_id = await self.ledger.record(
+                    payment_id = await self._record(
                         s,
-                        self._event(
-                            cs,
-                            "payment.succeeded",
-                            "card",
-                            charge_ref=charge.ref,
-                            fee_minor=rules.processing_fee("card", cs.amount_minor),
-                            payer_name=name,
-                            payer_email=(form.get("email") or "").strip() or None,
-                            last4=charge.last4,
-                        ),
-                        self.ledger.processor.name,
+                        cs,
+                        "payment.succeeded",
+                        PaymentMethod.card,
+                        charge_ref=charge.ref,
+                        fee_minor=rules.processing_fee(PaymentMethod.card, cs.amount_minor),
+                        payer_name=name,
+                        payer_email=(form.get("email") or "").strip() or None,
+                        last4=charge.last4,
                     )
         if refusal is not None:
             raise refusal
@@ -294,23 +278,16 @@ class TestMode:
             if paid is not None:
                 return paid
             bank = validate_ach(form)
-            if not await self._still_unpaid(s, cs):
-                cs.status = "expired"
-                refusal = CheckoutClosed(
-                    "These bills were paid in the meantime; nothing was charged."
-                )
-            else:
-                payment_id = await self.ledger.record(
+            refusal = await self._paid_meanwhile(s, cs)
+            if refusal is None:
+                payment_id = await self._record(
                     s,
-                    self._event(
-                        cs,
-                        "payment.processing",
-                        "ach",
-                        payer_name=bank.name,
-                        payer_email=bank.email,
-                        last4=bank.account_number[-4:],
-                    ),
-                    self.ledger.processor.name,
+                    cs,
+                    "payment.processing",
+                    PaymentMethod.ach,
+                    payer_name=bank.name,
+                    payer_email=bank.email,
+                    last4=bank.account_number[-4:],
                 )
                 assert payment_id is not None
                 payment = await s.get(Payment, payment_id)
@@ -323,6 +300,13 @@ class TestMode:
             raise refusal
         assert payment_id is not None
         return await self._payment(payment_id)
+
+    async def _record(
+        self, s: Any, cs: CheckoutSession, kind: str, method: str, **fields: Any
+    ) -> str | None:
+        """Record what the checkout form did as the processor's event about the session."""
+        event = self._event(cs, kind, method, **fields)
+        return await self.ledger.record(s, event, self.ledger.processor.name)
 
     def _event(self, cs: CheckoutSession, kind: str, method: str, **fields: Any) -> ProcessorEvent:
         suffix = cs.id.split("_", 1)[-1]
@@ -356,8 +340,8 @@ class TestMode:
                     select(Payment)
                     .where(
                         Payment.processor == "test",
-                        Payment.method == "ach",
-                        Payment.status == "processing",
+                        Payment.method == PaymentMethod.ach,
+                        Payment.status == PaymentStatus.processing,
                         Payment.settle_at <= now,
                     )
                     .order_by(Payment.settle_at)
@@ -370,9 +354,11 @@ class TestMode:
                     kind="payment.failed" if code else "payment.succeeded",
                     occurred_at=now,
                     payment_ref=payment.processor_ref,
-                    method="ach",
+                    method=PaymentMethod.ach,
                     amount_minor=payment.amount_minor,
-                    fee_minor=None if code else rules.processing_fee("ach", payment.amount_minor),
+                    fee_minor=None
+                    if code
+                    else rules.processing_fee(PaymentMethod.ach, payment.amount_minor),
                     failure_code=code,
                     failure_reason=return_reason(code) if code else None,
                     raw_type="test ach settlement",
@@ -390,7 +376,7 @@ class TestMode:
             payment = await s.get(Payment, payment_id)
             if payment is None:
                 raise LookupError(payment_id)
-            if payment.status not in ("succeeded", "partially_refunded"):
+            if payment.status not in rules.SETTLED:
                 raise NotSettled("Only a settled payment can be returned.")
             await self.ledger.record(
                 s,

@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from services.payments import mirror
 from services.payments.app import MIGRATIONS, create_app
 from services.payments.ledger import Ledger
 from services.payments.models import outbox
@@ -70,12 +71,12 @@ class Payments:
             name="Hartwell & Moreno LLP", email="billing@hartwell.test", phone="+1 555 0100"
         )
         async with self.ledger.service.sessionmaker() as s, s.begin():
-            await self.ledger.on_firm_updated(s, FirmUpdated(firm_id=firm_id, firm=profile))
+            await mirror.on_firm_updated(s, FirmUpdated(firm_id=firm_id, firm=profile))
 
     async def bills(self, *bills: BillSpec, firm_id: str = FIRM) -> None:
         async with self.ledger.service.sessionmaker() as s, s.begin():
             for b in bills:
-                await self.ledger.on_invoice_updated(s, invoice_event(b, firm_id))
+                await mirror.on_invoice_updated(s, invoice_event(b, firm_id))
 
     async def link(
         self,
@@ -109,7 +110,7 @@ class Payments:
             expires_at=datetime.now(UTC) + expires_in,
         )
         async with self.ledger.service.sessionmaker() as s, s.begin():
-            await self.ledger.on_paylink_issued(s, ev)
+            await mirror.on_paylinks_issued(s, [ev])
         return token
 
     # --- the API --------------------------------------------------------------------------

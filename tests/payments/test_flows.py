@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from services.payments import mirror
 from services.payments.rules import ACH_PARTIAL_REFUND_REFUSED
 from tests.payments.conftest import (
     ACH_R01,
@@ -522,13 +523,13 @@ async def test_a_sync_that_records_the_payment_does_not_count_it_twice(
 
     recorded = replace(INV_A, balance_minor=0, state="paid")
     async with payments.ledger.service.sessionmaker() as s, s.begin():
-        await payments.ledger.on_invoice_updated(s, invoice_event(recorded))
+        await mirror.on_invoice_updated(s, invoice_event(recorded))
     item = (await payments.view(token))["items"][0]
     assert (item["status"], item["balance_minor"]) == ("paid", 0)
     # A new bill on the same invoice (balance raised in Clio) is owed in full again.
     raised = replace(INV_A, balance_minor=4_000)
     async with payments.ledger.service.sessionmaker() as s, s.begin():
-        await payments.ledger.on_invoice_updated(s, invoice_event(raised))
+        await mirror.on_invoice_updated(s, invoice_event(raised))
     item = (await payments.view(token))["items"][0]
     assert (item["status"], item["balance_minor"]) == ("unpaid", 4_000)
 

@@ -16,11 +16,13 @@ import pytest
 from services.payments.processors import (
     CheckoutRequest,
     Deposit,
+    DepositRequest,
     EventKind,
     InvalidSignature,
     ProcessorCheckout,
     ProcessorError,
     ProcessorEvent,
+    RefundOrder,
     RefundResult,
 )
 from services.payments.refunds import submit_refund
@@ -56,13 +58,15 @@ class StripeLike:
             f"cs_test_{req.session_id}", f"https://stripe.test/{req.session_id}"
         )
 
-    async def deposit(self, **kw: Any) -> list[Deposit]:
+    async def deposit(self, req: DepositRequest) -> list[Deposit]:
+        kw = vars(req)
         self.deposits.append(kw)
         if self.deposit_error:
             raise self.deposit_error
         return [replace(d, ref=f"tr_{kw['payment_id']}_{d.account}") for d in kw["deposits"]]
 
-    async def refund(self, **kw: Any) -> RefundResult:
+    async def refund(self, req: RefundOrder) -> RefundResult:
+        kw = vars(req)
         self.refunds.append(kw)
         if self.refund_error:
             raise self.refund_error

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from services.payments import rules
+from services.payments import deposit_rules, mirror, rules
 from services.payments.balances import item_views
 from services.payments.models import Allocation, Deposit, Payment, Refund, RefundItem
 from tests.payments.conftest import (
@@ -51,7 +51,7 @@ def test_deposits_add_up_and_trust_pays_no_fee(
 ) -> None:
     total = sum(a for _, a in allocations)
     fee = rules.processing_fee(method, total)
-    plans = rules.split_deposits(allocations, fee)
+    plans = deposit_rules.split_deposits(allocations, fee)
     assert sum(p.amount_minor for p in plans) == total
     assert sum(p.fee_minor for p in plans) == fee
     assert all(p.fee_minor == 0 for p in plans if p.account == "trust")
@@ -237,7 +237,7 @@ async def run_op(
         bill = bills[op[1] % len(bills)]
         changed = replace(bill, balance_minor=op[2])
         async with payments.ledger.service.sessionmaker() as s, s.begin():
-            await payments.ledger.on_invoice_updated(s, invoice_event(changed))
+            await mirror.on_invoice_updated(s, invoice_event(changed))
 
 
 _counter = itertools.count()

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.payments import rules
+from services.payments import deposit_rules, rules
 from services.payments.rules import AllocationLeft, Fact, RefundInvalid, RefundRefused
+from shared.events import PaymentStatus, RefundStatus
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -42,31 +43,34 @@ def test_half_a_cent_rounds_up() -> None:
 
 
 def test_split_puts_the_whole_fee_on_operating() -> None:
-    plans = rules.split_deposits([("invoice", 70_000), ("trust_request", 30_000)], 2_930)
+    plans = deposit_rules.split_deposits([("invoice", 70_000), ("trust_request", 30_000)], 2_930)
     assert plans == [
-        rules.DepositPlan("operating", 70_000, 2_930),
-        rules.DepositPlan("trust", 30_000, 0),
+        deposit_rules.DepositPlan("operating", 70_000, 2_930),
+        deposit_rules.DepositPlan("trust", 30_000, 0),
     ]
     assert [p.net_minor for p in plans] == [67_070, 30_000]
 
 
 def test_split_of_trust_only_still_charges_operating() -> None:
-    plans = rules.split_deposits([("trust_request", 30_000)], 900)
-    assert plans == [rules.DepositPlan("operating", 0, 900), rules.DepositPlan("trust", 30_000, 0)]
+    plans = deposit_rules.split_deposits([("trust_request", 30_000)], 900)
+    assert plans == [
+        deposit_rules.DepositPlan("operating", 0, 900),
+        deposit_rules.DepositPlan("trust", 30_000, 0),
+    ]
     assert plans[0].net_minor == -900
 
 
 def test_split_of_invoices_only_has_no_trust_deposit() -> None:
-    assert rules.split_deposits([("invoice", 100), ("invoice", 200)], 39) == [
-        rules.DepositPlan("operating", 300, 39)
+    assert deposit_rules.split_deposits([("invoice", 100), ("invoice", 200)], 39) == [
+        deposit_rules.DepositPlan("operating", 300, 39)
     ]
 
 
 def test_reversals_take_back_at_most_what_each_account_received() -> None:
-    assert rules.reversed_by_refunds("trust", 30_000, 30_000, 0) == 30_000
-    assert rules.reversed_by_refunds("operating", 70_000, 70_000, 2_930) == 67_070
-    assert rules.reversed_by_refunds("operating", 1_000, 70_000, 2_930) == 1_000
-    assert rules.reversed_by_refunds("operating", 0, 0, 900) == 0
+    assert deposit_rules.reversed_by_refunds("trust", 30_000, 30_000, 0) == 30_000
+    assert deposit_rules.reversed_by_refunds("operating", 70_000, 70_000, 2_930) == 67_070
+    assert deposit_rules.reversed_by_refunds("operating", 1_000, 70_000, 2_930) == 1_000
+    assert deposit_rules.reversed_by_refunds("operating", 0, 0, 900) == 0
 
 
 LEFT = [
@@ -205,20 +209,84 @@ def test_each_fact_only_moves_a_payment_forward() -> None:
 def test_a_refund_that_fails_after_it_succeeded_is_failed() -> None:
     ok = Fact("r1", "refund.succeeded", T0, refund_ref="re_1")
     bad = Fact("r2", "refund.failed", T0 + timedelta(days=2), failure_reason="account closed")
-    assert rules.derive_refund([bad, ok]) == (rules.REFUND_FAILED, "re_1", "account closed")
-    assert rules.derive_refund([ok]) == (rules.REFUND_SUCCEEDED, "re_1", None)
-    assert rules.derive_refund([])[0] == rules.REFUND_PENDING
+    assert rules.derive_refund([bad, ok]) == (RefundStatus.failed, "re_1", "account closed")
+    assert rules.derive_refund([ok]) == (RefundStatus.succeeded, "re_1", None)
+    assert rules.derive_refund([])[0] == RefundStatus.pending
 
 
 @pytest.mark.parametrize(
     ("rank", "refunded", "status"),
     [
-        (rules.SUCCEEDED, 0, "succeeded"),
-        (rules.SUCCEEDED, 1, "partially_refunded"),
-        (rules.SUCCEEDED, 100, "refunded"),
-        (rules.RETURNED, 50, "returned"),
-        (rules.PROCESSING, 0, "processing"),
+        (rules.Progress.succeeded, 0, "succeeded"),
+        (rules.Progress.succeeded, 1, "partially_refunded"),
+        (rules.Progress.succeeded, 100, "refunded"),
+        (rules.Progress.returned, 50, "returned"),
+        (rules.Progress.processing, 0, "processing"),
     ],
 )
-def test_payment_status(rank: int, refunded: int, status: str) -> None:
-    assert rules.payment_status(rank, 100, refunded) == status
+def test_shown_status(rank: rules.Progress, refunded: int, status: str) -> None:
+    assert rules.shown_status(rank, 100, refunded) == status
+
+
+def test_progress_shows_as_the_shared_payment_status() -> None:
+    assert [p.status for p in rules.Progress] == [
+        PaymentStatus.processing,
+        PaymentStatus.failed,
+        PaymentStatus.succeeded,
+        PaymentStatus.returned,
+    ]
+    # The order is the rule: a later fact never moves a payment back.
+    assert rules.Progress.processing < rules.Progress.failed < rules.Progress.succeeded
+    assert rules.Progress.succeeded < rules.Progress.returned
+
+
+@pytest.mark.parametrize(
+    ("progress", "method", "news"),
+    [
+        (rules.Progress.failed, "card", False),  # a declined card: the client tries again
+        (rules.Progress.failed, "ach", True),  # a debit announced as processing failed
+        (rules.Progress.returned, "card", True),
+        (rules.Progress.returned, "ach", True),
+        (rules.Progress.succeeded, "ach", False),
+        (rules.Progress.processing, "ach", False),
+    ],
+)
+def test_which_failures_are_announced(progress: rules.Progress, method: str, news: bool) -> None:
+    assert rules.announces_failure(progress, method) is news
+
+
+def test_only_a_settled_payment_holds_money_to_refund_or_return() -> None:
+    assert rules.SETTLED == {PaymentStatus.succeeded, PaymentStatus.partially_refunded}
+
+
+def test_trust_requests_go_to_trust_everything_else_to_operating() -> None:
+    assert deposit_rules.account_for("trust_request") is deposit_rules.Account.trust
+    assert deposit_rules.account_for("invoice") is deposit_rules.Account.operating
+    assert deposit_rules.account_for("anything else") is deposit_rules.Account.operating
+
+
+@pytest.mark.parametrize(
+    ("transferred", "reversed_minor", "returned", "status"),
+    [
+        (False, 0, False, deposit_rules.DepositStatus.pending),
+        (True, 0, False, deposit_rules.DepositStatus.paid),
+        (True, 1_000, False, deposit_rules.DepositStatus.partially_reversed),
+        (True, 9_680, False, deposit_rules.DepositStatus.reversed),  # all it received: 10,000 - fee
+        (False, 0, True, deposit_rules.DepositStatus.returned),
+        (True, 9_680, True, deposit_rules.DepositStatus.returned),
+    ],
+)
+def test_deposit_status(
+    transferred: bool, reversed_minor: int, returned: bool, status: deposit_rules.DepositStatus
+) -> None:
+    assert (
+        deposit_rules.deposit_status(transferred, reversed_minor, 10_000, 320, returned) is status
+    )
+
+
+def test_a_return_takes_back_what_each_account_received() -> None:
+    assert deposit_rules.reversed_minor("trust", 0, 30_000, 0, returned=True) == 30_000
+    assert deposit_rules.reversed_minor("operating", 0, 70_000, 2_930, returned=True) == 67_070
+    assert deposit_rules.reversed_minor("operating", 0, 0, 900, returned=True) == 0
+    # Without a return, only the refunds take back.
+    assert deposit_rules.reversed_minor("operating", 1_000, 70_000, 2_930, returned=False) == 1_000

@@ -18,9 +18,11 @@ from services.payments.processors import (
     CheckoutItem,
     CheckoutRequest,
     Deposit,
+    DepositRequest,
     InvalidSignature,
     ProcessorError,
     ProcessorEvent,
+    RefundOrder,
 )
 from services.payments.settings import PaymentsSettings
 from services.payments.stripe_processor import StripeProcessor, checkout_params
@@ -324,21 +326,25 @@ async def test_deposits_split_operating_and_trust_and_refunds_reverse_them(env: 
         Deposit("trust", 5000, 0, destination=TRUST),
     ]
     deposits = await env.processor.deposit(
-        payment_id="pay-split",
-        payment_ref=intent["id"],
-        charge_ref=None,
-        currency="USD",
-        deposits=wanted,
-        firm_id="firm-1",
+        DepositRequest(
+            payment_id="pay-split",
+            payment_ref=intent["id"],
+            charge_ref=None,
+            currency="USD",
+            deposits=wanted,
+            firm_id="firm-1",
+        )
     )
     assert all(d.ref and d.ref.startswith("tr_") for d in deposits)
     again = await env.processor.deposit(
-        payment_id="pay-split",
-        payment_ref=intent["id"],
-        charge_ref=intent["latest_charge"],
-        currency="USD",
-        deposits=wanted,
-        firm_id="firm-1",
+        DepositRequest(
+            payment_id="pay-split",
+            payment_ref=intent["id"],
+            charge_ref=intent["latest_charge"],
+            currency="USD",
+            deposits=wanted,
+            firm_id="firm-1",
+        )
     )
     assert [d.ref for d in again] == [d.ref for d in deposits]
     transfers = (await env.get("/v1/transfers", transfer_group="sess-split"))["data"]
@@ -350,12 +356,14 @@ async def test_deposits_split_operating_and_trust_and_refunds_reverse_them(env: 
 
     trust = next(d for d in deposits if d.account == "trust")
     result = await env.processor.refund(
-        refund_id="ref-trust",
-        payment_ref=intent["id"],
-        amount_minor=5000,
-        currency="USD",
-        reversals=[Deposit("trust", 5000, 0, ref=trust.ref)],
-        firm_id="firm-1",
+        RefundOrder(
+            refund_id="ref-trust",
+            payment_ref=intent["id"],
+            amount_minor=5000,
+            currency="USD",
+            reversals=[Deposit("trust", 5000, 0, ref=trust.ref)],
+            firm_id="firm-1",
+        )
     )
     assert result.status == "succeeded" and result.ref.startswith("re_")
     assert len(result.reversals) == 1 and result.reversals[0].startswith("trr_")
@@ -368,22 +376,26 @@ async def test_deposits_split_operating_and_trust_and_refunds_reverse_them(env: 
     assert all(e.payment_ref == intent["id"] for e in refunds)
 
     replay = await env.processor.refund(
-        refund_id="ref-trust",
-        payment_ref=intent["id"],
-        amount_minor=5000,
-        currency="USD",
-        reversals=[Deposit("trust", 5000, 0, ref=trust.ref)],
-        firm_id="firm-1",
+        RefundOrder(
+            refund_id="ref-trust",
+            payment_ref=intent["id"],
+            amount_minor=5000,
+            currency="USD",
+            reversals=[Deposit("trust", 5000, 0, ref=trust.ref)],
+            firm_id="firm-1",
+        )
     )
     assert replay.ref == result.ref and replay.reversals == result.reversals
     with pytest.raises(ProcessorError) as too_much:
         await env.processor.refund(
-            refund_id="ref-more",
-            payment_ref=intent["id"],
-            amount_minor=10001,
-            currency="USD",
-            reversals=[],
-            firm_id="firm-1",
+            RefundOrder(
+                refund_id="ref-more",
+                payment_ref=intent["id"],
+                amount_minor=10001,
+                currency="USD",
+                reversals=[],
+                firm_id="firm-1",
+            )
         )
     assert too_much.value.retryable is False
 
@@ -393,12 +405,14 @@ async def test_an_unsettled_ach_payment_is_not_deposited_yet(env: Env) -> None:
     intent = await env.pay(ref, method="us_bank_account", account_number="000123456789")
     with pytest.raises(ProcessorError) as early:
         await env.processor.deposit(
-            payment_id="pay-early",
-            payment_ref=intent["id"],
-            charge_ref=None,
-            currency="USD",
-            deposits=[Deposit("operating", 15000, 120, destination=OPERATING)],
-            firm_id="firm-1",
+            DepositRequest(
+                payment_id="pay-early",
+                payment_ref=intent["id"],
+                charge_ref=None,
+                currency="USD",
+                deposits=[Deposit("operating", 15000, 120, destination=OPERATING)],
+                firm_id="firm-1",
+            )
         )
     assert early.value.retryable is True
     assert (await env.get("/v1/transfers", transfer_group="sess-early"))["data"] == []
@@ -409,12 +423,14 @@ async def test_an_ach_refund_is_pending_then_succeeds_or_fails(env: Env) -> None
     intent = await env.pay(ref, method="us_bank_account", account_number="000123456789")
     await env.settle(intent["id"])
     pending = await env.processor.refund(
-        refund_id="ref-ach",
-        payment_ref=intent["id"],
-        amount_minor=15000,
-        currency="USD",
-        reversals=[],
-        firm_id="firm-1",
+        RefundOrder(
+            refund_id="ref-ach",
+            payment_ref=intent["id"],
+            amount_minor=15000,
+            currency="USD",
+            reversals=[],
+            firm_id="firm-1",
+        )
     )
     assert pending.status == "pending"
     created = env.parsed(env.events(pending.ref, "refund.created"))
@@ -428,12 +444,14 @@ async def test_an_ach_refund_is_pending_then_succeeds_or_fails(env: Env) -> None
     intent2 = await env.pay(ref2, method="us_bank_account", account_number="000123456789")
     await env.settle(intent2["id"])
     second = await env.processor.refund(
-        refund_id="ref-fails",
-        payment_ref=intent2["id"],
-        amount_minor=15000,
-        currency="USD",
-        reversals=[],
-        firm_id="firm-1",
+        RefundOrder(
+            refund_id="ref-fails",
+            payment_ref=intent2["id"],
+            amount_minor=15000,
+            currency="USD",
+            reversals=[],
+            firm_id="firm-1",
+        )
     )
     await env.http.post(f"/sandbox/refunds/{second.ref}/fail", json={})
     failed = env.parsed(env.events(second.ref, "refund.failed"))

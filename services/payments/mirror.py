@@ -1,0 +1,122 @@
+"""What other services tell payments, kept as they told it: the firm's profile
+(`firm.updated`), each bill's state and balance (`invoice.updated`) and the pay links envelope
+issued (`paylink.issued`). Each function is one event (or one batch of them) applied inside
+the consumer's transaction; an event older than what is already here changes nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payments.balances import aware
+from services.payments.models import Allocation, Bill, Firm, PayLink
+from shared.db import insert_unless_present
+from shared.events import FirmUpdated, InvoiceState, InvoiceUpdated, PayLinkIssued
+
+
+async def on_firm_updated(s: AsyncSession, ev: FirmUpdated) -> None:
+    row = await s.get(Firm, ev.firm_id)
+    if row is None:
+        row = Firm(firm_id=ev.firm_id)
+        s.add(row)
+    elif row.updated_at and aware(row.updated_at) > ev.occurred_at:
+        return
+    row.profile = ev.firm.model_dump_json()
+    row.updated_at = ev.occurred_at
+
+
+async def on_invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
+    inv = ev.invoice
+    bill = await s.scalar(
+        select(Bill).where(Bill.firm_id == ev.firm_id, Bill.invoice_id == inv.invoice_id)
+    )
+    if bill is None:
+        bill = Bill(firm_id=ev.firm_id, invoice_id=inv.invoice_id)
+        s.add(bill)
+    elif bill.event_at is not None and ev.occurred_at <= aware(bill.event_at):
+        return  # a newer snapshot is already here
+    bill.event_at = ev.occurred_at
+    bill.number, bill.kind, bill.state = inv.number, inv.kind, inv.state
+    bill.client_id, bill.client_name, bill.currency = (
+        inv.client_id,
+        inv.client_name,
+        inv.currency,
+    )
+    bill.source_balance_minor, bill.due_at = inv.balance_minor, inv.due_at
+    bill.updated_at = datetime.now(UTC)
+    allocations = await s.scalars(
+        select(Allocation).where(
+            Allocation.firm_id == ev.firm_id,
+            Allocation.invoice_id == inv.invoice_id,
+            Allocation.reconciled.is_(False),
+        )
+    )
+    for alloc in allocations:
+        # The firm recorded the payment in Clio: the synced balance already counts it.
+        if inv.balance_minor <= alloc.source_balance_at_payment - alloc.amount_minor:
+            alloc.reconciled = True
+
+
+async def on_paylinks_issued(s: AsyncSession, evs: list[PayLinkIssued]) -> None:
+    """Keep each link (once: one statement for them all, a link is issued with every
+    email) and, for bills not known here yet, what the link knows of them."""
+    added = set(
+        (
+            await s.execute(
+                insert_unless_present(PayLink.__table__)
+                .values(
+                    [
+                        {
+                            "token_hash": ev.token_hash,
+                            "firm_id": ev.firm_id,
+                            "link_id": ev.link_id,
+                            "envelope_id": ev.envelope_id,
+                            "client_id": ev.client_id,
+                            "client_name": ev.client_name,
+                            "client_email": ev.client_email,
+                            "invoice_ids": json.dumps([i.invoice_id for i in ev.items]),
+                            "pay_all_outstanding": ev.pay_all_outstanding,
+                            "expires_at": ev.expires_at,
+                        }
+                        for ev in evs
+                    ]
+                )
+                .returning(PayLink.__table__.c.token_hash)
+            )
+        ).scalars()
+    )
+    new = [ev for ev in evs if ev.token_hash in added]  # the others: issued before
+    if not new:
+        return
+    # A link can arrive before the bill's own event: keep what the link knows.
+    known = set(
+        (
+            await s.execute(
+                select(Bill.firm_id, Bill.invoice_id).where(
+                    Bill.invoice_id.in_({i.invoice_id for ev in new for i in ev.items})
+                )
+            )
+        ).tuples()
+    )
+    for ev in new:
+        for item in ev.items:
+            if (ev.firm_id, item.invoice_id) not in known:
+                known.add((ev.firm_id, item.invoice_id))
+                s.add(
+                    Bill(
+                        firm_id=ev.firm_id,
+                        invoice_id=item.invoice_id,
+                        number=item.number,
+                        kind=item.kind,
+                        state=InvoiceState.awaiting_payment,
+                        client_id=ev.client_id,
+                        client_name=ev.client_name,
+                        currency=item.currency,
+                        source_balance_minor=item.balance_minor,
+                        due_at=item.due_at,
+                        updated_at=datetime.now(UTC),
+                    )
+                )
