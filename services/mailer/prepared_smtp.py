@@ -2,9 +2,11 @@
 kept to our own subclass (aiosmtplib's module globals are left as they are) and fenced to
 the aiosmtplib releases it was written for.
 
-What it buys, measured: the CPU time of the relay sending 325 messages to an aiosmtpd sink
-in another process (one 60 KB PDF each: 0.31 s with it, 0.93 s without; ten PDFs each:
-0.69 s against 5.4 s), most of it aiosmtplib's two regex passes over every message.
+What it buys, measured: CPU time of the relay sending 325 messages over its pooled
+connections to an aiosmtpd sink in another process, median of 3 rounds, with it and with
+aiosmtplib's own `sendmail`: 0.16 s against 0.21 s for a message without attachments,
+0.27 s against 0.95 s with one 60 KB PDF, 0.71 s against 5.0 s with ten. Nearly all the
+difference is aiosmtplib's two regex passes over every message.
 """
 
 from __future__ import annotations
