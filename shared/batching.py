@@ -5,49 +5,125 @@ A Send All turns into hundreds of events of each kind within seconds (a send req
 pay link, an email sent per envelope), and the fixed cost of each (a session, a transaction
 and its commit, the inbox record, every statement built and executed once per event) was
 most of the work. `Batcher` collects the events that arrive while it waits a moment (or
-until `max_batch` are there; while a batch is being applied, the next one gathers), then:
+until `max_batch` are there; while a batch is being applied, the next one gathers), then
+applies them once each (`apply_once`):
 
 1. with a `prepare` step: reads which of them were applied before (one read), drops
    those, and runs `prepare(events)` outside any transaction (reads, rendering);
 2. in one transaction claims them all in the inbox (one statement) and runs
-   `fn(session, events, prepared)` for those it claimed.
+   `fn(session, events, prepared)` for those it claimed;
+3. with a `then` step: once that transaction committed, runs `then(result)` with what
+   `fn` returned (work that must not hold a transaction open: the mailer's SMTP).
 
-A handler that keeps its own transactions (the mailer's, around its SMTP conversations) is
-given the events alone, `fn(events)`, with `claims=False`, and records them in the inbox
-itself.
+A handler that calls `apply_once` itself (the mailer's, which tests also call directly) is
+given the events alone, `fn(events)`, with `claims=False`.
 
 Each delivery waits for its batch and is acknowledged (or rejected) on its own. When a
 batch fails, each of its events is tried again alone, so that one bad event fails alone
 and is dead-lettered alone, as it would have without batching.
+
+`Consumer` is what this needs of its service, built by `shared.runtime.Service`: its
+sessions, its inbox, its name there, and the trace of each delivery being applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import context as otel_context
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import Event
 from shared.outbox import already_applied, claim_many
-
-if TYPE_CHECKING:
-    from shared.runtime import Service
 
 E = TypeVar("E", bound=Event)
 log = logging.getLogger(__name__)
 
 # fn(session, events, prepared), or fn(events) for a batcher with claims=False
-BatchFn = Callable[..., Awaitable[None]]
+BatchFn = Callable[..., Awaitable[Any]]
 Prepare = Callable[[list[Any]], Awaitable[Any]]
+Then = Callable[[Any], Awaitable[None]]
+
+
+@dataclass
+class Consumer:
+    """A service as the consumer of events: where it records those it applied (`inbox`,
+    under `name`), and the trace context of each delivery being applied in a batch, by
+    event id, so that what its handling publishes or does stays in that delivery's trace."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    inbox: Table
+    name: str
+    contexts: dict[str, Any] = field(default_factory=dict)
+
+    def context_of(self, ev: Event) -> Any:
+        """The trace context of the delivery that brought `ev`; None outside a batch."""
+        return self.contexts.get(str(ev.event_id))
+
+    @contextmanager
+    def in_trace_of(self, ev: Event) -> Iterator[None]:
+        """Run the block in the trace of the delivery that brought `ev` (if batched)."""
+        cause = self.context_of(ev)
+        token = otel_context.attach(cause) if cause is not None else None
+        try:
+            yield
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    async def applied(self, event_ids: list[str]) -> set[str]:
+        """Which of `event_ids` were applied before. A read: it takes no write lock."""
+        async with self.sessionmaker() as s:
+            return await already_applied(s, self.inbox, self.name, event_ids)
+
+    async def claim(self, session: AsyncSession, evs: list[Any]) -> set[str]:
+        """Record `evs` as applied in `session`'s transaction: the ids of those claimed now."""
+        return await claim_many(session, self.inbox, self.name, evs)
+
+
+async def apply_once(
+    consumer: Consumer,
+    evs: list[E],
+    fn: BatchFn,
+    *,
+    prepare: Prepare | None = None,
+    then: Then | None = None,
+) -> None:
+    """Apply `evs` once each (see the module's docstring for the steps): `fn(session,
+    events, prepared)` in the transaction that claims them, for those it claimed;
+    `then(result)` after that transaction committed, when `fn` ran."""
+    unique: dict[str, E] = {}
+    for ev in evs:
+        unique.setdefault(str(ev.event_id), ev)  # the same event delivered twice
+    fresh = list(unique.values())
+    prepared = None
+    if prepare is not None:
+        # Not worth preparing what was applied before: one read says which.
+        done = await consumer.applied(list(unique))
+        fresh = [ev for ev in fresh if str(ev.event_id) not in done]
+        if not fresh:
+            return
+        prepared = await prepare(fresh)
+    async with consumer.sessionmaker() as s, s.begin():
+        claimed = await consumer.claim(s, fresh)
+        mine = [ev for ev in fresh if str(ev.event_id) in claimed]
+        if not mine:
+            return
+        result = await fn(s, mine, prepared)
+    if then is not None:
+        await then(result)
 
 
 class Batcher(Generic[E]):
     def __init__(
         self,
-        service: Service,
+        consumer: Consumer,
         fn: BatchFn,
         *,
         prepare: Prepare | None = None,
@@ -55,7 +131,7 @@ class Batcher(Generic[E]):
         wait_seconds: float = 0.02,
         claims: bool = True,
     ) -> None:
-        self.service = service
+        self.consumer = consumer
         self.fn = fn
         self.prepare = prepare
         self.claims = claims
@@ -71,7 +147,7 @@ class Batcher(Generic[E]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         # The delivery's trace, for the events its handling publishes (`Service.publish`).
-        self.service.contexts[str(ev.event_id)] = otel_context.get_current()
+        self.consumer.contexts[str(ev.event_id)] = otel_context.get_current()
         self._pending.append((ev, future))
         if len(self._pending) >= self.max_batch:
             self._flush()
@@ -80,7 +156,7 @@ class Batcher(Generic[E]):
         try:
             await future
         finally:
-            self.service.contexts.pop(str(ev.event_id), None)
+            self.consumer.contexts.pop(str(ev.event_id), None)
 
     def _flush(self) -> None:
         """Start a batch of what is waiting, unless one is being applied: then what gathers
@@ -110,7 +186,7 @@ class Batcher(Generic[E]):
                     return
                 log.warning(
                     "%s: a batch of %d %s failed; applying each alone",
-                    self.service.name,
+                    self.consumer.name,
                     len(batch),
                     batch[0][0].routing_key,
                     exc_info=True,
@@ -131,28 +207,13 @@ class Batcher(Generic[E]):
                     future.cancel()
 
     async def _apply(self, evs: list[E]) -> None:
-        service = self.service
+        if self.claims:
+            await apply_once(self.consumer, evs, self.fn, prepare=self.prepare)
+            return
         unique: dict[str, E] = {}
         for ev in evs:
             unique.setdefault(str(ev.event_id), ev)  # the same event delivered twice
-        fresh = list(unique.values())
-        if not self.claims:
-            await self.fn(fresh)
-            return
-        prepared = None
-        if self.prepare is not None:
-            # Not worth preparing what was applied before: one read says which.
-            async with service.sessionmaker() as s:
-                done = await already_applied(s, service.inbox, service.name, list(unique))
-            fresh = [ev for ev in fresh if str(ev.event_id) not in done]
-            if not fresh:
-                return
-            prepared = await self.prepare(fresh)
-        async with service.sessionmaker() as s, s.begin():
-            claimed = await claim_many(s, service.inbox, service.name, fresh)
-            mine = [ev for ev in fresh if str(ev.event_id) in claimed]
-            if mine:
-                await self.fn(s, mine, prepared)
+        await self.fn(list(unique.values()))
 
 
 def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:

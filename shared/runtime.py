@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.batching import Batcher, BatchFn, Prepare
+from shared.batching import Batcher, BatchFn, Consumer, Prepare
 from shared.bus import Bus
 from shared.db import make_engine, make_sessionmaker, ping
 from shared.events import Event
@@ -99,8 +99,8 @@ class Service:
             retention=timedelta(hours=settings.outbox_retention_hours),
         )
         self._background: list[Callable[[], Awaitable[None]]] = []
-        # The trace context of each event being applied in a batch, by event id.
-        self.contexts: dict[str, Any] = {}
+        # What batched handlers need to apply events once each, in their deliveries' traces.
+        self.consumer = Consumer(self.sessionmaker, self.inbox, self.name)
         self._tasks: list[asyncio.Task[None]] = []
         self.bus_started = False
 
@@ -113,9 +113,7 @@ class Service:
     async def publish_many(self, session: AsyncSession, evs: list[tuple[Event, Event]]) -> None:
         """Stage (event, cause) pairs in one statement: a batched handler's events, each in
         the trace of the event (of its batch) that caused it."""
-        await add_events(
-            session, self.outbox, [(ev, self.contexts.get(str(c.event_id))) for ev, c in evs]
-        )
+        await add_events(session, self.outbox, [(ev, self.consumer.context_of(c)) for ev, c in evs])
 
     def handles(
         self, event_type: type[E]
@@ -157,7 +155,7 @@ class Service:
 
         def register(fn: BatchFn) -> BatchFn:
             batcher: Batcher[E] = Batcher(
-                self, fn, prepare=prepare, max_batch=size, wait_seconds=wait_seconds
+                self.consumer, fn, prepare=prepare, max_batch=size, wait_seconds=wait_seconds
             )
             # Twice the batch in flight: the next batch gathers while one is applied.
             self.bus.consume(event_type, batcher.apply, prefetch=2 * size)
@@ -174,11 +172,11 @@ class Service:
         wait_seconds: float = 0.02,
     ) -> None:
         """Hand `fn(events)` the events of `event_type` delivered at about the same time,
-        as `handles_batch` gathers them, for a handler that opens its own transactions and
-        claims the events in the inbox itself (`shared.outbox.claim_many`)."""
+        as `handles_batch` gathers them, for a handler that applies them itself through
+        `shared.batching.apply_once` (the mailer's, whose SMTP follows the commit)."""
         size = max_batch or self.settings.bus_batch
         batcher: Batcher[E] = Batcher(
-            self, fn, max_batch=size, wait_seconds=wait_seconds, claims=False
+            self.consumer, fn, max_batch=size, wait_seconds=wait_seconds, claims=False
         )
         self.bus.consume(event_type, batcher.apply, prefetch=2 * size)
 

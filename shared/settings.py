@@ -45,7 +45,7 @@ class ServiceSettings(BaseSettings):
     var_dir: Path = Path("var")
     outbox_poll_seconds: float = 1.0
     # Published outbox rows are kept this long (for inspection and replay), then deleted:
-    # an email's row carries its sealed content, PDFs included.
+    # an email's row holds no content (its sealed content is added as it is published).
     outbox_retention_hours: float = 168.0
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.mailer.models import Base
 from services.mailer.postman import Postman
+from services.mailer.recovery import Recovery
 from services.mailer.settings import MailerSettings
 from shared.events import EmailRequested
 from shared.runtime import Service
@@ -22,7 +23,7 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     # The mailer keeps its own transactions around the SMTP conversations, so its batches
     # are handed over whole (`consumes_batch`), not applied in one transaction.
     service.consumes_batch(EmailRequested, postman.on_emails_requested)
-    service.background(postman.retry_loop)
+    service.background(Recovery(postman).retry_loop)
     app = service.make_app()
     app.state.postman = postman
     return app

@@ -30,7 +30,7 @@ class OutgoingEmail(Base):
     to: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text)
     content_url: Mapped[str] = mapped_column(Text)
-    # pending -> sending -> sent | retrying -> ... | failed | uncertain
+    # An EmailStatus; the moves between them are services.mailer.rules.TRANSITIONS.
     status: Mapped[str] = mapped_column(String(20), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

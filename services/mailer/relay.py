@@ -10,17 +10,15 @@ a message: relays close idle connections, and a NOOP that fails costs no message
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiosmtplib
-import aiosmtplib.protocol
-import aiosmtplib.smtp
 
 from services.mailer.message import OutgoingMessage
+from services.mailer.prepared_smtp import PreparedSMTP
 from services.mailer.settings import MailerSettings
 
 log = logging.getLogger(__name__)
@@ -31,49 +29,8 @@ CHECK_AFTER_IDLE_SECONDS = 5.0
 MAX_MESSAGES_PER_CONNECTION = 200
 
 
-_regex_normalize = aiosmtplib.protocol.normalize_message_line_endings
-_regex_period = aiosmtplib.protocol.PERIOD_REGEX
-
-# The bytes of the message this task is sending, built by services.mailer.message: CRLF
-# throughout and a final CRLF, so normalizing them changes nothing and is skipped.
-_normalized: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
-    "mailer_normalized", default=None
-)
-
-
-def normalize_message_line_endings(message: bytes) -> bytes:
-    """aiosmtplib's normalization (lone CR or LF to CRLF, a final CRLF), which it runs twice
-    per message (for SIZE and for DATA) as a regex substitution with a match per line: on
-    a message with ten PDFs, a fifth of the mailer's CPU. Our own messages are written with
-    CRLF throughout (services.mailer.message) and are passed as they are; for any other,
-    three counts in C prove there is nothing to replace, or aiosmtplib's own runs."""
-    if message is _normalized.get():
-        return message
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:
-        return message if message.endswith(b"\r\n") else message + b"\r\n"
-    return _regex_normalize(message)
-
-
-class _DotStuffing:
-    """aiosmtplib's dot-stuffing (`(?m)^\\.` replaced by `..`, RFC 5321 4.5.2) as one C
-    replace instead of a regex tried at every byte of the message: a dot at the start of
-    the message or after a line feed is doubled, as the regex does."""
-
-    def sub(self, repl: bytes, message: bytes) -> bytes:
-        if repl != b"..":
-            return _regex_period.sub(repl, message)  # not a use this stands in for
-        stuffed = message.replace(b"\n.", b"\n..")
-        return b"." + stuffed if stuffed.startswith(b".") else stuffed
-
-
-aiosmtplib.protocol.normalize_message_line_endings = normalize_message_line_endings
-aiosmtplib.smtp.normalize_message_line_endings = normalize_message_line_endings  # type: ignore[attr-defined]
-aiosmtplib.protocol.PERIOD_REGEX = _DotStuffing()  # type: ignore[assignment]
-
-
 class _Conn:
-    def __init__(self, smtp: aiosmtplib.SMTP) -> None:
+    def __init__(self, smtp: PreparedSMTP) -> None:
         self.smtp = smtp
         self.last_used = time.monotonic()
         self.sent = 0
@@ -89,7 +46,7 @@ class RelayPool:
 
     async def _open(self) -> _Conn:
         st = self.settings
-        smtp = aiosmtplib.SMTP(
+        smtp = PreparedSMTP(
             hostname=st.smtp_host,
             port=st.smtp_port,
             use_tls=st.smtp_tls,
@@ -114,7 +71,7 @@ class RelayPool:
         return True
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+    async def connection(self) -> AsyncIterator[PreparedSMTP]:
         """A connected client for one message. Raises what connecting raises."""
         async with self._slots:
             conn = None
@@ -136,12 +93,8 @@ class RelayPool:
             self._idle.append(conn)
 
     async def send(self, msg: OutgoingMessage) -> None:
-        token = _normalized.set(msg.data)
-        try:
-            async with self.connection() as smtp:
-                await smtp.sendmail(msg.mail_from, msg.recipients, msg.data)
-        finally:
-            _normalized.reset(token)
+        async with self.connection() as smtp:
+            await smtp.send_prepared(msg.mail_from, msg.recipients, msg.data, crlf_only=True)
 
     async def _discard(self, conn: _Conn) -> None:
         try:

@@ -106,7 +106,7 @@ def test_header_injection_and_odd_values_stay_inert() -> None:
 def test_line_ending_shortcut_matches_aiosmtplib() -> None:
     """The mailer's fast path for aiosmtplib's line-ending normalization gives the same
     bytes as the regex it stands in for, on our messages and on anything else."""
-    from services.mailer.relay import _regex_normalize, normalize_message_line_endings
+    from services.mailer.prepared_smtp import _regex_normalize, normalize_message_line_endings
 
     ours = build_message(
         content(
@@ -139,9 +139,7 @@ def test_our_messages_have_crlf_only_and_dots_are_stuffed_as_aiosmtplib_does() -
     """The relay hands our own messages to SMTP without normalizing their line endings: they
     must have no lone CR or LF, whatever the content holds. Its dot-stuffing gives the same
     bytes as aiosmtplib's regex."""
-    import aiosmtplib.protocol
-
-    from services.mailer.relay import _regex_period
+    from services.mailer.prepared_smtp import DOT_STUFFING, _regex_period
 
     nasty = "line one\rline two\nline three\r\n.starts with a dot\r\r\n\n\r"
     data = build_message(
@@ -163,7 +161,7 @@ def test_our_messages_have_crlf_only_and_dots_are_stuffed_as_aiosmtplib_does() -
     ).data
     assert data.count(b"\r\n") == data.count(b"\n") == data.count(b"\r")
     assert data.endswith(b"\r\n")
-    stuffing = aiosmtplib.protocol.PERIOD_REGEX
+    stuffing = DOT_STUFFING
     for sample in [data, b".", b".\r\n..\r\nx.\r\n.y", b"\n.\n", b"", b"a.b"]:
         assert stuffing.sub(b"..", sample) == _regex_period.sub(b"..", sample), sample
 
