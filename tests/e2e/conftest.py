@@ -61,7 +61,12 @@ def wait_for_sync(ports: Ports, at_least: int = 45, timeout: float = 60) -> None
     headers = {"X-Internal-Token": "dev-internal-token"}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        resp = httpx.get(url, params={"per_page": 1}, headers=headers)
+        # Envelope may answer slowly while it renders the first PDFs on a busy machine: a
+        # slow answer is waited for, up to the deadline, not taken as a failure.
+        try:
+            resp = httpx.get(url, params={"per_page": 1}, headers=headers, timeout=30)
+        except httpx.TimeoutException:
+            continue
         if resp.status_code == 200 and resp.json()["total"] >= at_least:
             return
         time.sleep(0.25)
