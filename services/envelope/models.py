@@ -15,12 +15,7 @@ class Base(ServiceBase):
     metadata = service_metadata()
 
 
-outbox = Base.metadata.tables["outbox"]
-
-
 class Firm(FirmProjection, Base):
-    """The firm's profile, from firm.updated (shared.schema)."""
-
     __tablename__ = "firms"
 
 

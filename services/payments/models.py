@@ -29,8 +29,6 @@ outbox = Base.metadata.tables["outbox"]
 
 
 class Firm(FirmProjection, Base):
-    """The firm's profile, from firm.updated (shared.schema)."""
-
     __tablename__ = "firms"
 
 
