@@ -27,15 +27,7 @@ from shared.runtime import Service
 
 
 def _out(t: EmailTemplate) -> TemplateOut:
-    return TemplateOut(
-        id=t.id,
-        name=t.name,
-        subject=t.subject,
-        body=t.body,
-        is_default=t.is_default,
-        created_at=t.created_at,
-        updated_at=t.updated_at,
-    )
+    return TemplateOut.model_validate(t, from_attributes=True)
 
 
 def _invalid(exc: TemplateFieldError) -> HTTPException:

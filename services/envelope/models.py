@@ -5,26 +5,18 @@ from datetime import date, datetime
 from sqlalchemy import Boolean, Date, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import ServiceBase, UTCDateTime, new_metadata
+from shared.db import ServiceBase, UTCDateTime
 from shared.events import Delivery, SendStatus
-from shared.outbox import inbox_table, outbox_table
+from shared.schema import FirmProjection, service_metadata
 
 
 class Base(ServiceBase):
     __abstract__ = True
-    metadata = new_metadata()
+    metadata = service_metadata()
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
-
-
-class Firm(Base):
+class Firm(FirmProjection, Base):
     __tablename__ = "firms"
-
-    firm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    profile: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Invoice(Base):

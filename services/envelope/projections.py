@@ -13,6 +13,7 @@ from services.envelope.models import Firm, Invoice
 from services.envelope.prerender import Scheduler
 from services.envelope.rules import PaymentSums, apply_payment, bill_payment
 from shared.events import FirmUpdated, InvoiceUpdated, PaymentEvent, PaymentFailed
+from shared.schema import apply_firm_updated
 
 
 class Projections:
@@ -20,16 +21,11 @@ class Projections:
         self.scheduler = scheduler
 
     async def on_firm_updated(self, s: AsyncSession, ev: FirmUpdated) -> None:
-        row = await s.get(Firm, ev.firm_id)
-        if row is None:
-            row = Firm(firm_id=ev.firm_id)
-            s.add(row)
-        elif row.updated_at and row.updated_at.replace(tzinfo=UTC) > ev.occurred_at:
-            return  # an older profile arriving late
-        before = row.profile
-        row.profile = ev.firm.model_dump_json()
-        row.updated_at = ev.occurred_at
-        self.scheduler.firm_changed_after_commit(s, ev.firm_id, before, row.profile)
+        applied, before = await apply_firm_updated(s, Firm, ev)
+        if applied:
+            self.scheduler.firm_changed_after_commit(
+                s, ev.firm_id, before, ev.firm.model_dump_json()
+            )
 
     async def on_invoice_updated(self, s: AsyncSession, ev: InvoiceUpdated) -> None:
         snap = ev.invoice

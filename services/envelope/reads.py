@@ -12,6 +12,7 @@ from services.envelope.models import Firm, Invoice
 from services.envelope.rules import SETTLING_ONLINE
 from shared.events import BillPayment, FirmProfile, InvoiceKind, InvoiceState
 from shared.runtime import Service
+from shared.schema import stored_firm
 
 
 class ListFilter(StrEnum):
@@ -27,16 +28,8 @@ class ListFilter(StrEnum):
 STATE_FILTERS = frozenset({InvoiceState.draft, InvoiceState.awaiting_payment, InvoiceState.void})
 
 
-def profile_of(stored: str | None) -> FirmProfile:
-    """A firm's profile as stored, or a placeholder before its first firm.updated."""
-    if stored is None:
-        return FirmProfile(name="Your law firm")
-    return FirmProfile.model_validate_json(stored)
-
-
 async def firm_profile(s: AsyncSession, firm_id: str) -> FirmProfile:
-    row = await s.get(Firm, firm_id)
-    return profile_of(row.profile if row is not None else None)
+    return await stored_firm(s, Firm, firm_id)
 
 
 async def invoice(s: AsyncSession, firm_id: str, invoice_id: str) -> Invoice | None:

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.envelope.compose import ComposedEmail
 from services.envelope.models import Envelope, Firm, Invoice
-from services.envelope.reads import profile_of
 from services.envelope.rendering import Renderer
 from services.envelope.rules import (
     Refusal,
@@ -21,6 +20,7 @@ from services.envelope.rules import (
     statement_filename,
 )
 from shared.events import Delivery, EnvelopeSendRequested, FirmProfile
+from shared.schema import firm_profile as profile_of
 
 
 @dataclass(frozen=True)

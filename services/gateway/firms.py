@@ -15,15 +15,7 @@ from shared.runtime import Service
 
 
 def firm_profile(firm: Firm) -> FirmProfile:
-    return FirmProfile(
-        name=firm.name,
-        email=firm.email,
-        phone=firm.phone,
-        address=firm.address,
-        website=firm.website,
-        combine_envelopes=firm.combine_envelopes,
-        default_delivery=firm.default_delivery,  # type: ignore[arg-type]
-    )
+    return FirmProfile.model_validate(firm, from_attributes=True)
 
 
 async def publish_firm(service: Service, s: AsyncSession, firm: Firm) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.models import Allocation, Bill, Firm, PayLink, Payment
 from shared.events import FirmProfile, InvoiceState, PaymentStatus
+from shared.schema import aware, stored_firm
 from shared.tokens import hash_token
 
 # Payments whose allocations hold a bill's balance: money taken or on its way. A failed or
@@ -68,15 +69,8 @@ class LinkView:
     outstanding: Outstanding | None = None
 
 
-def aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 async def firm_profile(s: AsyncSession, firm_id: str) -> FirmProfile:
-    row = await s.get(Firm, firm_id)
-    return (
-        FirmProfile.model_validate_json(row.profile) if row else FirmProfile(name="Your law firm")
-    )
+    return await stored_firm(s, Firm, firm_id)
 
 
 async def find_link(s: AsyncSession, token: str) -> PayLink | None:

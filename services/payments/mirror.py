@@ -15,17 +15,11 @@ from services.payments.balances import aware
 from services.payments.models import Allocation, Bill, Firm, PayLink
 from shared.db import insert_unless_present
 from shared.events import FirmUpdated, InvoiceState, InvoiceUpdated, PayLinkIssued
+from shared.schema import apply_firm_updated
 
 
 async def on_firm_updated(s: AsyncSession, ev: FirmUpdated) -> None:
-    row = await s.get(Firm, ev.firm_id)
-    if row is None:
-        row = Firm(firm_id=ev.firm_id)
-        s.add(row)
-    elif row.updated_at and aware(row.updated_at) > ev.occurred_at:
-        return
-    row.profile = ev.firm.model_dump_json()
-    row.updated_at = ev.occurred_at
+    await apply_firm_updated(s, Firm, ev)
 
 
 async def on_invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:

@@ -16,25 +16,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import ServiceBase, UTCDateTime, new_metadata
-from shared.outbox import inbox_table, outbox_table
+from shared.db import ServiceBase, UTCDateTime
+from shared.schema import FirmProjection, service_metadata
 
 
 class Base(ServiceBase):
     __abstract__ = True
-    metadata = new_metadata()
+    metadata = service_metadata()
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
+outbox = Base.metadata.tables["outbox"]
 
 
-class Firm(Base):
+class Firm(FirmProjection, Base):
     __tablename__ = "firms"
-
-    firm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    profile: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class FirmAccount(Base):

@@ -5,17 +5,16 @@ from datetime import datetime
 from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import ServiceBase, UTCDateTime, new_metadata
-from shared.outbox import inbox_table, outbox_table
+from shared.db import ServiceBase, UTCDateTime
+from shared.schema import service_metadata
 
 
 class Base(ServiceBase):
     __abstract__ = True
-    metadata = new_metadata()
+    metadata = service_metadata()
 
 
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
+outbox = Base.metadata.tables["outbox"]
 
 
 class ClioConnection(Base):
