@@ -77,7 +77,7 @@ def router(service: Service, desk: Desk) -> APIRouter:
 
     @r.get("/firms/{firm_id}/balances")
     async def balances(firm_id: str) -> list[BalanceOut]:
-        return [BalanceOut(**b.__dict__) for b in await firm_balances(desk, firm_id)]
+        return await firm_balances(desk, firm_id)
 
     @r.post("/firms/{firm_id}/clients/{client_id}/balance-envelope")
     async def balance_envelope(

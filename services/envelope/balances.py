@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -13,19 +12,8 @@ from services.envelope import reads, rules
 from services.envelope.desk import Desk
 from services.envelope.models import Envelope, Invoice
 from services.envelope.template_store import default_text
+from shared.api.envelope import BalanceOut
 from shared.events import InvoiceSnapshot, InvoiceState, SendStatus
-
-
-@dataclass(frozen=True)
-class ClientBalance:
-    client_id: str
-    client_name: str
-    email: str | None
-    currency: str
-    outstanding_minor: int
-    unpaid_items: int
-    oldest_due: date | None
-    last_sent_at: datetime | None
 
 
 def outstanding(inv: Invoice) -> int:
@@ -36,7 +24,7 @@ def outstanding(inv: Invoice) -> int:
     )
 
 
-def client_balances(invoices: list[Invoice]) -> list[ClientBalance]:
+def client_balances(invoices: list[Invoice]) -> list[BalanceOut]:
     """One row per client (and currency) with something outstanding, largest first."""
     rows: dict[tuple[str, str], list[Invoice]] = {}
     for inv in invoices:
@@ -48,7 +36,7 @@ def client_balances(invoices: list[Invoice]) -> list[ClientBalance]:
         sent = [i.last_sent_at for i in items if i.last_sent_at]
         email = InvoiceSnapshot.model_validate_json(items[0].snapshot).client_email
         result.append(
-            ClientBalance(
+            BalanceOut(
                 client_id=client_id,
                 client_name=items[0].client_name,
                 email=email,
@@ -62,7 +50,7 @@ def client_balances(invoices: list[Invoice]) -> list[ClientBalance]:
     return sorted(result, key=lambda r: (-r.outstanding_minor, r.client_name))
 
 
-async def firm_balances(desk: Desk, firm_id: str) -> list[ClientBalance]:
+async def firm_balances(desk: Desk, firm_id: str) -> list[BalanceOut]:
     async with desk.service.sessionmaker() as s:
         invoices = list(
             await s.scalars(

@@ -118,17 +118,7 @@ class Outcomes:
         """A mailer died during this message's SMTP conversation (or it ended in a way
         that says nothing of the message): it may or may not have gone out. Sending again
         could make a duplicate, so a person decides."""
-        row.status = EmailStatus.UNCERTAIN
-        row.error = reason
-        await self.service.publish(
-            s,
-            EmailFailed(
-                firm_id=row.firm_id,
-                email_id=row.email_id,
-                envelope_id=row.envelope_id,
-                reason=row.error,
-            ),
-        )
+        await self._fail(s, row, EmailStatus.UNCERTAIN, reason)
 
     async def uncertain_if_sending(self, email_id: str, reason: str) -> None:
         async with self.service.sessionmaker() as s, s.begin():
@@ -156,15 +146,22 @@ class Outcomes:
             row = await s.get(OutgoingEmail, email_id)
             if row is None:
                 return
-            row.status = EmailStatus.FAILED
-            row.error = reason
-            await self.service.publish(
-                s,
-                EmailFailed(
-                    firm_id=row.firm_id,
-                    email_id=email_id,
-                    envelope_id=row.envelope_id,
-                    reason=reason,
-                ),
-            )
+            await self._fail(s, row, EmailStatus.FAILED, reason)
         log.warning("mailer: %s failed: %s", email_id, reason)
+
+    async def _fail(
+        self, s: AsyncSession, row: OutgoingEmail, status: EmailStatus, reason: str
+    ) -> None:
+        """Record the email as failed or uncertain, and tell envelope: either way it was
+        not (known to be) delivered."""
+        row.status = status
+        row.error = reason
+        await self.service.publish(
+            s,
+            EmailFailed(
+                firm_id=row.firm_id,
+                email_id=row.email_id,
+                envelope_id=row.envelope_id,
+                reason=reason,
+            ),
+        )
