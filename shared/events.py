@@ -105,6 +105,25 @@ class Event(BaseModel):
 # --- firm -------------------------------------------------------------------------------
 
 
+class ReminderSettings(BaseModel):
+    """Settings > Reminders, as Clio counts them: the first reminder `first_after_days` after
+    the issue date of the client's oldest unpaid item, then every `every_days` (7 to 365);
+    optionally one `before_due_days` before a due date; none within `quiet_after_send_days`
+    of a manual send of the same items. Sent in the firm's business hours, in its time zone."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    enabled: bool = False
+    first_after_days: int = Field(default=15, ge=1, le=365)
+    every_days: int = Field(default=15, ge=7, le=365)
+    before_due_days: int | None = Field(default=None, ge=1, le=60)
+    quiet_after_send_days: int = Field(default=3, ge=0, le=60)
+    business_hours_start: int = Field(default=9, ge=0, le=23)  # local hour, inclusive
+    business_hours_end: int = Field(default=17, ge=1, le=24)  # local hour, exclusive
+    subject: str | None = None  # None: the built-in reminder template
+    body: str | None = None
+
+
 class FirmProfile(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -115,6 +134,9 @@ class FirmProfile(BaseModel):
     website: str | None = None
     combine_envelopes: bool = False
     default_delivery: Delivery = Delivery.link
+    # An IANA zone name: the firm's days (Overdue, reminder dates) and business hours.
+    time_zone: str = "UTC"
+    reminders: ReminderSettings = Field(default_factory=ReminderSettings)
 
     @property
     def address_lines(self) -> list[str]:
@@ -222,19 +244,91 @@ class EmailRequested(Event):
 
 
 class EmailSent(Event):
+    """The relay accepted the email for at least one recipient. `to` lists the recipients it
+    accepted; `refused` those it refused for good, each with the server's reply."""
+
     routing_key: ClassVar[str] = "email.sent"
     email_id: str
     envelope_id: str | None = None
     message_id: str
     to: list[str]
     sent_at: datetime
+    refused: dict[str, str] = Field(default_factory=dict)
 
 
 class EmailFailed(Event):
+    """No recipient will get the email: refused, or given up on. `refused` holds each
+    recipient's reply where the relay gave one."""
+
     routing_key: ClassVar[str] = "email.failed"
     email_id: str
     envelope_id: str | None = None
     reason: str
+    refused: dict[str, str] = Field(default_factory=dict)
+
+
+class EmailTracked(Event):
+    """Something that happened to one recipient's copy of an email after the relay took it.
+    `recipient` is the address; `at` when it happened (the event may be reported later)."""
+
+    email_id: str
+    envelope_id: str | None = None
+    recipient: str
+    at: datetime
+
+
+class EmailDelivered(EmailTracked):
+    """A delivery status notification said the recipient's server delivered it."""
+
+    routing_key: ClassVar[str] = "email.delivered"
+
+
+class BounceKind(StrEnum):
+    hard = "hard"  # refused for good (5.x.x): the address is suppressed
+    soft = "soft"  # delayed or refused for now (4.x.x): nothing is suppressed
+
+
+class EmailBounced(EmailTracked):
+    """A delivery status notification (or the relay, after accepting) said it did not arrive."""
+
+    routing_key: ClassVar[str] = "email.bounced"
+    kind: BounceKind
+    status: str | None = None  # the RFC 3463 status code, e.g. 5.1.1
+    reason: str
+
+
+class EmailOpened(EmailTracked):
+    """The tracking pixel was fetched. `machine` when a privacy proxy or a scanner fetched it
+    (seconds after delivery, or a known prefetcher): not a person reading."""
+
+    routing_key: ClassVar[str] = "email.opened"
+    machine: bool = False
+    user_agent: str | None = None
+
+
+class ClickTarget(StrEnum):
+    view_invoice = "view_invoice"
+    pay_online = "pay_online"
+    pay_all = "pay_all"
+    other = "other"
+
+
+class EmailClicked(EmailTracked):
+    """A tracked link of the email (View Invoice, Pay Online, Pay All) was followed; `path`
+    is this system's own page it led to."""
+
+    routing_key: ClassVar[str] = "email.clicked"
+    target: ClickTarget = ClickTarget.other
+    path: str
+    machine: bool = False
+    user_agent: str | None = None
+
+
+class EmailViewed(EmailTracked):
+    """The invoice or pay page was served to someone who came from this email's link."""
+
+    routing_key: ClassVar[str] = "email.viewed"
+    path: str
 
 
 class PayLinkItem(BaseModel):
