@@ -5,14 +5,9 @@ exchange for want of a binding (the gateway's first firm.updated, say)."""
 from __future__ import annotations
 
 from shared.events import (
-    EmailBounced,
-    EmailClicked,
-    EmailDelivered,
     EmailFailed,
-    EmailOpened,
     EmailRequested,
     EmailSent,
-    EmailViewed,
     EnvelopeSendRequested,
     Event,
     FirmUpdated,
@@ -31,11 +26,6 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         EnvelopeSendRequested,
         EmailSent,
         EmailFailed,
-        EmailDelivered,
-        EmailBounced,
-        EmailOpened,
-        EmailClicked,
-        EmailViewed,
         PaymentProcessing,
         PaymentSucceeded,
         PaymentFailed,

@@ -38,3 +38,33 @@ class OutgoingEmail(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)
     trace: Mapped[str | None] = mapped_column(Text)  # traceparent of the request, for retries
+
+
+class EmailRecipient(Base):
+    """One recipient's copy of an email (To, then Cc, `n` counting from 0): what the relay
+    answered for it, and what was heard of it afterwards. The postman writes the relay's
+    answer; the bounce intake, delivery and bounce notifications; the tracking intake, opens
+    and clicks. Each writes only its own columns."""
+
+    __tablename__ = "email_recipients"
+
+    email_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    # The relay's answer: pending, accepted, refused (for good), deferred (for now).
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    reply: Mapped[str | None] = mapped_column(Text)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # From delivery status notifications.
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    bounce_kind: Mapped[str | None] = mapped_column(String(10))  # BounceKind
+    bounce_status: Mapped[str | None] = mapped_column(String(20))
+    bounce_reason: Mapped[str | None] = mapped_column(Text)
+    # From the tracking pixel and redirect: people only; `machine_opens` counts the rest.
+    first_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    machine_opens: Mapped[int] = mapped_column(Integer, default=0)
+    first_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
