@@ -44,6 +44,10 @@ class Invoice(Base):
     balance_minor: Mapped[int] = mapped_column(Integer)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     email_status: Mapped[str | None] = mapped_column(String(30))  # SendStatus: queued, sent, failed
+    # The latest thing heard of the bill's latest email (services.envelope.timeline): sent,
+    # delivered, opened, viewed, clicked, bounced, failed; and when.
+    email_event: Mapped[str | None] = mapped_column(String(20))
+    email_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     payment_status: Mapped[str | None] = mapped_column(String(30))  # BillPayment
     # Sums kept from payment events (each applied once; they commute, so events of
     # different queues arriving in any order give the same result):
@@ -152,3 +156,39 @@ class EmailTemplate(Base):
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EmailEvent(Base):
+    """One line of an envelope's timeline: what happened to one recipient's copy of one of
+    its emails (queued, sent, refused, delivered, opened, clicked, viewed, bounced, failed),
+    or to the envelope's bills (paid). `machine` marks an open or click a privacy proxy or a
+    scanner caused. `event_id` (the bus event's) makes each line appear once."""
+
+    __tablename__ = "email_events"
+    __table_args__ = (Index("ix_email_events_envelope", "firm_id", "envelope_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    firm_id: Mapped[str] = mapped_column(String(64))
+    envelope_id: Mapped[str] = mapped_column(String(36))
+    email_id: Mapped[str | None] = mapped_column(String(64))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    detail: Mapped[str | None] = mapped_column(Text)
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Suppression(Base):
+    """An address that hard-bounced: no reminder and no new send goes to it until a firm
+    user changes the recipient or clears it."""
+
+    __tablename__ = "suppressions"
+
+    firm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-cased
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(20))  # RFC 3463, e.g. 5.1.1
+    email_id: Mapped[str | None] = mapped_column(String(64))
+    envelope_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
