@@ -1,41 +1,53 @@
-"""What became of an email, recorded: its row moved to its new state and, where other
-services must hear of it, `email.sent` or `email.failed` staged in the same transaction."""
+"""What became of an email, recorded: each recipient's answer from the relay, the email's row
+moved to its new state and, where other services must hear of it, `email.sent` or
+`email.failed` staged in the same transaction. Which state follows from the recipients'
+answers is `services.mailer.rules.email_verdict`'s to say."""
 
 from __future__ import annotations
 
-import json
 import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mailer.message import message_id_for
-from services.mailer.models import OutgoingEmail
+from services.mailer.models import EmailRecipient, OutgoingEmail
 from services.mailer.rules import (
     STOPPED_WHILE_SENDING,
+    CopyAnswer,
     EmailStatus,
+    RecipientStatus,
     RetryPolicy,
+    email_verdict,
+    failure_reason,
     may_become,
+    may_send_copy,
+    waiting_reason,
 )
 from services.mailer.settings import MailerSettings
-from shared.events import EmailFailed, EmailRequested, EmailSent
+from shared.events import EmailFailed, EmailRequested, EmailSent, Event
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
 
-_EMAILS = OutgoingEmail.__table__
-# Built once (statements are cached by their construction): a batch's sent emails.
-_MARK_SENT = (
-    update(_EMAILS)
-    .where(_EMAILS.c.email_id == bindparam("b_email_id"))
-    .values(
-        status=EmailStatus.SENT,
-        sent_at=bindparam("b_sent_at"),
-        message_id=bindparam("b_message_id"),
-        error=None,
-    )
-)
+MAX_REPLY = 2000
+
+
+@dataclass
+class Attempt:
+    """One SMTP attempt at an email committed as `sending`: the relay's answer for each copy
+    tried (by `n`), and when it accepted each it accepted. `unexpected`: the attempt ended
+    in a way that says nothing of the copy it was sending (the email becomes uncertain)."""
+
+    email_id: str
+    attempts: int
+    answers: dict[int, CopyAnswer] = field(default_factory=dict)
+    accepted_at: dict[int, datetime] = field(default_factory=dict)
+    unexpected: str | None = None
+    cause: EmailRequested | None = None  # the request, for the trace of what is published
 
 
 class Outcomes:
@@ -47,70 +59,109 @@ class Outcomes:
     def message_id(self, email_id: str) -> str:
         return message_id_for(email_id, self.settings.message_id_domain)
 
-    async def sent_many(self, sent: list[tuple[EmailRequested, datetime]]) -> None:
-        """Emails the relay accepted, and their `email.sent`: one transaction for them all."""
+    async def settle(self, attempts: list[Attempt]) -> None:
+        """A batch's attempts (or one retry's): one transaction for them all."""
+        if not attempts:
+            return
+        ids = [a.email_id for a in attempts]
+        staged: list[tuple[Event, EmailRequested]] = []
         async with self.service.sessionmaker() as s, s.begin():
-            await s.execute(
-                _MARK_SENT,
-                [
-                    {
-                        "b_email_id": ev.email_id,
-                        "b_sent_at": at,
-                        "b_message_id": self.message_id(ev.email_id),
-                    }
-                    for ev, at in sent
-                ],
-            )
-            await self.service.publish_many(
-                s,
-                [
-                    (
-                        EmailSent(
-                            firm_id=ev.firm_id,
-                            email_id=ev.email_id,
-                            envelope_id=ev.envelope_id,
-                            message_id=self.message_id(ev.email_id),
-                            to=ev.to,
-                            sent_at=at,
-                        ),
-                        ev,
-                    )
-                    for ev, at in sent
-                ],
-            )
-        for ev, _ in sent:
-            log.info("mailer: sent %s", ev.email_id)
-
-    async def sent(self, email_id: str, message_id: str) -> None:
-        """One email the relay accepted (a retry), and its `email.sent`."""
-        emails = _EMAILS
-        sent_at = datetime.now(UTC)
-        async with self.service.sessionmaker() as s, s.begin():
-            row = (
-                await s.execute(
-                    update(emails)
-                    .where(emails.c.email_id == email_id)
-                    .values(
-                        status=EmailStatus.SENT,
-                        sent_at=sent_at,
-                        message_id=message_id,
-                        error=None,
-                    )
-                    .returning(emails.c.firm_id, emails.c.envelope_id, emails.c.to)
+            emails = {
+                row.email_id: row
+                for row in await s.scalars(
+                    select(OutgoingEmail).where(OutgoingEmail.email_id.in_(ids))
                 )
-            ).one()
-            await self.service.publish(
-                s,
-                EmailSent(
-                    firm_id=row.firm_id,
-                    email_id=email_id,
-                    envelope_id=row.envelope_id,
-                    message_id=message_id,
-                    to=json.loads(row.to),
-                    sent_at=sent_at,
-                ),
-            )
-        log.info("mailer: sent %s", email_id)
+            }
+            copies: dict[str, dict[int, EmailRecipient]] = defaultdict(dict)
+            for r in await s.scalars(
+                select(EmailRecipient).where(EmailRecipient.email_id.in_(ids))
+            ):
+                copies[r.email_id][r.n] = r
+            for attempt in attempts:
+                row = emails.get(attempt.email_id)
+                if row is None:
+                    continue
+                ev = self._settle_one(row, copies[attempt.email_id], attempt)
+                if ev is None:
+                    continue
+                if attempt.cause is not None:
+                    staged.append((ev, attempt.cause))
+                else:
+                    await self.service.publish(s, ev)
+            if staged:
+                await self.service.publish_many(s, staged)
+
+    def _settle_one(
+        self, row: OutgoingEmail, copies: dict[int, EmailRecipient], attempt: Attempt
+    ) -> Event | None:
+        for n, answer in attempt.answers.items():
+            copy = copies.get(n)
+            if copy is None or not may_send_copy(copy.status):
+                continue  # never moves an answer already final
+            copy.status = answer.status
+            copy.reply = answer.reply[:MAX_REPLY]
+            if answer.status == RecipientStatus.ACCEPTED:
+                copy.accepted_at = attempt.accepted_at.get(n) or datetime.now(UTC)
+        if row.status != EmailStatus.SENDING:
+            return None  # moved meanwhile (found `sending` at a start): left as it is
+        if attempt.unexpected is not None:
+            log.error("mailer: %s is uncertain: %s", row.email_id, attempt.unexpected)
+            return self._failed_event(row, EmailStatus.UNCERTAIN, attempt.unexpected, {})
+        gives_up = self.retries.gives_up(attempt.attempts)
+        verdict = email_verdict({n: c.status for n, c in copies.items()}, gives_up=gives_up)
+        row.attempts = attempt.attempts
+        if verdict == EmailStatus.RETRYING:
+            deferred = {
+                c.address: c.reply or "" for c in _ordered(copies) if may_send_copy(c.status)
+            }
+            delay = self.retries.delay(attempt.attempts)
+            row.status = EmailStatus.RETRYING
+            row.error = waiting_reason(deferred)[:MAX_REPLY]
+            row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+            log.warning("mailer: %s waits (%s); retrying in %.0fs", row.email_id, row.error, delay)
+            return None
+        for c in _ordered(copies):
+            if may_send_copy(c.status):  # retries used up: refused for good
+                c.status = RecipientStatus.REFUSED
+                reason = c.reply or "not sent"
+                c.reply = self.retries.give_up_reason(attempt.attempts, reason)[:MAX_REPLY]
+        refused = {
+            c.address: c.reply or ""
+            for c in _ordered(copies)
+            if c.status == RecipientStatus.REFUSED
+        }
+        if verdict == EmailStatus.FAILED:
+            return self._failed_event(row, EmailStatus.FAILED, failure_reason(refused), refused)
+        accepted = [c for c in _ordered(copies) if c.status == RecipientStatus.ACCEPTED]
+        sent_at = max(c.accepted_at or datetime.now(UTC) for c in accepted)
+        row.status = EmailStatus.SENT
+        row.sent_at = sent_at
+        row.message_id = self.message_id(row.email_id)
+        row.error = failure_reason(refused)[:MAX_REPLY] if refused else None
+        log.info("mailer: sent %s", row.email_id)
+        return EmailSent(
+            firm_id=row.firm_id,
+            email_id=row.email_id,
+            envelope_id=row.envelope_id,
+            message_id=row.message_id,
+            to=[c.address for c in accepted],
+            sent_at=sent_at,
+            refused=refused,
+        )
+
+    def _failed_event(
+        self, row: OutgoingEmail, status: EmailStatus, reason: str, refused: dict[str, str]
+    ) -> EmailFailed:
+        row.status = status
+        row.error = reason[:MAX_REPLY]
+        log.warning("mailer: %s %s: %s", row.email_id, status, reason)
+        return EmailFailed(
+            firm_id=row.firm_id,
+            email_id=row.email_id,
+            envelope_id=row.envelope_id,
+            reason=row.error,
+            refused=refused,
+        )
 
     async def uncertain(
         self, s: AsyncSession, row: OutgoingEmail, reason: str = STOPPED_WHILE_SENDING
@@ -120,20 +171,15 @@ class Outcomes:
         could make a duplicate, so a person decides."""
         await self._fail(s, row, EmailStatus.UNCERTAIN, reason)
 
-    async def uncertain_if_sending(self, email_id: str, reason: str) -> None:
-        async with self.service.sessionmaker() as s, s.begin():
-            row = await s.get(OutgoingEmail, email_id)
-            if row is not None and may_become(row.status, EmailStatus.UNCERTAIN):
-                await self.uncertain(s, row, reason)
-
     async def retry_later(self, email_id: str, attempts: int, reason: str) -> None:
+        """Not sent, before any SMTP (the content not reachable): tried again later."""
         if self.retries.gives_up(attempts):
             await self.failed(email_id, self.retries.give_up_reason(attempts, reason))
             return
         delay = self.retries.delay(attempts)
         async with self.service.sessionmaker() as s, s.begin():
             row = await s.get(OutgoingEmail, email_id)
-            if row is None:
+            if row is None or not may_become(row.status, EmailStatus.RETRYING):
                 return
             row.status = EmailStatus.RETRYING
             row.attempts = attempts
@@ -142,9 +188,11 @@ class Outcomes:
         log.warning("mailer: %s not sent (%s); retrying in %.0fs", email_id, reason, delay)
 
     async def failed(self, email_id: str, reason: str) -> None:
+        """Not sent, before any SMTP, and never will be (content gone, an address no
+        message can carry, attachments too large)."""
         async with self.service.sessionmaker() as s, s.begin():
             row = await s.get(OutgoingEmail, email_id)
-            if row is None:
+            if row is None or not may_become(row.status, EmailStatus.FAILED):
                 return
             await self._fail(s, row, EmailStatus.FAILED, reason)
         log.warning("mailer: %s failed: %s", email_id, reason)
@@ -165,3 +213,7 @@ class Outcomes:
                 reason=reason,
             ),
         )
+
+
+def _ordered(copies: dict[int, EmailRecipient]) -> list[EmailRecipient]:
+    return [copies[n] for n in sorted(copies)]
