@@ -62,7 +62,7 @@ def signer(selector: str, domain: str, key: bytes) -> Callable[[bytes], bytes]:
     # A key that does not sign fails at start, not with the first email.
     try:
         sign(b"From: a@b.test\r\nSubject: check\r\n\r\nbody\r\n")
-    except dkim.DKIMException as exc:
+    except (dkim.DKIMException, ValueError) as exc:  # binascii.Error for a broken PEM
         raise DkimNotConfigured(f"the DKIM key does not sign: {exc}") from exc
     return sign
 
