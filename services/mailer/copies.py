@@ -43,9 +43,11 @@ _TRAILING = ".,;:!?)]}"
 
 @dataclass(frozen=True)
 class Link:
-    """A place in a body where a tracked link goes: the path (and query) of our page."""
+    """A place in a body where a tracked link goes: the path (and query) of our page, and
+    what stood there (written back should the path not be trackable after all)."""
 
     path: str
+    original: str = ""
 
 
 # A body cut at its links: text as it is, and `Link`s; `PIXEL` where the open pixel goes.
@@ -53,12 +55,18 @@ Piece = str | Link
 PIXEL = Link("")
 
 
+# A path of one of our client pages as our links are written (`shared.tracking.click_url`
+# checks each again with `own_page`, which costs a Python step per character: it runs once
+# per link and copy, not also here).
+_CLIENT_PAGE = re.compile(r"/(?:pay|v)/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
+
+
 def _own_path(url: str, base_url: str) -> str | None:
     """The path of `url` when it is one of our tracked client pages, else None."""
     if not url.startswith(base_url):
         return None
     path = url[len(base_url) :]
-    if not path.startswith(TRACKED_PREFIXES) or not tracking.own_page(path):
+    if not _CLIENT_PAGE.fullmatch(path) or "//" in path:
         return None
     return path
 
@@ -70,8 +78,11 @@ def cut_html(body: str, base_url: str) -> list[Piece]:
     pieces: list[Piece] = []
     done = 0
     for tag in _TAG.finditer(body):
+        attrs = tag.group(2)
+        if "href" not in attrs.lower():
+            continue
         attrs_start = tag.start(2)
-        for attr in _ATTR.finditer(tag.group(2)):
+        for attr in _ATTR.finditer(attrs):
             if attr.group(2).lower() != "href" or attr.group(4) is None:
                 continue
             raw = attr.group(4)
@@ -80,7 +91,7 @@ def cut_html(body: str, base_url: str) -> list[Piece]:
             if path is None:
                 continue
             start, end = attrs_start + attr.start(4), attrs_start + attr.end(4)
-            pieces += [body[done:start], Link(path)]
+            pieces += [body[done:start], Link(path, raw)]
             done = end
     ends = list(_BODY_END.finditer(body, done))
     at = ends[-1].start() if ends else len(body)
@@ -98,7 +109,7 @@ def cut_text(body: str, base_url: str) -> list[Piece]:
         path = _own_path(found, base_url)
         if path is None:
             continue
-        pieces += [body[done : m.start()], Link(path)]
+        pieces += [body[done : m.start()], Link(path, found)]
         done = m.start() + len(found)
     pieces.append(body[done:])
     return pieces
@@ -138,19 +149,30 @@ class EmailCopies:
     def bodies(self, n: int) -> tuple[str, str]:
         """Recipient `n`'s text and HTML bodies, with its tracked links and pixel."""
         t = self.tracking
-        clicks: dict[str, str] = {}
+        clicks: dict[str, str | None] = {}
 
-        def click(path: str) -> str:
+        def click(path: str) -> str | None:
             if path not in clicks:
-                clicks[path] = tracking.click_url(t.base_url, t.secret, self.email_id, n, path)
+                try:
+                    url = tracking.click_url(t.base_url, t.secret, self.email_id, n, path)
+                except ValueError:  # not one of our pages after all: left as it was
+                    url = None
+                clicks[path] = url
             return clicks[path]
 
-        text = "".join(p if isinstance(p, str) else click(p.path) for p in self.text)
+        def text_link(link: Link) -> str:
+            url = click(link.path)
+            return link.original if url is None else url
+
+        def html_link(link: Link) -> str:
+            if link is PIXEL:
+                return pixel
+            url = click(link.path)
+            return link.original if url is None else f'"{html.escape(url)}"'
+
+        text = "".join(p if isinstance(p, str) else text_link(p) for p in self.text)
         pixel = pixel_tag(tracking.pixel_url(t.base_url, t.secret, self.email_id, n))
-        body = "".join(
-            p if isinstance(p, str) else pixel if p is PIXEL else f'"{html.escape(click(p.path))}"'
-            for p in self.html
-        )
+        body = "".join(p if isinstance(p, str) else html_link(p) for p in self.html)
         return text, body
 
     def copy(self, n: int) -> OutgoingMessage:

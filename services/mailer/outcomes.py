@@ -9,8 +9,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mailer.message import message_id_for
@@ -50,6 +51,103 @@ class Attempt:
     cause: EmailRequested | None = None  # the request, for the trace of what is published
 
 
+_EMAILS = OutgoingEmail.__table__
+_COPIES = EmailRecipient.__table__
+
+
+@dataclass
+class _Email:
+    """What settling reads and writes of an `emails` row."""
+
+    email_id: str
+    firm_id: str
+    envelope_id: str | None
+    status: str
+    attempts: int
+    error: str | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    message_id: str | None
+    changed: bool = False
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "b_email_id": self.email_id,
+            "b_status": self.status,
+            "b_attempts": self.attempts,
+            "b_error": self.error,
+            "b_next": self.next_attempt_at,
+            "b_sent_at": self.sent_at,
+            "b_message_id": self.message_id,
+        }
+
+
+@dataclass
+class _Copy:
+    """What settling reads and writes of an `email_recipients` row."""
+
+    email_id: str
+    n: int
+    address: str
+    status: str
+    reply: str | None
+    accepted_at: datetime | None
+    changed: bool = False
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "b_email_id": self.email_id,
+            "b_n": self.n,
+            "b_status": self.status,
+            "b_reply": self.reply,
+            "b_accepted_at": self.accepted_at,
+        }
+
+
+# Built once (statements are cached by their construction), run with many rows.
+_ids = bindparam("ids", expanding=True)
+_READ_EMAILS = select(
+    *(
+        _EMAILS.c[name]
+        for name in (
+            "email_id",
+            "firm_id",
+            "envelope_id",
+            "status",
+            "attempts",
+            "error",
+            "next_attempt_at",
+            "sent_at",
+            "message_id",
+        )
+    )
+).where(_EMAILS.c.email_id.in_(_ids))
+_READ_COPIES = select(
+    *(_COPIES.c[name] for name in ("email_id", "n", "address", "status", "reply", "accepted_at"))
+).where(_COPIES.c.email_id.in_(_ids))
+_WRITE_EMAIL = (
+    update(_EMAILS)
+    .where(_EMAILS.c.email_id == bindparam("b_email_id"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        error=bindparam("b_error"),
+        next_attempt_at=bindparam("b_next"),
+        sent_at=bindparam("b_sent_at"),
+        message_id=bindparam("b_message_id"),
+    )
+)
+_WRITE_COPY = (
+    update(_COPIES)
+    .where(_COPIES.c.email_id == bindparam("b_email_id"), _COPIES.c.n == bindparam("b_n"))
+    .values(
+        status=bindparam("b_status"),
+        reply=bindparam("b_reply"),
+        accepted_at=bindparam("b_accepted_at"),
+    )
+)
+
+
 class Outcomes:
     def __init__(self, service: Service, settings: MailerSettings) -> None:
         self.service = service
@@ -60,50 +158,54 @@ class Outcomes:
         return message_id_for(email_id, self.settings.message_id_domain)
 
     async def settle(self, attempts: list[Attempt]) -> None:
-        """A batch's attempts (or one retry's): one transaction for them all."""
+        """A batch's attempts (or one retry's): one transaction for them all, a statement
+        per kind of row (a Send All settles hundreds)."""
         if not attempts:
             return
         ids = [a.email_id for a in attempts]
         staged: list[tuple[Event, EmailRequested]] = []
         async with self.service.sessionmaker() as s, s.begin():
             emails = {
-                row.email_id: row
-                for row in await s.scalars(
-                    select(OutgoingEmail).where(OutgoingEmail.email_id.in_(ids))
-                )
+                row.email_id: _Email(*row) for row in await s.execute(_READ_EMAILS, {"ids": ids})
             }
-            copies: dict[str, dict[int, EmailRecipient]] = defaultdict(dict)
-            for r in await s.scalars(
-                select(EmailRecipient).where(EmailRecipient.email_id.in_(ids))
-            ):
-                copies[r.email_id][r.n] = r
+            copies: dict[str, dict[int, _Copy]] = defaultdict(dict)
+            for row in await s.execute(_READ_COPIES, {"ids": ids}):
+                copies[row.email_id][row.n] = _Copy(*row)
             for attempt in attempts:
-                row = emails.get(attempt.email_id)
-                if row is None:
+                email = emails.get(attempt.email_id)
+                if email is None:
                     continue
-                ev = self._settle_one(row, copies[attempt.email_id], attempt)
+                ev = self._settle_one(email, copies[attempt.email_id], attempt)
                 if ev is None:
                     continue
                 if attempt.cause is not None:
                     staged.append((ev, attempt.cause))
                 else:
                     await self.service.publish(s, ev)
+            changed_copies = [
+                c.params() for cs in copies.values() for c in cs.values() if c.changed
+            ]
+            if changed_copies:
+                await s.execute(_WRITE_COPY, changed_copies)
+            changed = [e.params() for e in emails.values() if e.changed]
+            if changed:
+                await s.execute(_WRITE_EMAIL, changed)
             if staged:
                 await self.service.publish_many(s, staged)
 
-    def _settle_one(
-        self, row: OutgoingEmail, copies: dict[int, EmailRecipient], attempt: Attempt
-    ) -> Event | None:
+    def _settle_one(self, row: _Email, copies: dict[int, _Copy], attempt: Attempt) -> Event | None:
         for n, answer in attempt.answers.items():
             copy = copies.get(n)
             if copy is None or not may_send_copy(copy.status):
                 continue  # never moves an answer already final
+            copy.changed = True
             copy.status = answer.status
             copy.reply = answer.reply[:MAX_REPLY]
             if answer.status == RecipientStatus.ACCEPTED:
                 copy.accepted_at = attempt.accepted_at.get(n) or datetime.now(UTC)
         if row.status != EmailStatus.SENDING:
             return None  # moved meanwhile (found `sending` at a start): left as it is
+        row.changed = True
         if attempt.unexpected is not None:
             log.error("mailer: %s is uncertain: %s", row.email_id, attempt.unexpected)
             return self._failed_event(row, EmailStatus.UNCERTAIN, attempt.unexpected, {})
@@ -122,6 +224,7 @@ class Outcomes:
             return None
         for c in _ordered(copies):
             if may_send_copy(c.status):  # retries used up: refused for good
+                c.changed = True
                 c.status = RecipientStatus.REFUSED
                 reason = c.reply or "not sent"
                 c.reply = self.retries.give_up_reason(attempt.attempts, reason)[:MAX_REPLY]
@@ -150,7 +253,7 @@ class Outcomes:
         )
 
     def _failed_event(
-        self, row: OutgoingEmail, status: EmailStatus, reason: str, refused: dict[str, str]
+        self, row: _Email, status: EmailStatus, reason: str, refused: dict[str, str]
     ) -> EmailFailed:
         row.status = status
         row.error = reason[:MAX_REPLY]
@@ -215,5 +318,5 @@ class Outcomes:
         )
 
 
-def _ordered(copies: dict[int, EmailRecipient]) -> list[EmailRecipient]:
+def _ordered(copies: dict[int, _Copy]) -> list[_Copy]:
     return [copies[n] for n in sorted(copies)]

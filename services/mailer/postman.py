@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 _EMAILS = OutgoingEmail.__table__
 _RECIPIENTS = EmailRecipient.__table__
+# Built once and run with many rows (executemany): a VALUES list of varying length would be
+# compiled again for each batch.
+_ADD_RECIPIENTS = insert_unless_present(_RECIPIENTS)
 
 # An email's copies as built before its row is written, or why it cannot be.
 Built = EmailCopies | TransientFailure | PermanentFailure
@@ -154,7 +157,7 @@ class Postman:
             if isinstance(b := built.get(email_id), EmailCopies)
         ]
         if any(copies):
-            await s.execute(insert_unless_present(_RECIPIENTS).values(sum(copies, [])))
+            await s.execute(_ADD_RECIPIENTS, sum(copies, []))
         # Redelivered (the broker lost our ack) or requested twice: never again.
         for row in await s.scalars(
             select(OutgoingEmail).where(
@@ -215,11 +218,7 @@ class Postman:
             row.status = EmailStatus.SENDING
             row.attempts = attempts + 1
             # An email first recorded without its content has no recipient rows yet.
-            await s.execute(
-                insert_unless_present(_RECIPIENTS).values(
-                    _recipient_rows(email_id, firm_id, copies)
-                )
-            )
+            await s.execute(_ADD_RECIPIENTS, _recipient_rows(email_id, firm_id, copies))
             waiting = [
                 n
                 for n, status in await s.execute(
