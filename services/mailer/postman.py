@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from opentelemetry import propagate
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mailer import dkim
@@ -57,6 +57,7 @@ _RECIPIENTS = EmailRecipient.__table__
 # Built once and run with many rows (executemany): a VALUES list of varying length would be
 # compiled again for each batch.
 _ADD_RECIPIENTS = insert_unless_present(_RECIPIENTS)
+_MAY_START = [status for status in EmailStatus if may_start_sending(status)]
 
 # An email's copies as built before its row is written, or why it cannot be.
 Built = EmailCopies | TransientFailure | PermanentFailure
@@ -212,11 +213,20 @@ class Postman:
             await self.outcomes.failed(email_id, str(exc))
             return
         async with sm() as s, s.begin():
-            row = await s.get(OutgoingEmail, email_id)
-            if row is None or not may_start_sending(row.status):
+            # One conditional UPDATE: of two mailers retrying the same email at once, one
+            # moves it to `sending`, the other finds nothing to move (it waits for the first
+            # one's commit, then reads `sending`) and sends nothing.
+            claimed = await s.execute(
+                update(_EMAILS)
+                .where(
+                    _EMAILS.c.email_id == email_id,
+                    _EMAILS.c.status.in_(_MAY_START),
+                    _EMAILS.c.attempts == attempts,
+                )
+                .values(status=EmailStatus.SENDING, attempts=attempts + 1)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return
-            row.status = EmailStatus.SENDING
-            row.attempts = attempts + 1
             # An email first recorded without its content has no recipient rows yet.
             await s.execute(_ADD_RECIPIENTS, _recipient_rows(email_id, firm_id, copies))
             waiting = [
@@ -283,7 +293,7 @@ class Postman:
         if too_large is not None:
             raise too_large
         try:
-            return prepare_copies(
+            copies = prepare_copies(
                 content,
                 email_id=email_id,
                 mail_from=st.mail_from,
@@ -295,6 +305,9 @@ class Postman:
             )
         except UnsendableAddress as exc:
             raise PermanentFailure(str(exc)) from exc
+        if not copies.recipients:
+            raise PermanentFailure("the email has no recipient")
+        return copies
 
     def _opened(self, ev: EmailRequested) -> dict[str, Any] | None:
         """The content the event carries, sealed; None when it carries none or it does not

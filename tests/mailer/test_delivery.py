@@ -562,3 +562,29 @@ def test_production_refuses_the_development_tracking_secret() -> None:
         MailerSettings(**prod)  # type: ignore[arg-type]
     st = MailerSettings(**prod, tracking_secret="a-real-tracking-secret")  # type: ignore[arg-type]
     assert st.bounce_domain == "envelopepay.test" and st.bounce_local == "bounces"
+
+
+async def test_an_email_without_a_recipient_fails_without_smtp(mailer: Mailer) -> None:
+    ev = mailer.request(content(to=[], cc=[]))
+    await mailer.postman.on_email_requested(ev)
+
+    assert mailer.relay.tried == []
+    row = await mailer.row(ev.email_id)
+    assert row.status == "failed" and row.error == "the email has no recipient"
+    assert await mailer.copies(ev.email_id) == []
+
+
+async def test_two_retries_of_the_same_email_at_once_send_it_once(mailer: Mailer) -> None:
+    """Two retry loops (two mailers) find the same email due: one sends, the other finds it
+    already `sending` and sends nothing."""
+    import asyncio
+
+    mailer.relay.data = ["451 4.3.0 try again later"]
+    ev = mailer.request(content(to=["dana@example.test"], cc=[]))
+    await mailer.postman.on_email_requested(ev)
+    assert (await mailer.row(ev.email_id)).status == "retrying"
+
+    await asyncio.gather(*(mailer.postman.deliver(ev.email_id) for _ in range(3)))
+    assert len(mailer.relay.accepted) == 1
+    assert (await mailer.row(ev.email_id)).attempts == 2
+    assert [k for k, _ in await mailer.published()] == ["email.sent"]
