@@ -28,11 +28,14 @@ from shared import tracking
 # Pages of ours that a client reaches from an email, and whose clicks are tracked.
 TRACKED_PREFIXES = ("/pay/", "/v/")
 
-# A start tag: its name, then its attributes, quoted values may hold '>'.
-_TAG = re.compile(r"""<([A-Za-z][A-Za-z0-9]*)((?:[^>"']|"[^"]*"|'[^']*')*)>""")
-# One attribute of a start tag, with its value (quoted or not) where it has one.
+# A start tag: its name, then its attributes up to the next '>', never across a '<': so that
+# finding every tag takes one pass, whatever the body (a quoted '>' or '<' in an attribute
+# makes that tag unread, and its links are left as they are).
+_TAG = re.compile(r"<([A-Za-z][A-Za-z0-9]*)([^<>]*)>")
+# One attribute of a start tag, with its value (quoted or not) where it has one. A match
+# starts only where a run of spaces starts, and never gives back what it took: one pass.
 _ATTR = re.compile(
-    r"""(\s+)([^\s"'>/=]+)(?:(\s*=\s*)("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""",
+    r"""(?<!\s)(\s++)([^\s"'>/=]+)(?:(\s*+=\s*+)("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""",
 )
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 # Characters a URL in plain text may hold; punctuation that ends a sentence is left out

@@ -176,3 +176,25 @@ def test_building_copies_keeps_the_shared_parts_once() -> None:
     assert one.endswith(copies.parts.tail) and two.endswith(copies.parts.tail)
     [att] = list(parse(two).iter_attachments())
     assert att.get_content() == pdf
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<a " * 50_000,  # no '>' anywhere
+        '<a href="' * 30_000,
+        "<a x='" * 30_000,
+        "<a href" + " " * 200_000 + ">",
+        f"<a href={BASE}/pay/" + "x" * 200_000,
+        f"{BASE}/pay/" * 20_000,
+    ],
+)
+def test_a_body_built_to_be_slow_is_cut_in_one_pass(body: str) -> None:
+    """Finding the links is linear in the body: bodies that made a backtracking pattern
+    take seconds to minutes are cut at once (the bound leaves room for a loaded machine)."""
+    import time
+
+    start = time.process_time()
+    cut_html(body, BASE)
+    cut_text(body, BASE)
+    assert time.process_time() - start < 1.0
