@@ -122,9 +122,11 @@ STOPPED_WHILE_SENDING = f"the mailer stopped while sending; {UNCERTAIN_ADVICE}"
 
 
 def smtp_failure(exc: BaseException) -> TransientFailure | PermanentFailure | None:
-    """What an exception out of an SMTP conversation says about the message: refused for
-    good, not sent for now, or (None) nothing: it is not an answer of the relay's, so
-    whether the message went out is not known."""
+    """What an exception out of one SMTP transaction for a whole message (every recipient
+    at once, as `build_message` writes it) says about it: refused for good, not sent for
+    now, or (None) nothing: it is not an answer of the relay's, so whether the message went
+    out is not known. The postman sends a copy per recipient and reads each with
+    `copy_failure`."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return PermanentFailure(f"every recipient was refused: {exc}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
@@ -196,7 +198,7 @@ def attachments_over_limit(total_bytes: int, limit_bytes: int) -> PermanentFailu
 
 
 def uncertain_reason(exc: BaseException) -> str:
-    """The error recorded for an email whose conversation ended in a way `smtp_failure`
+    """The error recorded for an email whose conversation ended in a way `copy_failure`
     cannot read."""
     reason = f"sending ended unexpectedly ({exc!r})"[:1900]
     return f"{reason}; {UNCERTAIN_ADVICE}"
