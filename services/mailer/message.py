@@ -34,6 +34,8 @@ class OutgoingMessage:
     recipients: list[str]
     data: bytes
     message_id: str
+    # The DSN envelope id (RFC 3461 ENVID), asked for when the relay offers DSN.
+    envid: str | None = None
 
 
 def message_id_for(email_id: str, domain: str) -> str:
@@ -127,7 +129,42 @@ def _boundary() -> str:
     return f"=_{secrets.token_hex(12)}"
 
 
-def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -> OutgoingMessage:
+def attachment_bytes(content: dict[str, Any]) -> int:
+    """The attachments' size as files (decoded), without decoding them."""
+    total = 0
+    for att in content.get("attachments") or []:
+        if "data" in att:
+            total += len(att["data"])
+        else:
+            b64 = att["content_b64"]
+            total += len(b64) * 3 // 4 - b64[-2:].count("=") if b64 else 0
+    return total
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """An email's message but for its two bodies, written once per email: every
+    recipient's copy is `head`, its text, `middle`, its HTML and `tail` (`assemble`), so
+    only the bodies (their tracking links) are encoded again per copy."""
+
+    recipients: list[str]  # addr-specs, To then Cc
+    head: bytes  # the headers, and the MIME lines up to the text part's body
+    middle: bytes  # between the text part's body and the HTML part's
+    tail: bytes  # the end of the alternative part, and the attachments
+
+    def assemble(self, text: str, html: str) -> bytes:
+        return b"".join(
+            (
+                self.head,
+                _qp(text).encode("ascii"),
+                self.middle,
+                _qp(html).encode("ascii"),
+                self.tail,
+            )
+        )
+
+
+def prepare_message(content: dict[str, Any], *, mail_from: str, message_id: str) -> MessageParts:
     to = [_addr_spec(a) for a in content["to"]]
     cc = [_addr_spec(a) for a in content.get("cc") or []]
     headers = [
@@ -145,44 +182,47 @@ def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -
         "MIME-Version: 1.0",
     ]
     alt = _boundary()
-    alternative = [
+    text_head = [
         f"--{alt}",
         'Content-Type: text/plain; charset="utf-8"',
         "Content-Transfer-Encoding: quoted-printable",
         "",
-        _qp(content["text"]),
+        "",
+    ]
+    middle = [
+        "",
         f"--{alt}",
         'Content-Type: text/html; charset="utf-8"',
         "Content-Transfer-Encoding: quoted-printable",
         "",
-        _qp(content["html"]),
-        f"--{alt}--",
         "",
     ]
     attachments = content.get("attachments") or []
     if not attachments:
-        lines = [
+        head = [
             *headers,
             f'Content-Type: multipart/alternative; boundary="{alt}"',
             "",
-            *alternative,
+            *text_head,
         ]
+        tail = ["", f"--{alt}--", ""]
     else:
         mixed = _boundary()
-        lines = [
+        head = [
             *headers,
             f'Content-Type: multipart/mixed; boundary="{mixed}"',
             "",
             f"--{mixed}",
             f'Content-Type: multipart/alternative; boundary="{alt}"',
             "",
-            *alternative,
+            *text_head,
         ]
+        tail = ["", f"--{alt}--", ""]
         for att in attachments:
             ctype = att.get("content_type") or ""
             if not re.fullmatch(r"[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+", ctype):
                 ctype = "application/octet-stream"
-            lines += [
+            tail += [
                 f"--{mixed}",
                 f"Content-Type: {ctype}",
                 "Content-Transfer-Encoding: base64",
@@ -190,6 +230,18 @@ def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -
                 "",
                 _attachment_body(att),
             ]
-        lines += [f"--{mixed}--", ""]
-    data = CRLF.join(lines).encode("ascii")
-    return OutgoingMessage(mail_from, [*to, *cc], data, message_id)
+        tail += [f"--{mixed}--", ""]
+    return MessageParts(
+        [*to, *cc],
+        CRLF.join(head).encode("ascii"),
+        CRLF.join(middle).encode("ascii"),
+        CRLF.join(tail).encode("ascii"),
+    )
+
+
+def build_message(content: dict[str, Any], *, mail_from: str, message_id: str) -> OutgoingMessage:
+    """The whole message to every recipient at once, with the bodies as they are (the
+    postman sends a copy per recipient instead: services.mailer.copies)."""
+    parts = prepare_message(content, mail_from=mail_from, message_id=message_id)
+    data = parts.assemble(content["text"], content["html"])
+    return OutgoingMessage(mail_from, parts.recipients, data, message_id)

@@ -16,22 +16,29 @@ from typing import Any
 
 import httpx
 from opentelemetry import propagate
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.mailer.message import OutgoingMessage, UnsendableAddress, build_message
-from services.mailer.models import OutgoingEmail
-from services.mailer.outcomes import Outcomes
+from services.mailer import dkim
+from services.mailer.copies import EmailCopies, Tracking, prepare_copies
+from services.mailer.message import UnsendableAddress, attachment_bytes
+from services.mailer.models import EmailRecipient, OutgoingEmail
+from services.mailer.outcomes import Attempt, Outcomes
 from services.mailer.relay import RelayPool
 from services.mailer.rules import (
+    CopyAnswer,
     EmailStatus,
     PermanentFailure,
+    RecipientStatus,
     TransientFailure,
+    accepted,
+    attachments_over_limit,
+    copy_failure,
     fetch_failure,
     first_status,
     may_become,
+    may_send_copy,
     may_start_sending,
-    smtp_failure,
     uncertain_reason,
     unreachable_content,
 )
@@ -46,9 +53,14 @@ from shared.sealing import SealBroken
 log = logging.getLogger(__name__)
 
 _EMAILS = OutgoingEmail.__table__
+_RECIPIENTS = EmailRecipient.__table__
+# Built once and run with many rows (executemany): a VALUES list of varying length would be
+# compiled again for each batch.
+_ADD_RECIPIENTS = insert_unless_present(_RECIPIENTS)
+_MAY_START = [status for status in EmailStatus if may_start_sending(status)]
 
-# An email's message as built before its row is written, or why it cannot be.
-Built = OutgoingMessage | TransientFailure | PermanentFailure
+# An email's copies as built before its row is written, or why it cannot be.
+Built = EmailCopies | TransientFailure | PermanentFailure
 # The emails a batch's transaction recorded, to attempt once it committed: each with the
 # event that asked for it, and its message (None: known before, but not handled).
 Attempts = list[tuple[EmailRequested, Built | None]]
@@ -67,6 +79,8 @@ class Postman:
         # in its SMTP conversation, none waits for a connection (a crash leaves uncertain
         # only what may have gone out).
         self.relay = RelayPool(settings, size=max(settings.bus_prefetch, settings.bus_batch))
+        self.tracking = Tracking(settings.public_base_url, settings.tracking_secret)
+        self.sign = dkim.from_settings(settings)
 
     async def on_email_requested(self, ev: EmailRequested) -> None:
         await self.on_emails_requested([ev])
@@ -98,11 +112,9 @@ class Postman:
                 continue
             try:
                 content = self._opened(ev) or await self._fetch(ev.content_url)
-                built[ev.email_id] = self._message(ev.email_id, content)
+                built[ev.email_id] = self._copies(ev.email_id, content)
             except (TransientFailure, PermanentFailure) as exc:
                 built[ev.email_id] = exc
-            except UnsendableAddress as exc:
-                built[ev.email_id] = PermanentFailure(str(exc))
         return built
 
     async def _record(
@@ -118,7 +130,7 @@ class Postman:
         for email_id, ev in owners.items():
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=self.consumer.context_of(ev))
-            ready = isinstance(built.get(email_id), OutgoingMessage)
+            ready = isinstance(built.get(email_id), EmailCopies)
             rows.append(
                 {
                     "email_id": email_id,
@@ -140,6 +152,13 @@ class Postman:
                 )
             ).scalars()
         )
+        copies = [
+            _recipient_rows(email_id, owners[email_id].firm_id, b)
+            for email_id in added
+            if isinstance(b := built.get(email_id), EmailCopies)
+        ]
+        if any(copies):
+            await s.execute(_ADD_RECIPIENTS, sum(copies, []))
         # Redelivered (the broker lost our ack) or requested twice: never again.
         for row in await s.scalars(
             select(OutgoingEmail).where(
@@ -152,18 +171,14 @@ class Postman:
 
     async def _send(self, attempts: Attempts) -> None:
         """Once the batch's emails are committed: their SMTP conversations side by side, then
-        one transaction for those the relay accepted."""
-        outcomes = await asyncio.gather(*(self._attempt(ev, built) for ev, built in attempts))
-        sent = [(ev, at) for ev, at in outcomes if at is not None]
-        if sent:
-            await self.outcomes.sent_many(sent)
+        one transaction for what the relay answered."""
+        done = await asyncio.gather(*(self._attempt(ev, built) for ev, built in attempts))
+        await self.outcomes.settle([a for a in done if a is not None])
 
-    async def _attempt(
-        self, ev: EmailRequested, built: Built | None
-    ) -> tuple[EmailRequested, datetime | None]:
-        """One email just committed, in the trace of the delivery that asked for it: SMTP
-        when its message is built (then the time the relay accepted it, recorded by the
-        caller with the others'), else what its failure calls for."""
+    async def _attempt(self, ev: EmailRequested, built: Built | None) -> Attempt | None:
+        """One email just committed, in the trace of the delivery that asked for it: a copy
+        to each recipient when it is built (the answers recorded by the caller with the
+        others'), else what its failure calls for."""
         email_id = ev.email_id
         with self.consumer.in_trace_of(ev):
             if built is None:
@@ -172,68 +187,127 @@ class Postman:
                 await self.outcomes.failed(email_id, str(built))
             elif isinstance(built, TransientFailure):
                 await self.outcomes.retry_later(email_id, 0, str(built))
-            elif await self._send_committed(email_id, built, attempts=1):
-                return ev, datetime.now(UTC)
-            return ev, None
+            else:
+                return await self._send_copies(
+                    built, list(range(len(built.recipients))), attempts=1, cause=ev
+                )
+            return None
 
     # --- one email ----------------------------------------------------------------------
 
     async def deliver(self, email_id: str) -> None:
         """An email recorded before (waiting for a retry, or left `pending`): its content
-        fetched, then one SMTP attempt if it still waits."""
+        fetched, then one SMTP attempt for each recipient still waiting."""
         sm = self.service.sessionmaker
         async with sm() as s:
             row = await s.get(OutgoingEmail, email_id)
             if row is None or not may_start_sending(row.status):
                 return
-            content_url, attempts = row.content_url, row.attempts
+            content_url, attempts, firm_id = row.content_url, row.attempts, row.firm_id
         try:
-            msg = self._message(email_id, await self._fetch(content_url))
+            copies = self._copies(email_id, await self._fetch(content_url))
         except TransientFailure as exc:
             await self.outcomes.retry_later(email_id, attempts, str(exc))
             return
-        except (PermanentFailure, UnsendableAddress) as exc:
+        except PermanentFailure as exc:
             await self.outcomes.failed(email_id, str(exc))
             return
         async with sm() as s, s.begin():
-            row = await s.get(OutgoingEmail, email_id)
-            if row is None or not may_start_sending(row.status):
-                return
-            row.status = EmailStatus.SENDING
-            row.attempts = attempts + 1
-        if await self._send_committed(email_id, msg, attempts=attempts + 1):
-            await self.outcomes.sent(email_id, self.outcomes.message_id(email_id))
-
-    async def _send_committed(self, email_id: str, msg: OutgoingMessage, *, attempts: int) -> bool:
-        """SMTP for an email committed as `sending`: True once the relay accepted it (its
-        `sent` is the caller's to record); a failure is recorded here."""
-        try:
-            await self.relay.send(msg)
-        except Exception as exc:
-            failure = smtp_failure(exc)
-            if isinstance(failure, PermanentFailure):
-                await self.outcomes.failed(email_id, str(failure))
-            elif isinstance(failure, TransientFailure):
-                await self.outcomes.retry_later(email_id, attempts, str(failure))
-            else:
-                log.exception("mailer: sending %s failed unexpectedly", email_id)
-                await self.outcomes.uncertain_if_sending(email_id, uncertain_reason(exc))
-            return False
-        if self.settings.crash_after_smtp and self.settings.environment != "production":
-            log.error(
-                "mailer: crash_after_smtp is set: dying after the relay accepted %s", email_id
+            # One conditional UPDATE: of two mailers retrying the same email at once, one
+            # moves it to `sending`, the other finds nothing to move (it waits for the first
+            # one's commit, then reads `sending`) and sends nothing.
+            claimed = await s.execute(
+                update(_EMAILS)
+                .where(
+                    _EMAILS.c.email_id == email_id,
+                    _EMAILS.c.status.in_(_MAY_START),
+                    _EMAILS.c.attempts == attempts,
+                )
+                .values(status=EmailStatus.SENDING, attempts=attempts + 1)
             )
-            os._exit(70)
-        return True
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return
+            # An email first recorded without its content has no recipient rows yet.
+            await s.execute(_ADD_RECIPIENTS, _recipient_rows(email_id, firm_id, copies))
+            waiting = [
+                n
+                for n, status in await s.execute(
+                    select(_RECIPIENTS.c.n, _RECIPIENTS.c.status)
+                    .where(_RECIPIENTS.c.email_id == email_id)
+                    .order_by(_RECIPIENTS.c.n)
+                )
+                if may_send_copy(status)
+            ]
+        attempt = await self._send_copies(copies, waiting, attempts=attempts + 1)
+        await self.outcomes.settle([attempt])
+
+    async def _send_copies(
+        self,
+        copies: EmailCopies,
+        ns: list[int],
+        *,
+        attempts: int,
+        cause: EmailRequested | None = None,
+    ) -> Attempt:
+        """SMTP for an email committed as `sending`: recipient `n`'s copy in its own
+        transaction, for each `n` of `ns` in turn (one pooled connection at a time, so the
+        batch's emails never wait for one another's). Nothing is recorded here: the answers
+        are the caller's to settle. The relay not reachable defers the copies after it
+        without trying them; an exception that is no answer of the relay's stops the
+        attempt (the email becomes uncertain)."""
+        attempt = Attempt(copies.email_id, attempts, cause=cause)
+        unreachable: CopyAnswer | None = None
+        for n in ns:
+            if unreachable is not None:
+                attempt.answers[n] = unreachable
+                continue
+            try:
+                reply = await self.relay.send(copies.copy(n))
+            except Exception as exc:
+                answer = copy_failure(exc)
+                if answer is None:
+                    log.exception("mailer: sending %s.%d failed unexpectedly", copies.email_id, n)
+                    attempt.unexpected = uncertain_reason(exc)
+                    break
+                attempt.answers[n] = answer
+                if answer.connection:
+                    unreachable = answer
+                continue
+            attempt.answers[n] = accepted(reply.code, reply.message)
+            attempt.accepted_at[n] = datetime.now(UTC)
+            if self.settings.crash_after_smtp and self.settings.environment != "production":
+                log.error(
+                    "mailer: crash_after_smtp is set: dying after the relay accepted %s.%d",
+                    copies.email_id,
+                    n,
+                )
+                os._exit(70)
+        return attempt
 
     # --- contents -----------------------------------------------------------------------
 
-    def _message(self, email_id: str, content: dict[str, Any]) -> OutgoingMessage:
-        return build_message(
-            content,
-            mail_from=self.settings.mail_from,
-            message_id=self.outcomes.message_id(email_id),
-        )
+    def _copies(self, email_id: str, content: dict[str, Any]) -> EmailCopies:
+        """The email's copies, or the PermanentFailure that says why it cannot go out."""
+        st = self.settings
+        too_large = attachments_over_limit(attachment_bytes(content), st.max_attachment_bytes)
+        if too_large is not None:
+            raise too_large
+        try:
+            copies = prepare_copies(
+                content,
+                email_id=email_id,
+                mail_from=st.mail_from,
+                message_id=self.outcomes.message_id(email_id),
+                tracking=self.tracking,
+                bounce_local=st.bounce_local,
+                bounce_domain=st.bounce_domain,
+                sign=self.sign,
+            )
+        except UnsendableAddress as exc:
+            raise PermanentFailure(str(exc)) from exc
+        if not copies.recipients:
+            raise PermanentFailure("the email has no recipient")
+        return copies
 
     def _opened(self, ev: EmailRequested) -> dict[str, Any] | None:
         """The content the event carries, sealed; None when it carries none or it does not
@@ -257,3 +331,20 @@ class Postman:
         if failure is not None:
             raise failure
         return resp.json()
+
+
+def _recipient_rows(email_id: str, firm_id: str, copies: EmailCopies) -> list[dict[str, Any]]:
+    """An email's `email_recipients` rows, To then Cc, before any is tried."""
+    return [
+        {
+            "email_id": email_id,
+            "n": n,
+            "firm_id": firm_id,
+            "address": address,
+            "status": RecipientStatus.PENDING,
+            "opens": 0,
+            "machine_opens": 0,
+            "clicks": 0,
+        }
+        for n, address in enumerate(copies.recipients)
+    ]

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import aiosmtplib
 import aiosmtplib.protocol
 from aiosmtplib.email import parse_address
+from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import SMTPStatus
 
 # The aiosmtplib releases `PreparedSMTP` was written against (from, up to but excluding):
@@ -57,20 +58,36 @@ class _DotStuffing:
 DOT_STUFFING = _DotStuffing()
 
 
+# RFC 3461 delivery status notifications, asked for each copy when the relay offers DSN:
+# success, failure and delay reported, with the headers only of the message.
+DSN_NOTIFY = "NOTIFY=SUCCESS,FAILURE,DELAY"
+DSN_RET = "RET=HDRS"
+
+
 class PreparedSMTP(aiosmtplib.SMTP):
     """aiosmtplib's client, with `send_prepared`: `sendmail` for one message as the mailer
-    sends it (no MAIL or RCPT options, ASCII addresses), the same commands and bytes on
-    the wire, with the line endings checked once by `normalize_message_line_endings` (or
-    not at all for a message its caller vouches for) and the dots stuffed by
-    `DOT_STUFFING`, instead of aiosmtplib's regexes. Used only by `RelayPool`; aiosmtplib
-    itself is left as it is."""
+    sends it (ASCII addresses; SIZE, and the DSN options when asked and offered), the same
+    commands and bytes on the wire, with the line endings checked once by
+    `normalize_message_line_endings` (or not at all for a message its caller vouches for)
+    and the dots stuffed by `DOT_STUFFING`, instead of aiosmtplib's regexes. Used only by
+    `RelayPool`; aiosmtplib itself is left as it is."""
 
     async def send_prepared(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, crlf_only: bool = False
-    ) -> None:
-        """`crlf_only`: the caller vouches that `data` has CRLF line endings throughout and a
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        *,
+        crlf_only: bool = False,
+        dsn_envid: str | None = None,
+    ) -> SMTPResponse:
+        """The relay's final answer to DATA (the message accepted).
+
+        `crlf_only`: the caller vouches that `data` has CRLF line endings throughout and a
         final CRLF (services.mailer.message writes them so; tests/unit/test_mailer_message.py
-        checks it), which spares three passes over every message."""
+        checks it), which spares three passes over every message. `dsn_envid`: when the
+        relay offers DSN, MAIL carries `RET=HDRS ENVID=<dsn_envid>` (an xtext of letters,
+        digits, '.', '-' and '_') and each RCPT `NOTIFY=SUCCESS,FAILURE,DELAY`."""
         message = data if crlf_only else normalize_message_line_endings(data)
         # As sendmail: every address checked before anything is sent.
         parse_address(sender)
@@ -82,10 +99,14 @@ class PreparedSMTP(aiosmtplib.SMTP):
             await self._ehlo_or_helo_if_needed()
             # RFC 1870: the octets as transmitted, CRLF pairs included.
             options = [f"size={len(message)}"] if self.supports_extension("size") else []
+            rcpt_options: list[str] = []
+            if dsn_envid is not None and self.supports_extension("dsn"):
+                options += [DSN_RET, f"ENVID={dsn_envid}"]
+                rcpt_options.append(DSN_NOTIFY)
             try:
                 await self.mail(sender, options=options)
-                await self._send_recipients(recipients, [])
-                await self._data(message)
+                await self._send_recipients(recipients, rcpt_options)
+                return await self._data(message)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
                 # As sendmail: the envelope reset for the next message on this connection.
                 try:
@@ -94,7 +115,7 @@ class PreparedSMTP(aiosmtplib.SMTP):
                     pass
                 raise
 
-    async def _data(self, message: bytes) -> None:
+    async def _data(self, message: bytes) -> SMTPResponse:
         """`SMTP.data` with `SMTPProtocol.execute_data_command`, for a message whose line
         endings are normalized already."""
         protocol = self.protocol
@@ -115,6 +136,7 @@ class PreparedSMTP(aiosmtplib.SMTP):
                 response = await protocol.read_response(timeout=self.timeout)
                 if response.code != SMTPStatus.completed:
                     raise aiosmtplib.SMTPDataError(response.code, response.message)
+                return response
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
             self.close()
             raise

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiosmtplib
+from aiosmtplib.response import SMTPResponse
 
 from services.mailer.message import OutgoingMessage
 from services.mailer.prepared_smtp import PreparedSMTP
@@ -92,9 +93,12 @@ class RelayPool:
             conn.last_used = time.monotonic()
             self._idle.append(conn)
 
-    async def send(self, msg: OutgoingMessage) -> None:
+    async def send(self, msg: OutgoingMessage) -> SMTPResponse:
+        """One SMTP transaction for `msg`: the relay's answer to DATA, or what it raised."""
         async with self.connection() as smtp:
-            await smtp.send_prepared(msg.mail_from, msg.recipients, msg.data, crlf_only=True)
+            return await smtp.send_prepared(
+                msg.mail_from, msg.recipients, msg.data, crlf_only=True, dsn_envid=msg.envid
+            )
 
     async def _discard(self, conn: _Conn) -> None:
         try:

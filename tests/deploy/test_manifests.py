@@ -81,6 +81,7 @@ SERVICE_ENV = {
         "SMTP_TLS",
         "MAIL_FROM",
         "MESSAGE_ID_DOMAIN",
+        "TRACKING_SECRET",
     },
     "payments": {
         "PAYMENTS_PROCESSOR",
@@ -98,6 +99,7 @@ SECRET_ENV = {
     "LINK_SECRET",
     "CLIO_CLIENT_SECRET",
     "SMTP_PASSWORD",
+    "TRACKING_SECRET",
     "STRIPE_API_KEY",
     "STRIPE_WEBHOOK_SECRET",
 }

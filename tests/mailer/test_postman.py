@@ -257,12 +257,12 @@ async def test_a_batch_sends_each_email_once_and_each_failure_alone(
     refused_subject = mailer.contents[refused]["subject"]
     broken_subject = mailer.contents[broken]["subject"]
 
-    async def send(msg: Any) -> None:
+    async def send(msg: Any) -> Any:
         if f"Subject: {refused_subject}".encode() in msg.data:
             raise aiosmtplib.SMTPResponseException(451, "4.3.0 try again later")
         if f"Subject: {broken_subject}".encode() in msg.data:
             raise RuntimeError("a bug between us and the relay")
-        await real_send(msg)
+        return await real_send(msg)
 
     monkeypatch.setattr(mailer.postman.relay, "send", send)
     await mailer.postman.on_emails_requested(evs)

@@ -172,3 +172,59 @@ async def test_refusals_raise_as_sendmail_and_leave_the_connection_usable(
         await smtp.quit()
     [(_, _, rcpts, content)] = recorder.seen
     assert rcpts == ["ok@example.test"] and content == MESSAGES[3]
+
+
+@dataclass
+class DsnRecorder(Recorder):
+    """A relay that offers DSN (RFC 3461), keeping the RCPT options too."""
+
+    rcpt_options: list[list[str]] = field(default_factory=list)
+
+    async def handle_EHLO(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        responses.insert(-1, "250-DSN")
+        return responses
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        self.rcpt_options.append(list(rcpt_options))
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+async def test_the_dsn_request_is_the_one_sendmail_makes_with_the_same_options() -> None:
+    from tests.mailer.test_delivery import DsnController
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    recorder = DsnRecorder()
+    controller = DsnController(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    stock = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
+    prepared = PreparedSMTP(hostname="127.0.0.1", port=port)
+    try:
+        await stock.connect()
+        await prepared.connect()
+        sender, to = "bounces+e1.0@envelopepay.test", ["dana@example.test"]
+        await stock.sendmail(
+            sender,
+            to,
+            MESSAGES[0],
+            mail_options=["RET=HDRS", "ENVID=e1.0"],
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE,DELAY"],
+        )
+        reply = await prepared.send_prepared(
+            sender, to, MESSAGES[0], crlf_only=True, dsn_envid="e1.0"
+        )
+        await stock.quit()
+        await prepared.quit()
+    finally:
+        controller.stop()
+    assert reply.code == 250
+    by_stock, by_prepared = recorder.seen
+    assert by_prepared == by_stock
+    assert [o.split("=")[0] for o in by_stock[1]] == ["SIZE", "RET", "ENVID"]
+    assert recorder.rcpt_options == [["NOTIFY=SUCCESS,FAILURE,DELAY"]] * 2

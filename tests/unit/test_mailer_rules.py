@@ -7,18 +7,28 @@ import httpx
 import pytest
 
 from services.mailer.rules import (
+    RECIPIENT_TRANSITIONS,
     TRANSITIONS,
+    CopyAnswer,
     EmailStatus,
     PermanentFailure,
+    RecipientStatus,
     RetryPolicy,
     TransientFailure,
+    accepted,
+    attachments_over_limit,
+    copy_failure,
+    email_verdict,
+    failure_reason,
     fetch_failure,
     first_status,
     may_become,
+    may_send_copy,
     may_start_sending,
     smtp_failure,
     uncertain_reason,
     unreachable_content,
+    waiting_reason,
 )
 
 S = EmailStatus
@@ -169,3 +179,130 @@ def test_the_default_settings_give_about_eight_minutes_of_retries() -> None:
         attempts += 1
     assert waits == [15, 30, 60, 120, 240]
     assert sum(waits) == 465
+
+
+# --- each recipient's copy ------------------------------------------------------------------
+
+R = RecipientStatus
+
+
+def test_recipient_statuses_are_the_strings_stored_in_email_recipients() -> None:
+    assert [str(s) for s in R] == ["pending", "accepted", "refused", "deferred"]
+    assert set(RECIPIENT_TRANSITIONS) == set(R)
+
+
+def test_only_a_copy_still_waiting_goes_to_the_relay() -> None:
+    assert {s for s in R if may_send_copy(s)} == {R.PENDING, R.DEFERRED}
+    assert {s for s in R if RECIPIENT_TRANSITIONS[s]} == {R.PENDING, R.DEFERRED}
+    assert not may_send_copy("no such status")
+
+
+@pytest.mark.parametrize(
+    ("recipients", "gives_up", "verdict"),
+    [
+        ({0: R.ACCEPTED}, False, S.SENT),
+        ({0: R.ACCEPTED, 1: R.REFUSED}, False, S.SENT),  # a refusal holds nothing back
+        ({0: R.REFUSED}, False, S.FAILED),
+        ({0: R.REFUSED, 1: R.REFUSED}, False, S.FAILED),
+        ({0: R.ACCEPTED, 1: R.DEFERRED}, False, S.RETRYING),  # sent waits for the deferred
+        ({0: R.REFUSED, 1: R.DEFERRED}, False, S.RETRYING),
+        ({0: R.DEFERRED}, False, S.RETRYING),
+        ({0: R.PENDING}, False, S.RETRYING),
+        ({0: R.ACCEPTED, 1: R.DEFERRED}, True, S.SENT),  # retries used up
+        ({0: R.REFUSED, 1: R.DEFERRED}, True, S.FAILED),
+        ({0: R.DEFERRED}, True, S.FAILED),
+        ({}, False, S.FAILED),
+    ],
+)
+def test_an_email_is_settled_once_no_recipient_waits(
+    recipients: dict[int, RecipientStatus], gives_up: bool, verdict: EmailStatus
+) -> None:
+    assert email_verdict(recipients, gives_up=gives_up) is verdict
+
+
+def test_every_verdict_is_a_move_the_email_may_make_from_sending() -> None:
+    for verdict in (S.SENT, S.FAILED, S.RETRYING):
+        assert may_become(S.SENDING, verdict)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "reply", "connection"),
+    [
+        (
+            aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 no such user", "a@b.test")]
+            ),
+            R.REFUSED,
+            "550 5.1.1 no such user",
+            False,
+        ),
+        (
+            aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(452, "4.2.2 mailbox full", "a@b.test")]
+            ),
+            R.DEFERRED,
+            "452 4.2.2 mailbox full",
+            False,
+        ),
+        (aiosmtplib.SMTPSenderRefused(553, "5.7.1 sender", "b@ep.test"), R.REFUSED, "553", False),
+        (aiosmtplib.SMTPDataError(554, "5.7.1 spam"), R.REFUSED, "554 5.7.1 spam", False),
+        (aiosmtplib.SMTPDataError(451, "4.3.0 later"), R.DEFERRED, "451 4.3.0 later", False),
+        (aiosmtplib.SMTPResponseException(421, "closing"), R.DEFERRED, "421 closing", False),
+        (aiosmtplib.SMTPResponseException(600, "odd"), R.DEFERRED, "600 odd", False),
+        (
+            aiosmtplib.SMTPConnectError("refused"),
+            R.DEFERRED,
+            "the relay is not reachable: refused",
+            True,
+        ),
+        (aiosmtplib.SMTPServerDisconnected("gone"), R.DEFERRED, "the relay is not", True),
+        (aiosmtplib.SMTPTimeoutError("slow"), R.DEFERRED, "the relay is not", True),
+        (ConnectionResetError("reset"), R.DEFERRED, "the relay is not reachable", True),
+        (TimeoutError(), R.DEFERRED, "the relay is not reachable", True),
+    ],
+)
+def test_what_an_smtp_exception_says_about_one_recipients_copy(
+    exc: Exception, status: RecipientStatus, reply: str, connection: bool
+) -> None:
+    answer = copy_failure(exc)
+    assert answer is not None
+    assert answer.status is status
+    assert answer.reply.startswith(reply)
+    assert answer.connection is connection
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("a bug"), ValueError("bad address"), KeyError()])
+def test_an_exception_that_is_no_answer_says_nothing_of_the_copy(exc: Exception) -> None:
+    assert copy_failure(exc) is None
+
+
+def test_an_accepted_copy_keeps_the_relays_reply() -> None:
+    assert accepted(250, "2.0.0 Ok: queued as 4F2A") == CopyAnswer(
+        R.ACCEPTED, "250 2.0.0 Ok: queued as 4F2A"
+    )
+
+
+def test_the_reasons_name_each_recipient_with_its_reply() -> None:
+    assert waiting_reason({"a@x.test": "451 later", "b@x.test": "the relay is not reachable"}) == (
+        "a@x.test: 451 later; b@x.test: the relay is not reachable"
+    )
+    assert failure_reason({"a@x.test": "550 5.1.1 no such user"}) == (
+        "the relay refused the message to a@x.test: 550 5.1.1 no such user"
+    )
+    assert failure_reason({"a@x.test": "550 no", "b@x.test": "554 spam"}) == (
+        "every recipient was refused: a@x.test: 550 no; b@x.test: 554 spam"
+    )
+
+
+def test_attachments_over_the_limit_fail_with_what_to_do_instead() -> None:
+    limit = 20_000_000
+    assert attachments_over_limit(0, limit) is None
+    assert attachments_over_limit(limit, limit) is None
+    too_large = attachments_over_limit(31_200_000, limit)
+    assert isinstance(too_large, PermanentFailure)
+    assert str(too_large) == (
+        "the attachments are 31.2 MB, over the 20 MB limit; send this envelope by secure link"
+    )
+    assert str(attachments_over_limit(2_500_001, 2_500_000)).startswith(
+        "the attachments are 2.5 MB, over the 2.5 MB limit"
+    )
