@@ -347,7 +347,8 @@ async def test_webhook_is_off_unless_configured(world: World) -> None:
 
 
 def test_production_refuses_an_intake_without_its_secret() -> None:
-    base = {"environment": "production", "internal_token": "x" * 32}
+    # tracking_secret: H1's, refused at its default in production too.
+    base = {"environment": "production", "internal_token": "x" * 32, "tracking_secret": "t" * 32}
     with pytest.raises(ValueError, match="BOUNCE_WEBHOOK_SECRET"):
         MailerSettings(**base, bounce_intake="webhook")
     with pytest.raises(ValueError, match="BOUNCE_IMAP"):
