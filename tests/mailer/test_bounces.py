@@ -515,3 +515,42 @@ async def test_imap_poller_survives_a_refused_login(
     await asyncio.sleep(0.2)
     assert not task.done()
     task.cancel()
+
+
+# --- the dev mail sink answering through the SMTP intake (what `make run` wires) -----------
+
+
+async def test_the_dev_sinks_reports_reach_the_intake(world: World, tmp_path: Path) -> None:
+    from sandbox.mailsink import running_mailsink
+
+    email_id = await world.email("client@example.com", "bounce@example.com")
+    intake = await bounce_intake.start_smtp_intake(world.bounces, world.settings, port=0)
+    message = (
+        b"From: billing@envelopepay.test\r\nTo: client@example.com\r\nSubject: x\r\n"
+        b"Message-ID: <" + email_id.encode() + b"@envelopepay.test>\r\n\r\nHello\r\n"
+    )
+    try:
+        async with running_mailsink(tmp_path, bounce_port=intake.port, success_dsn=True) as sink:
+            for n, to in enumerate(("client@example.com", "bounce@example.com")):
+                smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.smtp_port)
+                await smtp.connect()
+                await smtp.sendmail(
+                    f"bounces+{email_id}.{n}@envelopepay.test",
+                    [to],
+                    message,
+                    mail_options=["RET=HDRS", f"ENVID={email_id}.{n}"],
+                    rcpt_options=["NOTIFY=SUCCESS,FAILURE,DELAY"],
+                )
+                await smtp.quit()
+            assert sink.smtp.dsn is not None
+            await sink.smtp.dsn.drain()
+    finally:
+        await intake.close()
+    assert (await world.copy(email_id, 0)).delivered_at == NOW
+    bounced = await world.copy(email_id, 1)
+    assert (bounced.bounce_kind, bounced.bounce_status) == ("hard", "5.1.1")
+    assert bounced.delivered_at is None
+    assert sorted((e["key"], e["recipient"]) for e in await world.published()) == [
+        ("email.bounced", "bounce@example.com"),
+        ("email.delivered", "client@example.com"),
+    ]
