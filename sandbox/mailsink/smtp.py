@@ -129,6 +129,13 @@ class SinkSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
 
+# HELP lists a command by the syntax aiosmtpd's decorator attached to it: keep it on ours.
+for _name in ("smtp_MAIL", "smtp_RCPT", "smtp_DATA"):
+    for _attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+        if hasattr(getattr(SMTP, _name), _attr):
+            setattr(getattr(SinkSMTP, _name), _attr, getattr(getattr(SMTP, _name), _attr))
+
+
 class SinkHandler:
     """aiosmtpd handler: every sender and recipient is accepted but the soft-bounce
     addresses (450 at RCPT), DATA is stored, and answered with a DSN where `sandbox.mailsink.dsn`

@@ -225,6 +225,9 @@ async def test_ehlo_offers_dsn(tmp_path: Path) -> None:
         await smtp.connect()
         await smtp.ehlo()
         assert smtp.supports_extension("dsn")
+        # MAIL, RCPT and DATA are the sink's own, and still listed by HELP.
+        code, text = await smtp.execute_command(b"HELP")
+        assert code == 250 and {"MAIL", "RCPT", "DATA"} <= set(text.split())
         await smtp.quit()
 
 
