@@ -27,6 +27,8 @@ def main() -> int:
         amqp_url=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
         database_url_template=os.environ.get("DATABASE_URL_TEMPLATE") or None,
         otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        # The sink tells the mailer of each delivery, as a relay asked for DSNs would.
+        mailsink_success_dsn=True,
     )
     stack = Stack(cfg)
     stopping = False
@@ -57,6 +59,8 @@ def main() -> int:
             f"  Log in as {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
             f"  Dev mail viewer:        http://127.0.0.1:{cfg.ports.mailview}\n"
             f"  Clio sandbox:           http://127.0.0.1:{cfg.ports.clio}\n"
+            "  Bounces:                send to bounce@example.com (a DSN comes back) or\n"
+            "                          soft-bounce@example.com (refused for now, retried)\n"
             f"  Logs:                   {os.path.relpath(cfg.var_dir / 'logs')}\n"
             "  Press Ctrl-C to stop.\n",
             flush=True,

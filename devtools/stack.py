@@ -34,6 +34,8 @@ class Ports:
     clio: int = 8090
     smtp: int = 1025
     mailview: int = 8025
+    # The mailer's bounce intake (SMTP): the mail sink sends its DSNs there.
+    bounces: int = 2525
 
 
 @dataclass
@@ -49,6 +51,9 @@ class StackConfig:
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     log_level: str = "INFO"
     queue_expires_ms: int | None = None
+    # The mail sink answers NOTIFY=SUCCESS with a "delivered" DSN: `make run` turns it on;
+    # off by default, so that the benchmarks' sinks measure sending alone.
+    mailsink_success_dsn: bool = False
 
     def database_url(self, service: str) -> str:
         if self.database_url_template:
@@ -80,6 +85,10 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
         "SMTP_PORT": str(p.smtp),
         "OUTBOX_POLL_SECONDS": "0.5",
     }
+    if service == "mailer":
+        env["BOUNCE_INTAKE"] = "smtp"
+        env["BOUNCE_SMTP_HOST"] = "127.0.0.1"
+        env["BOUNCE_SMTP_PORT"] = str(p.bounces)
     if cfg.queue_expires_ms:
         env["QUEUE_EXPIRES_MS"] = str(cfg.queue_expires_ms)
     if cfg.otlp_endpoint:
@@ -157,6 +166,10 @@ class Stack:
                 "MAILSINK_SMTP_PORT": str(p.smtp),
                 "MAILSINK_HTTP_PORT": str(p.mailview),
                 "MAILSINK_DIR": str(self.cfg.var_dir / "mailsink"),
+                # Its DSNs (bounce@example.com, delivered notices) go to the mailer's intake.
+                "MAILSINK_BOUNCE_HOST": "127.0.0.1",
+                "MAILSINK_BOUNCE_PORT": str(p.bounces),
+                "MAILSINK_SUCCESS_DSN": "true" if self.cfg.mailsink_success_dsn else "false",
             },
         )
         self.wait_http("clio", f"http://127.0.0.1:{p.clio}/sandbox/requests")

@@ -19,6 +19,9 @@ async def serve(settings: Settings) -> None:
         http_port=settings.http_port,
         max_messages=settings.max_messages,
         max_message_size=settings.max_message_size,
+        bounce_host=settings.bounce_host,
+        bounce_port=settings.bounce_port,
+        success_dsn=settings.success_dsn,
         log_level="info",
         configure_logging=True,
     ) as sink:
@@ -27,6 +30,12 @@ async def serve(settings: Settings) -> None:
         print(f"mailsink: SMTP listening on {sink.smtp_host}:{sink.smtp_port}", flush=True)
         print(f"mailsink: web viewer on {sink.http_url}", flush=True)
         print(f"mailsink: storing messages in {settings.directory.resolve()}", flush=True)
+        if settings.bounce_port:
+            print(
+                f"mailsink: bounces to {settings.bounce_host}:{settings.bounce_port}"
+                f" (delivered notices {'on' if settings.success_dsn else 'off'})",
+                flush=True,
+            )
         await sink.wait()
 
 

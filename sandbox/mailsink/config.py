@@ -20,6 +20,13 @@ class Settings:
     directory: Path = Path("var/mailsink")
     max_messages: int = DEFAULT_MAX_MESSAGES
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # Where the DSNs it sends go (bounce@example.com, and "delivered" with success_dsn):
+    # an SMTP server taking mail for the senders' return paths. No port: none is sent.
+    bounce_host: str = "127.0.0.1"
+    bounce_port: int | None = None
+    # Answer NOTIFY=SUCCESS with a "delivered" DSN (on in `make run`, off by default so
+    # benchmarks measure the sink alone).
+    success_dsn: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -35,6 +42,17 @@ class Settings:
             except ValueError:
                 raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
+        def boolean(name: str, default: bool) -> bool:
+            value = env.get(name, "").strip().lower()
+            if not value:
+                return default
+            if value in ("1", "true", "yes", "on"):
+                return True
+            if value in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+
+        bounce_port = integer("MAILSINK_BOUNCE_PORT", 0)
         return cls(
             smtp_host=env.get("MAILSINK_SMTP_HOST") or defaults.smtp_host,
             smtp_port=integer("MAILSINK_SMTP_PORT", defaults.smtp_port),
@@ -43,4 +61,7 @@ class Settings:
             directory=Path(env.get("MAILSINK_DIR") or defaults.directory),
             max_messages=integer("MAILSINK_MAX_MESSAGES", defaults.max_messages),
             max_message_size=integer("MAILSINK_MAX_MESSAGE_SIZE", defaults.max_message_size),
+            bounce_host=env.get("MAILSINK_BOUNCE_HOST") or defaults.bounce_host,
+            bounce_port=bounce_port or None,
+            success_dsn=boolean("MAILSINK_SUCCESS_DSN", defaults.success_dsn),
         )

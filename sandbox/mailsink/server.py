@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from .dsn import DsnSender
 from .smtp import DEFAULT_MAX_MESSAGE_SIZE, SmtpServer, start_smtp_server
 from .store import DEFAULT_MAX_MESSAGES, MailStore
 from .web import create_app
@@ -69,14 +70,23 @@ async def running_mailsink(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     log_level: str = "warning",
     configure_logging: bool = False,
+    bounce_host: str = "127.0.0.1",
+    bounce_port: int | None = None,
+    success_dsn: bool = False,
 ) -> AsyncIterator[RunningMailSink]:
     """Start the SMTP server and the viewer in the current loop; ports default to free ones.
+
+    bounce_host:bounce_port is where the DSNs it answers with go (see dsn.py); without a
+    port none is sent. success_dsn answers NOTIFY=SUCCESS with a "delivered" DSN.
 
     configure_logging lets uvicorn install its logging config; it is off by default
     because inside a test process that would rewire logging for everything else.
     """
     store = MailStore(directory, max_messages=max_messages)
-    smtp = await start_smtp_server(store, smtp_host, smtp_port, max_message_size=max_message_size)
+    dsn = DsnSender(bounce_host, bounce_port, success_dsn=success_dsn, keep_copy=store.add)
+    smtp = await start_smtp_server(
+        store, smtp_host, smtp_port, max_message_size=max_message_size, dsn=dsn
+    )
     try:
         sock = _listen(http_host, http_port)
     except OSError:

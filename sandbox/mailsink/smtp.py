@@ -10,6 +10,14 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
+from .dsn import (
+    SOFT_BOUNCE_REPLY,
+    DsnEnvelope,
+    DsnRequest,
+    DsnSender,
+    is_soft_bounce,
+    xtext_decode,
+)
 from .store import MailStore
 
 log = logging.getLogger(__name__)
@@ -18,6 +26,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 _END_OF_DATA = b"\r\n.\r\n"
 _STUFFED_DOT = re.compile(rb"\r\n\.")
 _CHUNK = 256 * 1024
+# RFC 3461's parameters, taken off MAIL and RCPT before aiosmtpd sees them (it refuses any
+# it does not know, and upper-cases the rest, where ENVID's case matters).
+_MAIL_DSN = re.compile(r"\s+(RET|ENVID)=(\S+)", re.IGNORECASE)
+_RCPT_DSN = re.compile(r"\s+(NOTIFY|ORCPT)=(\S+)", re.IGNORECASE)
 # SinkSMTP overrides aiosmtpd's DATA and calls its internals (the checks, `_reader`,
 # `_set_post_data_state`, `_call_handler_hook`), as they are in this range of versions
 # (distribution, lowest included, first excluded): tests/unit/test_shim_versions.py fails
@@ -35,6 +47,33 @@ class SinkSMTP(SMTP):
     of at most `line_length_limit` bytes (else 500), at most `data_size_limit` bytes in all
     (else 552), and a leading dot removed from every line (RFC 5321 4.5.2). With
     `decode_data` on, aiosmtpd's own DATA runs."""
+
+    def _dsn(self) -> DsnEnvelope:
+        assert self.envelope is not None
+        found = getattr(self.envelope, "dsn", None)
+        if found is None:
+            found = DsnEnvelope()
+            self.envelope.dsn = found  # type: ignore[attr-defined]
+        return found
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        params = dict((k.upper(), v) for k, v in _MAIL_DSN.findall(arg or ""))
+        await super().smtp_MAIL(_MAIL_DSN.sub("", arg or ""))
+        if params and self.envelope is not None and self.envelope.mail_from is not None:
+            dsn = self._dsn()
+            dsn.ret = params.get("RET")
+            dsn.envid = xtext_decode(params["ENVID"])[:100] if "ENVID" in params else None
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        params = dict((k.upper(), v) for k, v in _RCPT_DSN.findall(arg or ""))
+        before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+        await super().smtp_RCPT(_RCPT_DSN.sub("", arg or ""))
+        if params and self.envelope is not None and len(self.envelope.rcpt_tos) > before:
+            notify = params.get("NOTIFY")
+            self._dsn().recipients[self.envelope.rcpt_tos[-1]] = DsnRequest(
+                notify=frozenset(notify.upper().split(",")) if notify else None,
+                orcpt=xtext_decode(params["ORCPT"])[:400] if "ORCPT" in params else None,
+            )
 
     async def smtp_DATA(self, arg: str) -> None:
         if self._decode_data:
@@ -90,12 +129,45 @@ class SinkSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
 
-class SinkHandler:
-    """aiosmtpd handler: every sender and recipient is accepted (aiosmtpd's default for
-    MAIL and RCPT), DATA is stored."""
+# HELP lists a command by the syntax aiosmtpd's decorator attached to it: keep it on ours.
+for _name in ("smtp_MAIL", "smtp_RCPT", "smtp_DATA"):
+    for _attr in ("__smtp_syntax__", "__smtp_syntax_extended__", "__smtp_syntax_when__"):
+        if hasattr(getattr(SMTP, _name), _attr):
+            setattr(getattr(SinkSMTP, _name), _attr, getattr(getattr(SMTP, _name), _attr))
 
-    def __init__(self, store: MailStore) -> None:
+
+class SinkHandler:
+    """aiosmtpd handler: every sender and recipient is accepted but the soft-bounce
+    addresses (450 at RCPT), DATA is stored, and answered with a DSN where `sandbox.mailsink.dsn`
+    says so. EHLO offers DSN (RFC 3461)."""
+
+    def __init__(self, store: MailStore, dsn: DsnSender | None = None) -> None:
         self.store = store
+        self.dsn = dsn
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-DSN", responses[-1]]
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if is_soft_bounce(address):
+            return SOFT_BOUNCE_REPLY
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content
@@ -116,6 +188,13 @@ class SinkHandler:
             ", ".join(envelope.rcpt_tos),
             summary.subject,
         )
+        if self.dsn is not None:
+            self.dsn.after_delivery(
+                raw,
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                getattr(envelope, "dsn", None) or DsnEnvelope(),
+            )
         return f"250 OK: queued as {summary.id}"
 
 
@@ -131,12 +210,17 @@ class SmtpServer:
     """A running sink SMTP listener on the current event loop; use as an async context
     manager or call close()."""
 
-    def __init__(self, server: asyncio.Server, host: str, port: int) -> None:
+    def __init__(
+        self, server: asyncio.Server, host: str, port: int, dsn: DsnSender | None = None
+    ) -> None:
         self.server = server
         self.host = host
         self.port = port
+        self.dsn = dsn
 
     async def close(self) -> None:
+        if self.dsn is not None:
+            await self.dsn.drain()
         self.server.close()
         await self.server.wait_closed()
 
@@ -158,6 +242,7 @@ async def start_smtp_server(
     port: int = 0,
     *,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    dsn: DsnSender | None = None,
 ) -> SmtpServer:
     """Listen on host:port (0 picks a free port, see .port) in the running event loop.
 
@@ -165,7 +250,7 @@ async def start_smtp_server(
     loop keeps the SMTP server, the web viewer and the tests in one loop.
     """
     loop = asyncio.get_running_loop()
-    handler = SinkHandler(store)
+    handler = SinkHandler(store, dsn)
 
     def protocol() -> SMTP:
         return SinkSMTP(
@@ -186,4 +271,4 @@ async def start_smtp_server(
 
     server = await loop.create_server(protocol, host=host, port=port)
     bound_port = int(server.sockets[0].getsockname()[1])
-    return SmtpServer(server, host, bound_port)
+    return SmtpServer(server, host, bound_port, dsn)

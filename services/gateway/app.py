@@ -65,6 +65,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         payments=PaymentsClient(upstream.payments),
         sync=SyncClient(upstream.sync),
     )
+    app.state.mailer_http = upstream.mailer  # the bounce webhook (webhooks.py)
     # web_batches before web_review: /batches/{id}/send-all must not be taken for /batches/{id}/{n}.
     for module in (
         web_auth,

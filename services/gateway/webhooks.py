@@ -1,4 +1,4 @@
-"""Stripe's webhooks, passed through to payments untouched.
+"""Providers' webhooks, passed through untouched: Stripe's to payments, bounces to the mailer.
 
 Stripe signs the exact bytes it sends (`Stripe-Signature: t=...,v1=...` over `<t>.<body>`), so
 the gateway must not parse, re-encode or reorder anything: payments verifies the signature on
@@ -9,11 +9,13 @@ signature, so nothing changes; 2xx otherwise; 5xx makes Stripe retry later).
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+import httpx
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.gateway.clients.base import ServiceUnavailable
+from services.gateway.clients.base import ServiceUnavailable, Upstream
 from services.gateway.deps import PaymentsClientDep
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,51 @@ async def stripe_webhook(request: Request, payments: PaymentsClientDep) -> Respo
         return JSONResponse({"detail": "temporarily unavailable"}, status_code=503)
     if resp.status_code >= 500:
         log.error("gateway: payments answered %s to a Stripe webhook", resp.status_code)
+    return Response(
+        resp.content,
+        status_code=resp.status_code,
+        media_type=resp.headers.get("content-type", "application/json"),
+    )
+
+
+# --- bounces --------------------------------------------------------------------------------
+# A mail provider (or a forwarding rule) posts a raw delivery status notification, signed
+# with the mailer's BOUNCE_WEBHOOK_SECRET (`X-Bounce-Signature: t=..,v1=..`, see
+# services/mailer/bounce_intake.py). The mailer verifies and records it; the gateway only
+# passes the bytes and the signature on, and the mailer's answer back (400 when forged).
+
+BOUNCE_SIGNATURE = "x-bounce-signature"
+MAX_BOUNCE_BYTES = 2 * 1024 * 1024
+
+
+def mailer_http(request: Request) -> httpx.AsyncClient:
+    """The mailer's internal API (swap it with app.dependency_overrides in a test)."""
+    return request.app.state.mailer_http  # type: ignore[no-any-return]
+
+
+@router.post("/webhooks/bounces", response_model=None)
+async def bounce_webhook(
+    request: Request, mailer: Annotated[httpx.AsyncClient, Depends(mailer_http)]
+) -> Response:
+    body = await read_body(request, MAX_BOUNCE_BYTES)
+    if body is None:
+        return JSONResponse({"detail": "payload too large"}, status_code=413)
+    signature = request.headers.get(BOUNCE_SIGNATURE)
+    if not signature:
+        return JSONResponse({"detail": "bad signature"}, status_code=400)
+    headers = {
+        "Content-Type": request.headers.get("content-type", "message/rfc822"),
+        "X-Bounce-Signature": signature,
+    }
+    try:
+        resp = await Upstream.call(
+            mailer, "POST", "/internal/bounces", content=body, headers=headers
+        )
+    except ServiceUnavailable as exc:
+        log.error("gateway: bounce webhook not forwarded: %s", exc)
+        return JSONResponse({"detail": "temporarily unavailable"}, status_code=503)
+    if resp.status_code >= 500:
+        log.error("gateway: the mailer answered %s to a bounce webhook", resp.status_code)
     return Response(
         resp.content,
         status_code=resp.status_code,

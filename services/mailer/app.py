@@ -6,6 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.mailer import bounce_intake
+from services.mailer.bounces import Bounces
 from services.mailer.models import Base
 from services.mailer.postman import Postman
 from services.mailer.recovery import Recovery
@@ -26,4 +28,6 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     service.background(Recovery(postman).retry_loop)
     app = service.make_app()
     app.state.postman = postman
+    app.state.bounces = Bounces(service, settings)
+    bounce_intake.wire(service, settings, app, app.state.bounces)
     return app

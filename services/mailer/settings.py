@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -39,6 +39,27 @@ class MailerSettings(ServiceSettings):
     # Fault injection for the crash tests; ignored in production.
     crash_after_smtp: bool = False
 
+    # --- bounces (services/mailer/bounce_intake.py) ----------------------------------------
+    # Where delivery status notifications come in: an SMTP endpoint in this process (dev,
+    # tests, or behind the MX of the bounce domain), an IMAP mailbox, the gateway's
+    # provider webhook, or nowhere.
+    bounce_intake: Literal["smtp", "imap", "webhook", "off"] = "off"
+    bounce_smtp_host: str = "127.0.0.1"
+    bounce_smtp_port: int = 2525
+    bounce_max_message_size: int = 2 * 1024 * 1024
+    bounce_imap_host: str = ""
+    bounce_imap_port: int = 993
+    bounce_imap_tls: bool = True  # TLS from the start; false: STARTTLS
+    bounce_imap_username: str = ""
+    bounce_imap_password: str | None = None
+    bounce_imap_folder: str = "INBOX"
+    # Once recorded, a message is moved to this folder, or deleted when it is empty.
+    bounce_imap_done_folder: str = ""
+    bounce_imap_poll_seconds: float = 60.0
+    # The gateway's /webhooks/bounces forwards a raw DSN signed with this (HMAC-SHA256).
+    bounce_webhook_secret: str | None = None
+    bounce_webhook_tolerance_seconds: int = 300
+
     @model_validator(mode="after")
     def _mail_defaults(self) -> MailerSettings:
         if not self.bounce_domain:
@@ -49,3 +70,16 @@ class MailerSettings(ServiceSettings):
         super().refuse_dev_secrets()
         if self.tracking_secret == DEV_TRACKING_SECRET:
             raise ValueError("TRACKING_SECRET must be set in production")
+
+    @model_validator(mode="after")
+    def _bounce_intake_checks(self) -> MailerSettings:
+        if self.environment == "production":
+            if self.bounce_intake == "webhook" and not self.bounce_webhook_secret:
+                raise ValueError("BOUNCE_WEBHOOK_SECRET must be set with BOUNCE_INTAKE=webhook")
+            if self.bounce_intake == "imap" and not (
+                self.bounce_imap_host and self.bounce_imap_password
+            ):
+                raise ValueError(
+                    "BOUNCE_IMAP_HOST and BOUNCE_IMAP_PASSWORD must be set with BOUNCE_INTAKE=imap"
+                )
+        return self

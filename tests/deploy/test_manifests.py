@@ -68,6 +68,7 @@ SERVICE_ENV = {
         "MAILER_URL",
         "PAYMENTS_URL",
         "SESSION_COOKIE_SECURE",
+        "TRACKING_SECRET",
     },
     "sync": {"CLIO_BASE_URL", "CLIO_CLIENT_ID", "CLIO_CLIENT_SECRET", "SYNC_INTERVAL_SECONDS"},
     # Refused at its development default outside development (services/envelope/settings.py).
@@ -82,6 +83,7 @@ SERVICE_ENV = {
         "MAIL_FROM",
         "MESSAGE_ID_DOMAIN",
         "TRACKING_SECRET",
+        "BOUNCE_INTAKE",
     },
     "payments": {
         "PAYMENTS_PROCESSOR",
@@ -99,9 +101,12 @@ SECRET_ENV = {
     "LINK_SECRET",
     "CLIO_CLIENT_SECRET",
     "SMTP_PASSWORD",
-    "TRACKING_SECRET",
     "STRIPE_API_KEY",
     "STRIPE_WEBHOOK_SECRET",
+    # gateway and mailer: the tracking tokens' key; mailer: its bounce intakes' credentials
+    "TRACKING_SECRET",
+    "BOUNCE_IMAP_PASSWORD",
+    "BOUNCE_WEBHOOK_SECRET",
 }
 DATABASES = {name: f"envelopepay_{name}" for name in PORTS}
 # Who calls whose internal HTTP API; everything else goes over RabbitMQ.
