@@ -8,9 +8,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.envelope import api, api_batches, api_templates, mail_reports
+from services.envelope import api, api_batches, api_reminders, api_templates, mail_reports
 from services.envelope.desk import Desk
 from services.envelope.models import Base
+from services.envelope.reminders import Reminders
 from services.envelope.settings import EnvelopeSettings
 from shared.events import (
     EmailFailed,
@@ -35,6 +36,9 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     desk = Desk(service, settings)
     # PDFs rendered ahead of time, in a process pool that lives as long as the service.
     service.background(desk.renderer.run)
+    # Automated reminders: a pass a minute, on the real clock.
+    reminders = Reminders(service, settings)
+    service.background(reminders.run)
 
     service.handles(FirmUpdated)(desk.projections.on_firm_updated)
     service.handles(InvoiceUpdated)(desk.projections.on_invoice_updated)
@@ -61,5 +65,7 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     app.include_router(api.router(service, desk))
     app.include_router(api_batches.router(service, desk))
     app.include_router(api_templates.router(service, desk))
+    app.include_router(api_reminders.router(service, reminders))
     app.state.desk = desk
+    app.state.reminders = reminders
     return app
