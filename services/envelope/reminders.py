@@ -65,6 +65,7 @@ HISTORY_LIMIT = 200
 class PassResult:
     queued: int = 0
     skipped: int = 0
+    lost: int = 0  # slots this pass found due but another pass (or replica) claimed first
     send_ids: list[str] = field(default_factory=list)
 
 
@@ -146,6 +147,7 @@ class Reminders:
             result = await self.firm_pass(fid, profile, now)
             total.queued += result.queued
             total.skipped += result.skipped
+            total.lost += result.lost
             total.send_ids += result.send_ids
         return total
 
@@ -436,15 +438,20 @@ class Reminders:
                     claimed.add((cid, slot))
                     if status == "skipped":
                         result.skipped += 1
+            result.lost = len(rows) - len(claimed)
             mine = [sends[k] for k in sends if k in claimed]
             if mine:
                 await s.execute(insert(_envelopes), [e for e, _ in mine])
                 await add_events(s, self.service.outbox, [(ev, None) for _, ev in mine])
             result.queued = len(mine)
             result.send_ids = [ev.send_id for _, ev in mine]
-        if result.queued or result.skipped:
+        if result.queued or result.skipped or result.lost:
             log.info(
-                "reminders: firm %s: %d queued, %d skipped", firm_id, result.queued, result.skipped
+                "reminders: firm %s: %d queued, %d skipped, %d claimed by another pass",
+                firm_id,
+                result.queued,
+                result.skipped,
+                result.lost,
             )
         return result
 
