@@ -186,11 +186,13 @@ def slots_between(
 
 def lookback_start(settings: ReminderSettings, today: date, last_claimed: date | None) -> date:
     """The earliest date a slot due today may still be pending from: the client's last
-    recorded slot (its other slots that day may not be), or a bounded window for a client
-    never seen (MAX_CATCH_UP_RECORDED cadence periods)."""
+    recorded slot (its other slots that day may not be), or, for a client the scheduler
+    never reminded (new bills, reminders just turned on), one cadence period back: enough
+    for its most recent slot, without a row for each slot older than the scheduler's
+    knowledge of it."""
     if last_claimed is not None:
         return last_claimed
-    return today - timedelta(days=settings.every_days * MAX_CATCH_UP_RECORDED)
+    return today - timedelta(days=settings.every_days - 1)
 
 
 # --- the firm's day and hours --------------------------------------------------------------

@@ -59,6 +59,9 @@ _sends = EnvelopeSend.__table__
 _envelopes = Envelope.__table__
 CHUNK = 500  # rows per multi-row INSERT or IN list (well inside both databases' limits)
 HISTORY_LIMIT = 200
+_CLAIM = insert_unless_present(_reminders).returning(
+    _reminders.c.client_id, _reminders.c.slot, _reminders.c.status
+)
 
 
 @dataclass
@@ -103,6 +106,18 @@ class _FirmView:
     paused_clients: frozenset[str]
     paused_invoices: frozenset[str]
     suppressed: frozenset[str]
+
+
+@dataclass
+class Plan:
+    """A firm's due set as one pass decided it, to be claimed."""
+
+    firm_id: str
+    profile: FirmProfile
+    now: datetime
+    today: date
+    decisions: list[tuple[_Client, rr.Decision]]
+    paused_invoices: frozenset[str]
 
 
 def _chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -159,6 +174,14 @@ class Reminders:
             return [(fid, firm_profile(p)) for fid, p in await s.execute(q)]
 
     async def firm_pass(self, firm_id: str, profile: FirmProfile, now: datetime) -> PassResult:
+        plan = await self.plan(firm_id, profile, now)
+        if plan is None:
+            return PassResult()
+        return await self.claim(plan)
+
+    async def plan(self, firm_id: str, profile: FirmProfile, now: datetime) -> Plan | None:
+        """The firm's due set as of `now`: each client with a slot due and not yet recorded,
+        and what to do about it (reminder_rules.decide), oldest due first; None when none."""
         settings = profile.reminders
         today = rr.firm_today(now, profile.time_zone)
         async with self.service.sessionmaker() as s:
@@ -175,12 +198,12 @@ class Reminders:
                 )
             }
             if not due:
-                return PassResult()
+                return None
             await self._read_addresses(s, firm_id, due)
         decisions = [(c, rr.decide(c.state(firm), settings, today)) for c in due.values()]
         # Oldest due first: their sends are staged (and so composed and mailed) first.
         decisions.sort(key=lambda cd: (cd[1].slot.on if cd[1].slot else date.max, cd[0].client_id))
-        return await self._claim(firm_id, profile, now, today, decisions, firm.paused_invoices)
+        return Plan(firm_id, profile, now, today, decisions, firm.paused_invoices)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -340,17 +363,11 @@ class Reminders:
 
     # --- the claim -----------------------------------------------------------------------
 
-    async def _claim(
-        self,
-        firm_id: str,
-        profile: FirmProfile,
-        now: datetime,
-        today: date,
-        decisions: list[tuple[_Client, rr.Decision]],
-        paused: frozenset[str] = frozenset(),
-    ) -> PassResult:
+    async def claim(self, plan: Plan) -> PassResult:
         """Record each decision's slots, and for each slot claimed now that sends: its
         envelope and its send request, all in one transaction."""
+        firm_id, profile, now, today = plan.firm_id, plan.profile, plan.now, plan.today
+        decisions, paused = plan.decisions, plan.paused_invoices
         subject = profile.reminders.subject or rr.DEFAULT_SUBJECT
         body = profile.reminders.body or rr.DEFAULT_BODY
         rows: list[dict[str, Any]] = []
@@ -428,16 +445,12 @@ class Reminders:
             return result
         async with self.service.sessionmaker() as s, s.begin():
             claimed: set[tuple[str, str]] = set()
-            for chunk in _chunks(rows):
-                stmt = (
-                    insert_unless_present(_reminders)
-                    .values(list(chunk))
-                    .returning(_reminders.c.client_id, _reminders.c.slot, _reminders.c.status)
-                )
-                for cid, slot, status in await s.execute(stmt):
-                    claimed.add((cid, slot))
-                    if status == "skipped":
-                        result.skipped += 1
+            # One cached statement, executed for all the rows (SQLAlchemy batches them into
+            # multi-row INSERTs with RETURNING): only the rows inserted now come back.
+            for cid, slot, status in await s.execute(_CLAIM, rows):
+                claimed.add((cid, slot))
+                if status == "skipped":
+                    result.skipped += 1
             result.lost = len(rows) - len(claimed)
             mine = [sends[k] for k in sends if k in claimed]
             if mine:
@@ -524,8 +537,8 @@ class Reminders:
         d = rr.send_now(client.state(firm), profile.reminders, today)
         if not d.sends:
             return ReminderSent(queued=False, reason=d.note)
-        result = await self._claim(
-            firm_id, profile, now, today, [(client, d)], firm.paused_invoices
+        result = await self.claim(
+            Plan(firm_id, profile, now, today, [(client, d)], firm.paused_invoices)
         )
         if not result.queued:
             return ReminderSent(queued=False, reason=rr.Note.reminded_today)
