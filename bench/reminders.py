@@ -51,7 +51,7 @@ from services.envelope.settings import EnvelopeSettings  # noqa: E402
 from shared.clock import ManualClock  # noqa: E402
 from shared.events import EnvelopeSendRequested, FirmProfile, ReminderSettings  # noqa: E402
 from shared.migrations import upgrade_async  # noqa: E402
-from shared.runtime import Service  # noqa: E402
+from shared.runtime import Service, settle_collector  # noqa: E402
 
 FIRM_ID = "firm-bench"
 AS_OF = datetime(2026, 12, 16, 10, 0, tzinfo=UTC)
@@ -194,6 +194,7 @@ async def run_backend(backend: str, clients: int, per_client: int, compose: bool
         bills = clients * per_client
         log(f"[{backend}] seeded {clients:,} clients, {bills:,} bills in {seeded:.1f} s")
 
+        settle_collector()  # as a running service does once started
         async with service.sessionmaker() as s:
             profile = FirmProfile.model_validate_json(
                 await s.scalar(select(Firm.profile).where(Firm.firm_id == FIRM_ID))

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.envelope.rules import outstanding
@@ -57,9 +58,9 @@ class Note(StrEnum):
     no_items = "nothing is owed"
 
 
-@dataclass(frozen=True)
-class Bill:
-    """What the rules need of a bill (services.envelope.models.Invoice has these)."""
+class Bill(NamedTuple):
+    """What the rules need of a bill (services.envelope.models.Invoice has these). A tuple:
+    a pass makes one per unpaid bill of the firm, 50,000 of them for a large one."""
 
     invoice_id: str
     number: str
@@ -186,10 +187,10 @@ def slots_between(
 
 def lookback_start(settings: ReminderSettings, today: date, last_claimed: date | None) -> date:
     """The earliest date a slot due today may still be pending from: the client's last
-    recorded slot (its other slots that day may not be), or, for a client the scheduler
-    never reminded (new bills, reminders just turned on), one cadence period back: enough
-    for its most recent slot, without a row for each slot older than the scheduler's
-    knowledge of it."""
+    recorded slot within the last cadence period (its other slots that day may not be), or,
+    with none (a client never reminded, new bills, reminders just turned on, a long
+    downtime), one period back: enough for its most recent slot, without a row for each
+    older one. The caller reads the slots recorded within `every_days` of today."""
     if last_claimed is not None:
         return last_claimed
     return today - timedelta(days=settings.every_days - 1)

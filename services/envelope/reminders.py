@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.envelope import reminder_rules as rr
@@ -219,11 +219,11 @@ class Reminders:
         """Everything a pass needs of a firm (or of one of its clients) but the addresses:
         unpaid bills, switches, recorded slots, recent manual sends, suppressed addresses."""
         inv = _invoices.c
+        # The columns of reminder_rules.Bill, in its order, then the client's name.
         q = select(
             inv.invoice_id,
             inv.number,
             inv.client_id,
-            inv.client_name,
             inv.state,
             inv.issued_at,
             inv.due_at,
@@ -232,6 +232,7 @@ class Reminders:
             inv.paid_online_minor,
             inv.payment_status,
             inv.processing_minor,
+            inv.client_name,
         ).where(
             inv.firm_id == firm_id,
             inv.state == InvoiceState.awaiting_payment.value,
@@ -240,25 +241,12 @@ class Reminders:
         if client_id is not None:
             q = q.where(inv.client_id == client_id)
         clients: dict[str, _Client] = {}
-        for row in await s.execute(q):
-            c = clients.get(row.client_id)
+        make_bill = rr.Bill._make
+        for row in (await s.execute(q)).tuples():
+            c = clients.get(row[2])
             if c is None:
-                c = clients[row.client_id] = _Client(row.client_id, row.client_name)
-            c.bills.append(
-                rr.Bill(
-                    invoice_id=row.invoice_id,
-                    number=row.number,
-                    client_id=row.client_id,
-                    state=row.state,
-                    issued_at=row.issued_at,
-                    due_at=row.due_at,
-                    currency=row.currency,
-                    balance_minor=row.balance_minor,
-                    paid_online_minor=row.paid_online_minor,
-                    payment_status=row.payment_status,
-                    processing_minor=row.processing_minor,
-                )
-            )
+                c = clients[row[2]] = _Client(row[2], row[11])
+            c.bills.append(make_bill(row[:11]))
         paused_clients = frozenset(
             await s.scalars(
                 select(ReminderClient.client_id).where(
@@ -279,29 +267,22 @@ class Reminders:
                 select(Suppression.address).where(Suppression.firm_id == firm_id)
             )
         )
-        # Each client's latest recorded slot date, and the slots recorded on or after it.
+        # The slots recorded within the last cadence period (a pass looks no further back:
+        # reminder_rules.lookback_start), and the days a reminder went.
         r = _reminders.c
-        latest_q = select(r.client_id, func.max(r.due_on).label("last")).where(r.firm_id == firm_id)
+        recent_q = select(r.client_id, r.slot, r.due_on, r.sent_on).where(
+            r.firm_id == firm_id,
+            r.due_on >= today - timedelta(days=profile.reminders.every_days),
+        )
         if client_id is not None:
-            latest_q = latest_q.where(r.client_id == client_id)
-        latest = latest_q.group_by(r.client_id).subquery()
-        for cid, slot, due_on in await s.execute(
-            select(r.client_id, r.slot, r.due_on)
-            .join(latest, (latest.c.client_id == r.client_id) & (r.due_on >= latest.c.last))
-            .where(r.firm_id == firm_id)
-        ):
+            recent_q = recent_q.where(r.client_id == client_id)
+        for cid, slot, due_on, sent_on in await s.execute(recent_q):
             c = clients.get(cid)
             if c is not None:
                 c.claimed.add(slot)
                 c.last_claimed = max(c.last_claimed or due_on, due_on)
-        today_q = select(r.client_id, r.sent_on).where(
-            r.firm_id == firm_id, r.sent_on >= today - timedelta(days=1)
-        )
-        if client_id is not None:
-            today_q = today_q.where(r.client_id == client_id)
-        for cid, sent_on in await s.execute(today_q):
-            if cid in clients:
-                clients[cid].reminded_on.add(sent_on)
+                if sent_on is not None:
+                    c.reminded_on.add(sent_on)
         # A person's sends within the quiet period (and a day more, for zones).
         quiet = profile.reminders.quiet_after_send_days
         if quiet > 0:
