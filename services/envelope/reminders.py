@@ -69,6 +69,7 @@ class PassResult:
     queued: int = 0
     skipped: int = 0
     lost: int = 0  # slots this pass found due but another pass (or replica) claimed first
+    failed: int = 0  # firms whose pass failed
     send_ids: list[str] = field(default_factory=list)
 
 
@@ -159,7 +160,14 @@ class Reminders:
                 continue
             if not rr.in_business_hours(now, profile.time_zone, profile.reminders):
                 continue
-            result = await self.firm_pass(fid, profile, now)
+            try:
+                result = await self.firm_pass(fid, profile, now)
+            except Exception:
+                # One firm's failure (its slots stay unclaimed, tried again next pass) does
+                # not hold back the others'.
+                log.exception("reminders: firm %s: the pass failed", fid)
+                total.failed += 1
+                continue
             total.queued += result.queued
             total.skipped += result.skipped
             total.lost += result.lost

@@ -301,3 +301,27 @@ def test_a_naive_moment_is_refused() -> None:
 def test_next_opening_is_the_local_start_of_business_hours() -> None:
     at = rr.next_opening(date(2026, 12, 16), DEFAULT, "Pacific/Auckland")
     assert at.astimezone(UTC) == datetime(2026, 12, 15, 20, 0, tzinfo=UTC)
+
+
+def test_a_client_never_reminded_gets_its_newest_slot_and_no_row_per_older_one() -> None:
+    # Bills from months ago, reminders just turned on (or the client is new to the
+    # scheduler): one reminder, the newest slot; the slots before one period back are not
+    # "missed", they predate the scheduler's knowledge of the client.
+    st = state(bill(1, date(2026, 6, 1)), bill(2, date(2026, 7, 1)))
+    d = rr.decide(st, DEFAULT, date(2026, 11, 20))
+    assert d.sends and d.slot is not None and d.slot.key == "c:2026-11-13"
+    assert d.skipped == []
+    assert rr.lookback_start(DEFAULT, date(2026, 11, 20), None) == date(2026, 11, 6)
+    assert rr.lookback_start(DEFAULT, date(2026, 11, 20), date(2026, 11, 10)) == date(2026, 11, 10)
+    # However long ago, at most MAX_CATCH_UP_RECORDED rows for the skipped ones.
+    weekly = ReminderSettings(enabled=True, first_after_days=1, every_days=7, before_due_days=1)
+    many = state(
+        *[
+            bill(n, date(2026, 1, 1) + timedelta(days=n), due=date(2026, 6, 1) + timedelta(days=n))
+            for n in range(30)
+        ],
+        claimed=frozenset({"c:2026-01-02"}),
+        last_claimed=date(2026, 1, 2),
+    )
+    d = rr.decide(many, weekly, date(2026, 12, 1))
+    assert d.sends and len(d.skipped) == rr.MAX_CATCH_UP_RECORDED
