@@ -13,6 +13,7 @@ from services.envelope.desk import Desk
 from services.envelope.models import Base
 from services.envelope.reminders import Reminders
 from services.envelope.settings import EnvelopeSettings
+from shared.clock import Clock
 from shared.events import (
     EmailFailed,
     EmailRequested,
@@ -30,14 +31,14 @@ from shared.runtime import Service
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
+def create_app(settings: EnvelopeSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or EnvelopeSettings()
     service = Service(settings, Base.metadata, MIGRATIONS)
     desk = Desk(service, settings)
     # PDFs rendered ahead of time, in a process pool that lives as long as the service.
     service.background(desk.renderer.run)
-    # Automated reminders: a pass a minute, on the real clock.
-    reminders = Reminders(service, settings)
+    # Automated reminders: a pass a minute, on the real clock (a test's, in tests).
+    reminders = Reminders(service, settings, clock)
     service.background(reminders.run)
 
     service.handles(FirmUpdated)(desk.projections.on_firm_updated)
