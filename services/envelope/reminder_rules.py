@@ -52,6 +52,7 @@ class Note(StrEnum):
     same_day = "another reminder went to this client that day"
     reminded_today = "a reminder already went to this client today"
     client_off = "reminders are off for this client"
+    firm_off = "reminders are off for the firm"
     quiet = "sent by hand on {day}, within {days} days"
     no_email = "the client has no email address"
     suppressed = "every address bounced and is suppressed: {addresses}"
@@ -347,6 +348,8 @@ def send_now(state: ClientState, settings: ReminderSettings, today: date) -> Dec
     business hours: someone asked for it now)."""
     items = unpaid(state.bills, state.paused_invoices)
     slot = Slot(today, now_key(today), SlotKind.now, "sent now")
+    if not settings.enabled:
+        return Decision(slot, [], list(state.to), Note.firm_off)
     if not items:
         return Decision(slot, [], list(state.to), Note.no_items)
     if slot.key in state.claimed:

@@ -519,9 +519,7 @@ class Reminders:
             )
             today = rr.firm_today(now, profile.time_zone)
             firm = await self._read_firm(s, firm_id, profile, now, today, client_id=client_id)
-            client = firm.clients.get(client_id)
-            if client is None:
-                return ReminderSent(queued=False, reason=rr.Note.no_items)
+            client = firm.clients.get(client_id) or _Client(client_id, "")
             await self._read_addresses(s, firm_id, {client_id: client})
         d = rr.send_now(client.state(firm), profile.reminders, today)
         if not d.sends:

@@ -223,6 +223,8 @@ def test_send_now_ignores_the_cadence_but_not_the_rest() -> None:
     assert d.sends and d.slot is not None and d.slot.key == "n:2026-11-11"
     again = state(bill(1, date(2026, 11, 10)), claimed=frozenset({"n:2026-11-11"}))
     assert not rr.send_now(again, DEFAULT, date(2026, 11, 11)).sends
+    off = ReminderSettings(enabled=False)
+    assert rr.send_now(st, off, date(2026, 11, 11)).note == rr.Note.firm_off
     paid = state(
         bill(1, date(2026, 11, 10), payment_status=BillPayment.processing, processing_minor=1)
     )
