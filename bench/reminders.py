@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -199,13 +200,13 @@ async def run_backend(backend: str, clients: int, per_client: int, compose: bool
             profile = FirmProfile.model_validate_json(
                 await s.scalar(select(Firm.profile).where(Firm.firm_id == FIRM_ID))
             )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plan = await reminders.plan(FIRM_ID, profile, AS_OF)
-        t_plan = time.perf_counter() - t0
+        t_plan, c_plan = time.perf_counter() - t0, time.process_time() - c0
         assert plan is not None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = await reminders.claim(plan)
-        t_claim = time.perf_counter() - t0
+        t_claim, c_claim = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
         again = await reminders.run_pass(AS_OF + timedelta(minutes=1))
         t_again = time.perf_counter() - t0
@@ -220,6 +221,8 @@ async def run_backend(backend: str, clients: int, per_client: int, compose: bool
             "plan_s": round(t_plan, 3),
             "claim_s": round(t_claim, 3),
             "total_s": round(t_plan + t_claim, 3),
+            "this process's CPU_s (plan + claim)": round(c_plan + c_claim, 3),
+            "load average (1 min)": os.getloadavg()[0],
             "queued": result.queued,
             "skipped (caught up)": result.skipped,
             "second pass same minute_s": round(t_again, 3),

@@ -64,6 +64,11 @@ def router(service: Service, reminders: Reminders) -> APIRouter:
         if body.as_of.tzinfo is None:
             raise HTTPException(status_code=422, detail="as_of needs a time zone")
         result = await reminders.run_pass(body.as_of, firm_id=firm_id)
-        return RunOut(as_of=body.as_of, queued=result.queued, skipped=result.skipped)
+        return RunOut(
+            as_of=body.as_of,
+            queued=result.queued,
+            skipped=result.skipped,
+            note=await reminders.idle_reason(firm_id, body.as_of),
+        )
 
     return r

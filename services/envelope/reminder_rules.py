@@ -322,14 +322,23 @@ def due_slots(
     return [s for s in slots_between(items, settings, start, today) if s.key not in claimed]
 
 
-def decide(state: ClientState, settings: ReminderSettings, today: date) -> Decision:
+def decide(
+    state: ClientState,
+    settings: ReminderSettings,
+    today: date,
+    *,
+    items: Sequence[Bill] | None = None,
+    due: list[Slot] | None = None,
+) -> Decision:
     """One pass for one client on the firm's local date `today` (the caller checked the
     business hours): of the slots due and not yet recorded, the most recent goes (or is
     recorded skipped with why it cannot), the older ones are recorded skipped "caught up"
     (missed while the scheduler was down: no flood), and one on the same day is recorded
     skipped too. At most one reminder per client per local day."""
-    items = unpaid(state.bills, state.paused_invoices)
-    due = due_slots(items, settings, today, state.claimed, state.last_claimed)
+    if items is None:  # (`items` and `due`: as the caller found them already)
+        items = unpaid(state.bills, state.paused_invoices)
+    if due is None:
+        due = due_slots(items, settings, today, state.claimed, state.last_claimed)
     if not due:
         return Decision(None)
     chosen = due[-1]

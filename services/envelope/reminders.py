@@ -83,6 +83,8 @@ class _Client:
     reminded_on: set[date] = field(default_factory=set)
     manual: list[rr.ManualSend] = field(default_factory=list)
     to: list[str] = field(default_factory=list)
+    items: list[rr.Bill] = field(default_factory=list)  # unpaid, oldest first (plan's)
+    due: list[rr.Slot] = field(default_factory=list)  # slots due, not recorded (plan's)
 
     def state(self, firm: _FirmView) -> rr.ClientState:
         return rr.ClientState(
@@ -174,6 +176,20 @@ class Reminders:
             total.send_ids += result.send_ids
         return total
 
+    async def idle_reason(self, firm_id: str, now: datetime) -> str | None:
+        """Why a pass as of `now` does nothing for the firm, or None."""
+        firms = await self._firms(firm_id)
+        if not firms or not firms[0][1].reminders.enabled:
+            return rr.Note.firm_off
+        profile = firms[0][1]
+        if not rr.in_business_hours(now, profile.time_zone, profile.reminders):
+            s = profile.reminders
+            return (
+                f"outside the firm's business hours ({s.business_hours_start}:00 to "
+                f"{s.business_hours_end}:00, {profile.time_zone})"
+            )
+        return None
+
     async def _firms(self, firm_id: str | None) -> list[tuple[str, FirmProfile]]:
         async with self.service.sessionmaker() as s:
             q = select(Firm.firm_id, Firm.profile)
@@ -194,21 +210,19 @@ class Reminders:
         today = rr.firm_today(now, profile.time_zone)
         async with self.service.sessionmaker() as s:
             firm = await self._read_firm(s, firm_id, profile, now, today)
-            due = {
-                c.client_id: c
-                for c in firm.clients.values()
-                if rr.due_slots(
-                    rr.unpaid(c.bills, firm.paused_invoices),
-                    settings,
-                    today,
-                    frozenset(c.claimed),
-                    c.last_claimed,
-                )
-            }
+            due: dict[str, _Client] = {}
+            for c in firm.clients.values():
+                c.items = rr.unpaid(c.bills, firm.paused_invoices)
+                c.due = rr.due_slots(c.items, settings, today, frozenset(c.claimed), c.last_claimed)
+                if c.due:
+                    due[c.client_id] = c
             if not due:
                 return None
             await self._read_addresses(s, firm_id, due)
-        decisions = [(c, rr.decide(c.state(firm), settings, today)) for c in due.values()]
+        decisions = [
+            (c, rr.decide(c.state(firm), settings, today, items=c.items, due=c.due))
+            for c in due.values()
+        ]
         # Oldest due first: their sends are staged (and so composed and mailed) first.
         decisions.sort(key=lambda cd: (cd[1].slot.on if cd[1].slot else date.max, cd[0].client_id))
         return Plan(firm_id, profile, now, today, decisions, firm.paused_invoices)
@@ -414,7 +428,8 @@ class Reminders:
                 "created_by": rr.REMINDER_SENDER,
                 "created_at": now,
             }
-            ev = EnvelopeSendRequested(
+            # Built from values already typed: not validated again (ten thousand at once).
+            ev = EnvelopeSendRequested.model_construct(
                 firm_id=firm_id,
                 envelope_id=envelope_id,
                 send_id=send_id,
@@ -622,7 +637,8 @@ def _whole_balance(
     c: _Client, currency: str, paused: frozenset[str] | set[str] = frozenset()
 ) -> int:
     """What Pay All asks of the client in `currency`: every bill a reminder may ask for."""
-    return sum(rr.owed(b) for b in rr.unpaid(c.bills, paused) if b.currency == currency)
+    bills = c.items or rr.unpaid(c.bills, paused)
+    return sum(rr.owed(b) for b in bills if b.currency == currency)
 
 
 def _row(

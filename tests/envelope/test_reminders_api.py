@@ -112,7 +112,16 @@ async def test_run_as_of_runs_one_pass_for_the_firm(world: World, api: httpx.Asy
     r = await api.post(f"{BASE}/run", json={"as_of": "2026-11-16T10:00:00+00:00"}, headers=TOKEN)
     assert r.status_code == 200, r.text
     out = RunOut.model_validate(r.json())
-    assert out.queued == 1
+    assert out.queued == 1 and out.note is None
+    r = await api.post(f"{BASE}/run", json={"as_of": "2026-12-01T20:00:00+00:00"}, headers=TOKEN)
+    out = RunOut.model_validate(r.json())
+    assert out.queued == 0 and out.note is not None and "business hours" in out.note
+    r = await api.post(
+        "/internal/firms/no-such-firm/reminders/run",
+        json={"as_of": "2026-12-01T10:00:00+00:00"},
+        headers=TOKEN,
+    )
+    assert RunOut.model_validate(r.json()).note == "reminders are off for the firm"
     assert [r.client_id for r in await world.rows()] == ["77"]  # not firm-other's client
     for bad in ({"as_of": "2026-11-16T10:00:00"}, {"as_of": "soon"}, {}):
         r = await api.post(f"{BASE}/run", json=bad, headers=TOKEN)
