@@ -305,3 +305,18 @@ async def test_send_now(world: World) -> None:
     async with world.service.sessionmaker() as s:
         rows = list(await s.scalars(select(Reminder).where(Reminder.status == "queued")))
     assert [r.slot for r in rows] == ["n:2026-11-05"]
+
+
+async def test_send_now_and_the_slot_of_the_same_day_make_one_reminder(world: World) -> None:
+    await world.firm(firm())
+    await world.bills(bill(1, day(1)))
+    world.clock.set(at(day(16), 8))  # before business hours, a person sends it now
+    assert (await world.reminders.send_now(FIRM_ID, "77")).queued
+    result = await world.run(at(day(16), 10))
+    assert result.queued == 0 and result.skipped == 1
+    rows = await world.rows()
+    assert [(r.slot, r.status, r.note) for r in rows] == [
+        ("n:2026-11-16", "queued", None),
+        ("c:2026-11-16", "skipped", "a reminder already went to this client today"),
+    ]
+    assert len(await world.reminder_requests()) == 1
