@@ -5,6 +5,8 @@ timing. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from sqlalchemy import func, select
 from services.envelope.models import Envelope, Reminder
 from services.envelope.reminders import Reminders
 from shared.clock import ManualClock
+from tests.conftest import ROOT
 from tests.envelope.reminders_world import World, at, bill, firm, make_service, world
 from tests.envelope.test_reminders import day
 
@@ -62,4 +65,42 @@ async def test_two_schedulers_at_once_send_one_reminder_per_slot(
     assert len({(r.client_id, r.slot) for r in rows}) == len(rows)
     assert len({(r.client_id, r.sent_on) for r in sent}) == len(sent)
     assert len({r["send_id"] for r in requests}) == len(requests)
+    assert {r.send_id for r in sent} == {r["send_id"] for r in requests}
+
+
+async def test_two_replicas_in_two_processes_send_one_reminder_per_slot(
+    world: World, database_url: str
+) -> None:
+    await world.firm(firm(every_days=7))
+    await world.bills(
+        *[bill(n, day(1) + timedelta(days=n % 7), client=f"c{n:03d}") for n in range(200)]
+    )
+    moments = [at(day(d), 9).isoformat() for d in range(16, 30)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.envelope.reminder_replica",
+            database_url,
+            *moments,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        assert p.stdout is not None and (await p.stdout.readline()).strip() == b"ready"
+    for p in procs:  # go, both at once
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        await p.stdin.drain()
+    outs = [json.loads((await p.communicate())[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+
+    rows = await world.rows()
+    sent = [r for r in rows if r.status == "queued"]
+    requests = await world.reminder_requests()
+    assert sum(o["queued"] for o in outs) == len(sent) == len(requests) == 2 * 200
+    assert len({(r.client_id, r.slot) for r in rows}) == len(rows)
     assert {r.send_id for r in sent} == {r["send_id"] for r in requests}
