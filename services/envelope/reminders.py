@@ -564,9 +564,9 @@ class Reminders:
             firm = await self._read_firm(s, firm_id, profile, now, today)
             listed: list[tuple[_Client, rr.Slot, str | None]] = []
             for c in firm.clients.values():
-                found = (
-                    rr.upcoming(c.state(firm), settings, today, days) if settings.enabled else None
-                )
+                # (Listed with reminders off too, as what would go: a preview before
+                # turning them on.)
+                found = rr.upcoming(c.state(firm), settings, today, days)
                 if found is not None:
                     listed.append((c, *found))
             await self._read_addresses(s, firm_id, {c.client_id: c for c, _, _ in listed})
@@ -589,7 +589,11 @@ class Reminders:
                     amount_minor=_whole_balance(c, currency, firm.paused_invoices),
                     to=rr.deliverable(c.to, firm.suppressed) or list(c.to),
                     paused=state.paused,
-                    blocked=rr.block(state, items, slot.on, settings),
+                    blocked=(
+                        rr.block(state, items, slot.on, settings)
+                        if settings.enabled
+                        else rr.Note.firm_off
+                    ),
                 )
             )
         return RemindersOut(

@@ -258,7 +258,11 @@ async def test_reminders_off_for_the_firm(world: World) -> None:
     assert (await world.run(at(day(16)))).queued == 0
     assert await world.rows() == []
     out = await world.reminders.overview(FIRM_ID, 60)
-    assert not out.enabled and out.upcoming == []
+    assert not out.enabled
+    # What would go, shown before turning them on.
+    assert [(u.due_on, u.blocked) for u in out.upcoming] == [
+        (day(16), "reminders are off for the firm")
+    ]
 
 
 @pytest.mark.parametrize("zone", ["Pacific/Auckland", "America/Los_Angeles"])
