@@ -324,3 +324,20 @@ async def test_send_now_and_the_slot_of_the_same_day_make_one_reminder(world: Wo
         ("c:2026-11-16", "skipped", "a reminder already went to this client today"),
     ]
     assert len(await world.reminder_requests()) == 1
+
+
+async def test_the_firms_reminder_template_and_a_broken_one(world: World) -> None:
+    await world.firm(firm(subject="Still open: {{ invoice_numbers }}", body="Hi {{ client_name }}"))
+    await world.bills(bill(1, day(1)), bill(2, day(1), client="88"))
+    assert (await world.run(at(day(16)))).queued == 2
+    await world.deliver()
+    async with world.service.sessionmaker() as s:
+        subjects = sorted(e.subject for e in await s.scalars(select(Email)))
+    assert subjects == ["Still open: invoice INV-1", "Still open: invoice INV-2"]
+
+    await world.firm(firm(subject="{{ no_such_field }}"))
+    assert (await world.run(at(day(31)))).queued == 2
+    await world.deliver()
+    out = await world.reminders.overview(FIRM_ID, 60)
+    failed = [h for h in out.history if h.status == "failed"]
+    assert len(failed) == 2 and all("no_such_field" in (h.note or "") for h in failed)
