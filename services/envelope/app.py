@@ -8,10 +8,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.envelope import api, api_batches, api_templates, mail_reports
+from services.envelope import api, api_batches, api_reminders, api_templates, mail_reports
 from services.envelope.desk import Desk
 from services.envelope.models import Base
+from services.envelope.reminders import Reminders
 from services.envelope.settings import EnvelopeSettings
+from shared.clock import Clock
 from shared.events import (
     EmailFailed,
     EmailRequested,
@@ -29,12 +31,15 @@ from shared.runtime import Service
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
+def create_app(settings: EnvelopeSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or EnvelopeSettings()
     service = Service(settings, Base.metadata, MIGRATIONS)
     desk = Desk(service, settings)
     # PDFs rendered ahead of time, in a process pool that lives as long as the service.
     service.background(desk.renderer.run)
+    # Automated reminders: a pass a minute, on the real clock (a test's, in tests).
+    reminders = Reminders(service, settings, clock)
+    service.background(reminders.run)
 
     service.handles(FirmUpdated)(desk.projections.on_firm_updated)
     service.handles(InvoiceUpdated)(desk.projections.on_invoice_updated)
@@ -61,5 +66,7 @@ def create_app(settings: EnvelopeSettings | None = None) -> FastAPI:
     app.include_router(api.router(service, desk))
     app.include_router(api_batches.router(service, desk))
     app.include_router(api_templates.router(service, desk))
+    app.include_router(api_reminders.router(service, reminders))
     app.state.desk = desk
+    app.state.reminders = reminders
     return app

@@ -192,3 +192,60 @@ class Suppression(Base):
     email_id: Mapped[str | None] = mapped_column(String(64))
     envelope_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Reminder(Base):
+    """One slot of a client's automated reminders, recorded once: queued (with the envelope
+    and send that carry it) or skipped (with why). The unique (firm, client, slot) key is
+    what makes each slot go at most once, whatever runs the scheduler and how often; the
+    unique (firm, client, sent_on) key, at most one reminder per client per local day
+    (skipped slots leave `sent_on` empty)."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "client_id", "slot", name="uq_reminders_slot"),
+        UniqueConstraint("firm_id", "client_id", "sent_on", name="uq_reminders_day"),
+        Index("ix_reminders_firm_created", "firm_id", "created_at"),
+        Index("ix_reminders_firm_due", "firm_id", "due_on"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(64))
+    slot: Mapped[str] = mapped_column(String(160))
+    kind: Mapped[str] = mapped_column(String(20))  # reminder_rules.SlotKind
+    reason: Mapped[str] = mapped_column(String(200))
+    due_on: Mapped[date] = mapped_column(Date)  # the firm's local date of the slot
+    sent_on: Mapped[date | None] = mapped_column(Date)  # the local date it was queued
+    status: Mapped[str] = mapped_column(String(20))  # queued or skipped
+    note: Mapped[str | None] = mapped_column(Text)
+    client_name: Mapped[str] = mapped_column(String(300))
+    envelope_id: Mapped[str | None] = mapped_column(String(36))
+    send_id: Mapped[str | None] = mapped_column(String(64))
+    invoice_ids: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(Integer, default=0)
+    to: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReminderClient(Base):
+    """A client whose reminders a firm user switched off (or back on)."""
+
+    __tablename__ = "reminder_clients"
+
+    firm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReminderInvoice(Base):
+    """A bill a firm user left out of reminders (or put back)."""
+
+    __tablename__ = "reminder_invoices"
+
+    firm_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

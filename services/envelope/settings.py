@@ -13,6 +13,8 @@ class EnvelopeSettings(ServiceSettings):
     max_items_per_envelope: int = 10
     pdf_workers: int = 2
     link_secret: str = "dev-link-secret"
+    # Automated reminders: how often the scheduler looks for slots due.
+    reminder_interval_seconds: float = 60.0
 
     def refuse_dev_secrets(self) -> None:
         super().refuse_dev_secrets()

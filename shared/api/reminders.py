@@ -76,3 +76,6 @@ class RunOut(BaseModel):
     as_of: datetime
     queued: int
     skipped: int
+    # Why the pass did nothing for the firm, when it could not: reminders off, or `as_of`
+    # outside the firm's business hours (in its time zone).
+    note: str | None = None
