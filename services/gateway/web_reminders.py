@@ -39,11 +39,6 @@ ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.@-]{0,99}$")
 BACK_TO = re.compile(r"^/(balances|invoices|reminders)(\?[^\\\s]*)?$")
 UPCOMING_DAYS = 60
 AS_OF_FORMAT = "%Y-%m-%dT%H:%M"
-REFUSED_WHY = {
-    404: "No such client or bill in your firm. It may have been removed; reload the page.",
-    409: "That cannot be done now.",
-    403: "Not allowed.",
-}
 
 
 def checked_id(value: str, what: str) -> str:
@@ -59,13 +54,13 @@ def back_to(form: Any, default: str) -> str:
 
 def refused(exc: Refused, what: str) -> HTTPException:
     """envelope's refusal as a page the user can read (never a 500)."""
-    status = exc.status if exc.status in (403, 404, 409, 422) else 409
-    message = REFUSED_WHY.get(status) or exc.message or "That cannot be done now."
-    if status == 404:
+    if exc.status == 404:
         message = f"No such {what} in your firm. It may have been removed; reload the page."
-    elif exc.message and status in (409, 422):
-        message = exc.message
-    return HTTPException(status_code=status, detail=message)
+    elif exc.status == 403:
+        message = "Not allowed."
+    else:
+        message = exc.message or "That cannot be done now."
+    return HTTPException(status_code=exc.status, detail=message)
 
 
 def switch_value(form: Any) -> bool:
