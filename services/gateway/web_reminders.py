@@ -156,6 +156,7 @@ async def render_page(
         .strftime(AS_OF_FORMAT),
         upcoming_days=UPCOMING_DAYS,
         today=firm_today(firm),
+        local=lambda at: at.replace(tzinfo=at.tzinfo or UTC).astimezone(zone),
     )
 
 

@@ -270,6 +270,8 @@ async def test_run_as_of_the_firms_local_time(gateway: Gateway) -> None:
     assert asked.isoformat().replace("+00:00", "Z") == "2027-01-20T15:00:00Z"  # 10:00 in New York
     page = await gateway.client.get(ran.headers["location"])
     assert "Reminders run: 2 queued, 1 skipped." in page.text
+    # Times shown are the firm's: 14:05 UTC is 9:05 AM in New York.
+    assert "Jan 1, 2027 9:05 AM" in page.text and "2:05 PM" not in page.text
 
 
 @pytest.mark.parametrize("as_of", ["", "tomorrow", "2027-13-01T10:00", "2027-01-20", "9" * 999])
