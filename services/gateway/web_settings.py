@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from services.gateway import auth
 from services.gateway.clients.base import Refused, ServiceUnavailable
+from services.gateway.clients.envelope import EnvelopeClient
 from services.gateway.deps import (
     DELIVERIES,
     EMAIL_RE,
@@ -28,6 +30,7 @@ from services.gateway.deps import (
 from services.gateway.firms import publish_firm
 from services.gateway.models import Firm, OAuthState
 from services.gateway.web_templates import set_default_template
+from shared.api.envelope import BuiltinOut
 from shared.events import Delivery
 
 router = APIRouter()
@@ -295,7 +298,7 @@ def parse_reminders(form: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str
 
 
 async def template_errors(
-    envelope: Any, firm_id: str, subject: str, body: str, builtin: Any
+    envelope: EnvelopeClient, firm_id: str, subject: str, body: str, builtin: BuiltinOut
 ) -> dict[str, str]:
     """The reminder template checked the way envelope renders sends (unknown autofill fields,
     broken braces); blank parts stand for the built-in reminder's."""
@@ -323,8 +326,8 @@ async def template_errors(
 
 async def show_reminder_settings(
     request: Request,
-    user: Any,
-    envelope: Any,
+    user: auth.CurrentUser,
+    envelope: EnvelopeClient,
     firm: Firm,
     form: dict[str, Any],
     errors: dict[str, str],

@@ -88,6 +88,7 @@ async def test_the_page_shows_the_defaults_and_the_autofill_fields(gateway: Gate
     # Reached from Settings.
     settings = await gateway.client.get("/settings")
     assert 'href="/settings/reminders"' in settings.text
+    assert "No automated reminders go out." in settings.text
 
 
 async def test_saving_stores_the_firm_and_publishes_firm_updated(gateway: Gateway) -> None:
@@ -123,6 +124,10 @@ async def test_saving_stores_the_firm_and_publishes_firm_updated(gateway: Gatewa
     page = await gateway.client.get("/settings/reminders?notice=reminders_saved")
     assert "Reminder settings saved." in page.text
     assert 'name="every_days" value="7"' in page.text
+    settings = await gateway.client.get("/settings")
+    assert "First 20 days after issue, then every 7 days, and 5 days before a due date" in (
+        settings.text
+    )
 
     # Before-due off and a blank template: None in the profile (the built-in reminder).
     off = GOOD | {"before_due": "", "subject": "  ", "body": ""}
