@@ -34,22 +34,23 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 # A client's or a bill's id as envelope holds them (Clio's ids, UUIDs): no path tricks.
-ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.@-]{0,99}$")
-# Where a switch may send the user back to: this app's own pages only.
-BACK_TO = re.compile(r"^/(balances|invoices|reminders)(\?[^\\\s]*)?$")
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:.@-]{0,99}")
+# Where a switch may send the user back to: this app's own pages only, printable ASCII (the
+# page's own links are percent-encoded), no backslash.
+BACK_TO = re.compile(r"/(balances|invoices|reminders)(\?[\x21-\x5b\x5d-\x7e]*)?")
 UPCOMING_DAYS = 60
 AS_OF_FORMAT = "%Y-%m-%dT%H:%M"
 
 
 def checked_id(value: str, what: str) -> str:
-    if not ID.match(value):
+    if not ID.fullmatch(value):
         raise HTTPException(status_code=404, detail=f"No such {what} in your firm.")
     return value
 
 
 def back_to(form: Any, default: str) -> str:
     target = str(form.get("next") or "")
-    return target if BACK_TO.match(target) and "//" not in target else default
+    return target if BACK_TO.fullmatch(target) and "//" not in target else default
 
 
 def refused(exc: Refused, what: str) -> HTTPException:

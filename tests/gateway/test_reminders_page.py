@@ -160,7 +160,17 @@ async def test_pause_and_resume_a_client(gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "/logout", ""]
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "/logout",
+        "",
+        "/invoices\n",
+        "/invoices?q=\r\nSet-Cookie: x=1",
+        "/invoices?q=Żółw",
+    ],
 )
 async def test_a_switch_only_returns_to_this_apps_pages(gateway: Gateway, target: str) -> None:
     gateway.envelope.on("POST", f"{REMINDERS}/clients/c1", status=204)
@@ -201,6 +211,7 @@ async def test_malformed_switches_are_refused_before_envelope(gateway: Gateway) 
         ("/reminders/clients/" + "a" * 300, {"enabled": "on"}, 404),
         ("/reminders/invoices/%2e%2e", {"enabled": "on"}, 404),
         ("/reminders/clients/c1%3Fx=1", {"enabled": "on"}, 404),
+        ("/reminders/clients/c1%0A", {"enabled": "on"}, 404),
     ]:
         resp = await gateway.client.post(url, data)
         assert resp.status_code == status, (url, resp.status_code)
