@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.gateway import auth
 from services.gateway.clients.envelope import EnvelopeClient
 from services.gateway.clients.payments import PaymentsClient
+from services.gateway.clients.reminders import RemindersClient
 from services.gateway.clients.sync import SyncClient
 from services.gateway.models import Firm
 from services.gateway.pages import render
@@ -36,6 +37,10 @@ NOTICES = {
     "template_saved": "Template saved.",
     "template_deleted": "Template deleted.",
     "template_default": "Default template saved.",
+    "reminders_saved": "Reminder settings saved.",
+    "reminders_on": "Reminders are on.",
+    "reminders_off": "Reminders are off.",
+    "reminder_sent": "Reminder queued. It appears in the history within seconds.",
 }
 
 
@@ -93,11 +98,20 @@ def sync_client(request: Request) -> SyncClient:
     return request.app.state.clients.sync  # type: ignore[no-any-return]
 
 
+def reminders_client(
+    envelope: Annotated[EnvelopeClient, Depends(envelope_client)],
+) -> RemindersClient:
+    """envelope's reminders API on envelope client's connection: a test that replaces envelope's
+    client by one without a connection has no reminders (the pages then show no switches)."""
+    return RemindersClient(getattr(envelope, "http", None))
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 EnvelopeClientDep = Annotated[EnvelopeClient, Depends(envelope_client)]
 PaymentsClientDep = Annotated[PaymentsClient, Depends(payments_client)]
 SyncClientDep = Annotated[SyncClient, Depends(sync_client)]
+RemindersClientDep = Annotated[RemindersClient, Depends(reminders_client)]
 
 
 async def get_session(service: ServiceDep) -> AsyncIterator[AsyncSession]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,34 @@ from shared.runtime import Service
 
 
 def firm_profile(firm: Firm) -> FirmProfile:
-    return FirmProfile.model_validate(firm, from_attributes=True)
+    """The profile firm.updated carries, with the firm's time zone and reminder settings."""
+    profile = FirmProfile.model_validate(
+        {
+            "name": firm.name,
+            "email": firm.email,
+            "phone": firm.phone,
+            "address": firm.address,
+            "website": firm.website,
+            "combine_envelopes": bool(firm.combine_envelopes),
+            "default_delivery": firm.default_delivery or "link",
+            "time_zone": firm.time_zone or "UTC",
+            "reminders": firm.reminders,
+        }
+    )
+    return profile
+
+
+def firm_today(firm: Firm | None, now: datetime | None = None) -> date:
+    """Today's date where the firm is (its time zone; UTC when unknown or not set)."""
+    return (now or datetime.now(UTC)).astimezone(zone_of(firm.time_zone if firm else None)).date()
+
+
+def zone_of(name: str | None) -> ZoneInfo:
+    """The zone for a stored name; UTC for None or a name this system no longer knows."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 async def publish_firm(service: Service, s: AsyncSession, firm: Firm) -> None:

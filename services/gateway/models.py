@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import ServiceBase, UTCDateTime
+from shared.events import ReminderSettings
 from shared.schema import service_metadata
 
 
@@ -16,6 +17,11 @@ class Base(ServiceBase):
 
 
 outbox = Base.metadata.tables["outbox"]
+
+
+def _or(value: int | None, default: int) -> int:
+    """A column's value, or its default before the row is first flushed."""
+    return default if value is None else value
 
 
 class Firm(Base):
@@ -30,6 +36,33 @@ class Firm(Base):
     combine_envelopes: Mapped[bool] = mapped_column(Boolean, default=False)
     default_delivery: Mapped[str] = mapped_column(String(20), default="link")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # An IANA zone name: the firm's days (Overdue, reminder dates) and business hours.
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    # Settings > Reminders (ReminderSettings, one column each).
+    reminders_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reminder_first_after_days: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    reminder_every_days: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    reminder_before_due_days: Mapped[int | None] = mapped_column(Integer)
+    reminder_quiet_days: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    reminder_hours_start: Mapped[int] = mapped_column(Integer, default=9, server_default="9")
+    reminder_hours_end: Mapped[int] = mapped_column(Integer, default=17, server_default="17")
+    reminder_subject: Mapped[str | None] = mapped_column(Text)
+    reminder_body: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def reminders(self) -> ReminderSettings:
+        """The firm's reminder settings as firm.updated carries them (FirmProfile.reminders)."""
+        return ReminderSettings(
+            enabled=bool(self.reminders_enabled),
+            first_after_days=_or(self.reminder_first_after_days, 15),
+            every_days=_or(self.reminder_every_days, 15),
+            before_due_days=self.reminder_before_due_days,
+            quiet_after_send_days=_or(self.reminder_quiet_days, 3),
+            business_hours_start=_or(self.reminder_hours_start, 9),
+            business_hours_end=_or(self.reminder_hours_end, 17),
+            subject=self.reminder_subject,
+            body=self.reminder_body,
+        )
 
 
 class User(Base):

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 
 from shared.events import SENDABLE_STATES, BillPayment, InvoiceState
 from shared.money import format_money
@@ -82,7 +84,8 @@ def unpaid(item: Any) -> bool:
 
 
 def overdue(item: Any, today: date | None = None) -> bool:
-    """An unpaid bill past its due date."""
+    """An unpaid bill past its due date: `today` is the firm's local date (pages pass it as
+    `today`); UTC's date only where no page told."""
     due_at = field(item, "due_at")
     if not due_at or not unpaid(item):
         return False
@@ -93,13 +96,19 @@ def overdue(item: Any, today: date | None = None) -> bool:
     return due_date < (today or datetime.now(UTC).date())
 
 
+@pass_context
+def overdue_in_page(ctx: Context, item: Any, today: date | None = None) -> bool:
+    """`overdue(inv)` in a template: by the page's `today` (the firm's local date)."""
+    return overdue(item, today or ctx.get("today"))
+
+
 templates.env.globals.update(
     money=money,
     fmt_date=fmt_date,
     invoice_state=invoice_state,
     sendable=sendable,
     unpaid=unpaid,
-    overdue=overdue,
+    overdue=overdue_in_page,
 )
 
 

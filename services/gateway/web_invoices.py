@@ -12,11 +12,13 @@ from services.gateway.deps import (
     CurrentUser,
     EnvelopeClientDep,
     FormUser,
+    RemindersClientDep,
     ServiceDep,
     SyncClientDep,
     firm_name,
     show,
 )
+from services.gateway.web_reminders import invoice_page_context
 
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 
@@ -30,6 +32,7 @@ async def invoices(
     service: ServiceDep,
     envelope: EnvelopeClientDep,
     sync: SyncClientDep,
+    reminders: RemindersClientDep,
     q: str = "",
     state: str = "unpaid",
     kind: str = "all",
@@ -62,6 +65,8 @@ async def invoices(
         per_page_choices=PER_PAGE_CHOICES,
         clio=clio,
         firm_name=await firm_name(service, user.firm_id),
+        # The firm's local date (Overdue) and the per-bill reminder switches.
+        **await invoice_page_context(service, reminders, user.firm_id),
     )
 
 
