@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from services.envelope.reminders import Reminders
 from shared.api.reminders import (
+    PausedOut,
     ReminderSent,
     RemindersOut,
     ReminderSwitch,
@@ -33,6 +34,10 @@ def router(service: Service, reminders: Reminders) -> APIRouter:
     @r.get("")
     async def overview(firm_id: str, days: int = Query(60, ge=1, le=366)) -> RemindersOut:
         return await reminders.overview(firm_id, days)
+
+    @r.get("/paused")
+    async def paused(firm_id: str) -> PausedOut:
+        return await reminders.paused(firm_id)
 
     @r.post("/clients/{client_id}", status_code=204)
     async def switch_client(firm_id: str, client_id: str, body: ReminderSwitch) -> Response:

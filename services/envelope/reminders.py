@@ -37,7 +37,13 @@ from services.envelope.models import (
     Suppression,
 )
 from services.envelope.settings import EnvelopeSettings
-from shared.api.reminders import ReminderSent, RemindersOut, SentReminder, UpcomingReminder
+from shared.api.reminders import (
+    PausedOut,
+    ReminderSent,
+    RemindersOut,
+    SentReminder,
+    UpcomingReminder,
+)
 from shared.clock import Clock, SystemClock
 from shared.db import insert_unless_present
 from shared.events import (
@@ -552,6 +558,22 @@ class Reminders:
         return ReminderSent(queued=True, envelope_id=envelope_id)
 
     # --- what the Reminders page shows ----------------------------------------------------
+
+    async def paused(self, firm_id: str) -> PausedOut:
+        """The clients and bills whose reminders are off: the switches of Invoices and
+        Outstanding Balances."""
+        async with self.service.sessionmaker() as s:
+            clients = await s.scalars(
+                select(ReminderClient.client_id).where(
+                    ReminderClient.firm_id == firm_id, ReminderClient.enabled.is_(False)
+                )
+            )
+            invoices = await s.scalars(
+                select(ReminderInvoice.invoice_id).where(
+                    ReminderInvoice.firm_id == firm_id, ReminderInvoice.enabled.is_(False)
+                )
+            )
+            return PausedOut(clients=sorted(clients), invoices=sorted(invoices))
 
     async def overview(self, firm_id: str, days: int, now: datetime | None = None) -> RemindersOut:
         now = now or self.clock.now()

@@ -83,11 +83,11 @@ async def paused_sets(reminders: RemindersClient, firm_id: str) -> tuple[set[str
     """(paused clients, paused bills) for the switches on Outstanding Balances and Invoices;
     None when envelope cannot say (the pages then show no switch rather than a wrong one)."""
     try:
-        out = await reminders.overview(firm_id, days=1)
+        out = await reminders.paused(firm_id)
     except (ServiceUnavailable, httpx.HTTPStatusError, ValueError) as exc:
         log.warning("gateway: reminder switches unavailable: %s", exc)
         return None
-    return set(out.paused_clients), set(out.paused_invoices)
+    return set(out.clients), set(out.invoices)
 
 
 async def invoice_page_context(

@@ -2,6 +2,8 @@
 
 Routes (all under `/internal/firms/{firm_id}`, with the internal token):
 - `GET  /reminders?days=60`            -> RemindersOut: the upcoming list and the history
+- `GET  /reminders/paused`             -> PausedOut: the clients and bills switched off (what
+  Invoices and Outstanding Balances show on every load: two small reads, nothing computed)
 - `POST /reminders/clients/{client_id}` ReminderSwitch -> 204: reminders on or off for a client
 - `POST /reminders/invoices/{invoice_id}` ReminderSwitch -> 204: on or off for one bill
 - `POST /reminders/clients/{client_id}/send-now` -> ReminderSent: the client's reminder now
@@ -60,6 +62,11 @@ class RemindersOut(BaseModel):
     history: list[SentReminder]
     paused_clients: list[str] = Field(default_factory=list)
     paused_invoices: list[str] = Field(default_factory=list)
+
+
+class PausedOut(BaseModel):
+    clients: list[str]
+    invoices: list[str]
 
 
 class ReminderSent(BaseModel):

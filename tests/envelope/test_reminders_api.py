@@ -63,6 +63,9 @@ async def test_overview_switches_and_send_now(world: World, api: httpx.AsyncClie
     out = RemindersOut.model_validate((await api.get(BASE, headers=TOKEN)).json())
     assert out.paused_clients == ["77"] and out.paused_invoices == ["clio:2"]
     assert [(u.client_id, u.paused) for u in out.upcoming] == [("77", True)]
+    paused = (await api.get(f"{BASE}/paused", headers=TOKEN)).json()
+    assert paused == {"clients": ["77"], "invoices": ["clio:2"]}
+    assert (await api.get(f"{BASE}/paused")).status_code == 401
 
     r = await api.post(f"{BASE}/clients/77", json={"enabled": True}, headers=TOKEN)
     assert r.status_code == 204

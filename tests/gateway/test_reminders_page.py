@@ -19,6 +19,8 @@ pytestmark = pytest.mark.timeout(60)
 
 BASE = f"/internal/firms/{FIRM_ID}"
 REMINDERS = f"{BASE}/reminders"
+PAUSED = f"{REMINDERS}/paused"
+PAUSED_BODY = {"clients": ["c2"], "invoices": ["i2"]}
 ENVELOPE_ID = "3f0c9a2e-1b7d-4c55-9e0a-6d2b8f1a7c34"
 
 
@@ -337,7 +339,7 @@ async def test_balances_show_each_clients_switch(gateway: Gateway) -> None:
     gateway.envelope.on(
         "GET", f"{BASE}/balances", body=[balance("c1", "Priya"), balance("c2", "Amorim")]
     )
-    gateway.envelope.on("GET", REMINDERS, body=overview())
+    gateway.envelope.on("GET", PAUSED, body=PAUSED_BODY)
     await gateway.login()
     page = await gateway.client.get("/balances")
     assert page.status_code == 200
@@ -346,8 +348,9 @@ async def test_balances_show_each_clients_switch(gateway: Gateway) -> None:
     assert 'action="/reminders/clients/c1"' in on and 'name="next" value="/balances"' in on
     assert ">Off</span>" in off and 'name="enabled" value="on"' in off
     assert 'id="reminders-off"' in page.text  # the firm has not turned reminders on
-    (asked,) = gateway.envelope.sent("GET", REMINDERS)
-    assert asked.url.params["days"] == "1"
+    # Only what is paused is asked for, never the upcoming list (computed for every client).
+    assert len(gateway.envelope.sent("GET", PAUSED)) == 1
+    assert gateway.envelope.sent("GET", REMINDERS) == []
 
 
 async def test_balances_without_envelopes_reminders_show_no_switch(gateway: Gateway) -> None:
@@ -375,7 +378,7 @@ async def test_invoices_show_a_switch_per_unpaid_bill(gateway: Gateway) -> None:
             "per_page": 25,
         },
     )
-    gateway.envelope.on("GET", REMINDERS, body=overview())
+    gateway.envelope.on("GET", PAUSED, body=PAUSED_BODY)
     gateway.envelope.on("POST", f"{REMINDERS}/invoices/i1", status=204)
     await gateway.login()
     page = await gateway.client.get("/invoices?q=Priya&state=unpaid")

@@ -11,6 +11,7 @@ import httpx
 
 from services.gateway.clients.base import InternalClient, ServiceUnavailable, read
 from shared.api.reminders import (
+    PausedOut,
     ReminderSent,
     RemindersOut,
     ReminderSwitch,
@@ -39,6 +40,11 @@ class RemindersClient(InternalClient):
         """The upcoming reminders for the next `days`, the history, and what is paused."""
         resp = await self.call("GET", self._base(firm_id), params={"days": days})
         return read(RemindersOut, resp)
+
+    async def paused(self, firm_id: str) -> PausedOut:
+        """The clients and bills whose reminders are off."""
+        resp = await self.call("GET", f"{self._base(firm_id)}/paused")
+        return read(PausedOut, resp)
 
     async def switch_client(self, firm_id: str, client_id: str, enabled: bool) -> None:
         """Reminders on or off for a client; Refused (404) when the firm has no such client."""
