@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,25 @@ def relay_pool_size() -> int:
 
 
 class SinkStack(Stack):
-    """devtools.stack with only the mail sink of the sandboxes (no Clio)."""
+    """devtools.stack with only the mail sink of the sandboxes (no Clio); the services run
+    from `code` (this checkout by default: another one for `--baseline-code`)."""
+
+    code: Path = ROOT
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        if self.code == ROOT or name == "mailsink":
+            super()._spawn(name, args, env)
+            return
+        log_path = self.cfg.var_dir / "logs" / f"{name}.log"
+        self.logs[name] = log_path
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=self.code,
+            env={**env, "PYTHONPATH": str(self.code)},
+            stdout=open(log_path, "ab"),  # noqa: SIM115 - the child owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start_sink(self) -> None:
         p = self.cfg.ports
@@ -159,24 +178,25 @@ def pipeline_case(
     run_dir: Path,
     events: list[tuple[str, bytes]],
     args: argparse.Namespace,
+    code: Path = ROOT,
 ) -> tuple[dict[str, Any], list[Received]]:
-    """The mailer and a sink; N email.requested published; until the sink accepted N."""
+    """The mailer (run from `code`) and a sink; N email.requested published; until the
+    sink accepted N."""
     n = len(events)
     pg = PgDatabases(("mailer",)) if args.postgres else None
     cfg = stack_config(run_dir, pg.url_template if pg else None, {})
     stack = SinkStack(cfg)
-    out: dict[str, Any] = {"case": "pipeline", "messages": n}
+    stack.code = code
+    out: dict[str, Any] = {"case": "pipeline", "messages": n, "code": str(code)}
     received: list[Received] = []
     try:
         if pg:
             pg.create()
         stack.start_sink()
-        import subprocess
-
         subprocess.run(
             [sys.executable, "-m", "services.mailer", "migrate"],
-            cwd=ROOT,
-            env=service_env(cfg, "mailer"),
+            cwd=code,
+            env={**service_env(cfg, "mailer"), "PYTHONPATH": str(code)},
             check=True,
             capture_output=True,
         )
@@ -206,6 +226,7 @@ def pipeline_case(
             out["published_after_s"] = round(published - t_first, 3)
             out["first_accepted_after_s"] = round(counter.times[0] - t_first, 3)
             out["half_accepted_after_s"] = round(counter.times[n // 2] - t_first, 3)
+            out["accepted_at_s"] = [round(t - t_first, 4) for t in counter.times[:n]]
             out.update(window.report(seconds))
         out["loadavg_before"] = load_before
         out["mailer_emails"] = dict(
@@ -306,6 +327,13 @@ def main() -> None:
     )
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--py-spy", default=None, help="a py-spy binary: profile mailer and sink")
+    ap.add_argument(
+        "--baseline-code",
+        type=Path,
+        default=None,
+        help="another checkout (git archive of a commit): its mailer is measured too, in "
+        "every round, for before/after figures from one run",
+    )
     args = ap.parse_args()
     stop_cleanly_on_signals()
 
@@ -338,7 +366,15 @@ def main() -> None:
             raw_first = r % 2 == 1 and bool(previous)
             if raw_first:
                 rnd["aiosmtplib"] = raw_case(rd / "raw", previous, connections, args.timeout)
+            if args.baseline_code and r % 2 == 0:
+                rnd["pipeline_baseline"], _ = pipeline_case(
+                    rd / "baseline", events, args, args.baseline_code.resolve()
+                )
             rnd["pipeline"], received = pipeline_case(rd / "pipeline", events, args)
+            if args.baseline_code and r % 2 == 1:
+                rnd["pipeline_baseline"], _ = pipeline_case(
+                    rd / "baseline", events, args, args.baseline_code.resolve()
+                )
             if received:
                 previous = received
                 if not raw_first:
@@ -350,12 +386,16 @@ def main() -> None:
             )
             if p and a:
                 rnd["ratio"] = round(p / a, 3)
+            b = rnd.get("pipeline_baseline", {}).get("messages_per_second")
+            if b and a:
+                rnd["baseline_ratio"] = round(b / a, 3)
             report["rounds"].append(rnd)
             results.write(report)
             log(
                 f"round {r + 1}: pipeline {p} msg/s ({rnd['pipeline'].get('seconds')} s), "
                 f"aiosmtplib {a} msg/s, ratio {rnd.get('ratio')}; "
-                f"cpu pipeline {rnd['pipeline'].get('cpu_seconds')}, "
+                + (f"baseline code {b} msg/s, ratio {rnd.get('baseline_ratio')}; " if b else "")
+                + f"cpu pipeline {rnd['pipeline'].get('cpu_seconds')}, "
                 f"aiosmtplib {rnd.get('aiosmtplib', {}).get('cpu_seconds')}; "
                 f"load {rnd['pipeline'].get('loadavg_before')}"
             )
@@ -376,9 +416,18 @@ def main() -> None:
             "pipeline_messages_per_second": spread(col("pipeline", "messages_per_second")),
             "aiosmtplib_messages_per_second": spread(col("aiosmtplib", "messages_per_second")),
             "ratio": spread([r["ratio"] for r in rounds if "ratio" in r]),
+            "baseline_code_messages_per_second": spread(
+                col("pipeline_baseline", "messages_per_second")
+            ),
+            "baseline_code_ratio": spread(
+                [r["baseline_ratio"] for r in rounds if "baseline_ratio" in r]
+            ),
             "target_ratio": TARGET,
             "pipeline_cpu_seconds": {
                 p: spread(cpu("pipeline", p)) for p in ("mailer", "mailsink", "bench", "rabbitmq")
+            },
+            "baseline_code_cpu_seconds": {
+                p: spread(cpu("pipeline_baseline", p)) for p in ("mailer", "mailsink")
             },
             "aiosmtplib_cpu_seconds": {
                 p: spread(cpu("aiosmtplib", p)) for p in ("mailsink", "bench")
@@ -396,6 +445,10 @@ def main() -> None:
             f"  aiosmtplib msg/s {s['aiosmtplib_messages_per_second']} ({connections} connections)"
         )
         print(f"  ratio            {s['ratio']}  (target >= {TARGET})")
+        if args.baseline_code:
+            print(f"  baseline code    msg/s {s['baseline_code_messages_per_second']}")
+            print(f"  baseline ratio   {s['baseline_code_ratio']}")
+            print(f"  CPU-s baseline   {s['baseline_code_cpu_seconds']}")
         print(f"  CPU-s pipeline   {s['pipeline_cpu_seconds']}")
         print(f"  CPU-s aiosmtplib {s['aiosmtplib_cpu_seconds']}")
         print(f"  load average     start {report['loadavg_start']}, end {s['loadavg_end']}")
