@@ -18,6 +18,16 @@ applies them once each (`apply_once`):
 A handler that calls `apply_once` itself (the mailer's, which tests also call directly) is
 given the events alone, `fn(events)`, with `claims=False`.
 
+With a `then` step, batches may overlap (`then_concurrency` > 0; 0, the default, keeps them
+one after another): once a batch's transaction committed, the next batch starts (its read of
+what was applied, its `prepare`) while this one's `then` runs, and its own transaction waits
+until fewer than `then_concurrency` batches are in their `then` step. With 1, what a
+transaction sees is what it saw without the overlap and one batch at a time is past its
+commit; with 2, a batch is applied while the one before is in its `then` (for the mailer:
+the next emails built and committed while the relay takes the last ones, which needs a
+relay pool of twice a batch for every email committed as `sending` to be in its SMTP
+conversation).
+
 Each delivery waits for its batch and is acknowledged (or rejected) on its own. When a
 batch fails, each of its events is tried again alone, so that one bad event fails alone
 and is dead-lettered alone, as it would have without batching.
@@ -32,6 +42,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -87,6 +98,19 @@ class Consumer:
         return await claim_many(session, self.inbox, self.name, evs)
 
 
+@dataclass
+class _Stage:
+    """Where a batch of a `Batcher` stands, for `apply_once` in its task: `committed()`
+    lets the Batcher start the next batch; `after_commit` counts the Batcher's batches from
+    their transaction to the end of their `then` step."""
+
+    committed: Callable[[], None]
+    after_commit: asyncio.Semaphore
+
+
+_STAGE: ContextVar[_Stage | None] = ContextVar("batching_stage", default=None)
+
+
 async def apply_once(
     consumer: Consumer,
     evs: list[E],
@@ -110,14 +134,31 @@ async def apply_once(
         if not fresh:
             return
         prepared = await prepare(fresh)
+    stage = _STAGE.get()
+    if then is None or stage is None:
+        result, ran = await _claim_and_apply(consumer, fresh, fn, prepared)
+        if ran and then is not None:
+            await then(result)
+        return
+    # In a Batcher's batch: the transaction waits for the batch before to finish its `then`
+    # (see the module's docstring); once it committed, the next batch may start.
+    async with stage.after_commit:
+        result, ran = await _claim_and_apply(consumer, fresh, fn, prepared)
+        stage.committed()
+        if ran:
+            await then(result)
+
+
+async def _claim_and_apply(
+    consumer: Consumer, evs: list[E], fn: BatchFn, prepared: Any
+) -> tuple[Any, bool]:
+    """One transaction: `evs` claimed, `fn` for those claimed now; (its result, whether it ran)."""
     async with consumer.sessionmaker() as s, s.begin():
-        claimed = await consumer.claim(s, fresh)
-        mine = [ev for ev in fresh if str(ev.event_id) in claimed]
+        claimed = await consumer.claim(s, evs)
+        mine = [ev for ev in evs if str(ev.event_id) in claimed]
         if not mine:
-            return
-        result = await fn(s, mine, prepared)
-    if then is not None:
-        await then(result)
+            return None, False
+        return await fn(s, mine, prepared), True
 
 
 class Batcher(Generic[E]):
@@ -130,6 +171,7 @@ class Batcher(Generic[E]):
         max_batch: int = 16,
         wait_seconds: float = 0.02,
         claims: bool = True,
+        then_concurrency: int = 0,
     ) -> None:
         self.consumer = consumer
         self.fn = fn
@@ -139,7 +181,11 @@ class Batcher(Generic[E]):
         self.wait_seconds = wait_seconds
         self._pending: list[tuple[E, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        # The batch before its commit (at most one); batches past it, in their `then`.
         self._running: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
+        self.then_concurrency = max(0, then_concurrency)
+        self._after_commit: asyncio.Semaphore | None = None
 
     async def apply(self, ev: E) -> None:
         """One delivery: returns once its event is applied (or was before); raises what
@@ -159,9 +205,9 @@ class Batcher(Generic[E]):
             self.consumer.contexts.pop(str(ev.event_id), None)
 
     def _flush(self) -> None:
-        """Start a batch of what is waiting, unless one is being applied: then what gathers
-        meanwhile goes as the next batch, the moment it is done (the busier the service,
-        the bigger its batches)."""
+        """Start a batch of what is waiting, unless one is being applied (up to its commit):
+        then what gathers meanwhile goes as the next batch, the moment that one committed
+        or ended (the busier the service, the bigger its batches)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -169,14 +215,29 @@ class Batcher(Generic[E]):
             return
         batch = self._pending[: self.max_batch]
         del self._pending[: self.max_batch]
-        self._running = asyncio.create_task(self._run(batch))
-        self._running.add_done_callback(self._done)
+        if self._after_commit is None and self.then_concurrency:
+            self._after_commit = asyncio.Semaphore(self.then_concurrency)
+        task = asyncio.create_task(self._run(batch, self._after_commit))
+        self._running = task
+        task.add_done_callback(self._done)
 
-    def _done(self, _task: asyncio.Task[None]) -> None:
-        self._running = None
-        self._flush()
+    def _committed(self, task: asyncio.Task[None]) -> None:
+        """`task`'s batch committed (or ended): the next one may start."""
+        if self._running is task:
+            self._running = None
+            self._finishing.add(task)
+            self._flush()
 
-    async def _run(self, batch: list[tuple[E, asyncio.Future[None]]]) -> None:
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._committed(task)
+        self._finishing.discard(task)
+
+    async def _run(
+        self, batch: list[tuple[E, asyncio.Future[None]]], after_commit: asyncio.Semaphore | None
+    ) -> None:
+        task = asyncio.current_task()
+        if after_commit is not None and task is not None:
+            _STAGE.set(_Stage(lambda: self._committed(task), after_commit))
         try:
             try:
                 await self._apply([ev for ev, _ in batch])

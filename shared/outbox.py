@@ -173,10 +173,23 @@ async def claim_many(
         }
         for ev in evs
     ]
-    result = await session.execute(
-        insert_unless_present(inbox).values(rows).returning(inbox.c.event_id)
-    )
+    # Executemany with RETURNING (SQLAlchemy's "insertmanyvalues": one INSERT of all the
+    # rows, built from a statement compiled once and cached), not `.values(rows)`: a
+    # multi-row VALUES is a new statement for every batch, compiled anew each time.
+    result = await session.execute(_CLAIM_MANY[inbox], rows)
     return set(result.scalars())
+
+
+class _ClaimStatements(dict[Table, Any]):
+    """Each inbox's executemany claim, built once (its compiled form is cached by it)."""
+
+    def __missing__(self, inbox: Table) -> Any:
+        statement = insert_unless_present(inbox).returning(inbox.c.event_id)
+        self[inbox] = statement
+        return statement
+
+
+_CLAIM_MANY = _ClaimStatements()
 
 
 Publish = Callable[[bytes, str, str, dict[str, str]], Awaitable[None]]

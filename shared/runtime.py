@@ -170,13 +170,21 @@ class Service:
         *,
         max_batch: int | None = None,
         wait_seconds: float = 0.02,
+        then_concurrency: int = 0,
     ) -> None:
         """Hand `fn(events)` the events of `event_type` delivered at about the same time,
         as `handles_batch` gathers them, for a handler that applies them itself through
-        `shared.batching.apply_once` (the mailer's, whose SMTP follows the commit)."""
+        `shared.batching.apply_once` (the mailer's, whose SMTP follows the commit). With
+        `then_concurrency` > 0 the next batch starts once one committed, while it is in its
+        `then` step, and that many may be in it at once (see `shared.batching`)."""
         size = max_batch or self.settings.bus_batch
         batcher: Batcher[E] = Batcher(
-            self.consumer, fn, max_batch=size, wait_seconds=wait_seconds, claims=False
+            self.consumer,
+            fn,
+            max_batch=size,
+            wait_seconds=wait_seconds,
+            claims=False,
+            then_concurrency=then_concurrency,
         )
         self.bus.consume(event_type, batcher.apply, prefetch=2 * size)
 
