@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.mailer import tracking
 from services.mailer.models import Base
 from services.mailer.postman import Postman
 from services.mailer.recovery import Recovery
@@ -25,5 +26,6 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     service.consumes_batch(EmailRequested, postman.on_emails_requested)
     service.background(Recovery(postman).retry_loop)
     app = service.make_app()
+    app.include_router(tracking.router(service))  # opens, clicks, views from the gateway
     app.state.postman = postman
     return app

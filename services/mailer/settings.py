@@ -20,5 +20,8 @@ class MailerSettings(ServiceSettings):
     message_id_domain: str = "envelopepay.test"
     max_attempts: int = 6
     retry_base_seconds: float = 15.0
+    # A pixel fetched or a link followed this soon after the relay accepted the copy is a
+    # privacy proxy's or a scanner's, not a person's (services/mailer/tracking.py).
+    tracking_machine_seconds: float = 10.0
     # Fault injection for the crash tests; ignored in production.
     crash_after_smtp: bool = False

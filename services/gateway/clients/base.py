@@ -59,9 +59,10 @@ class Upstream:
         self.sync = client(settings.sync_url)
         self.envelope = client(settings.envelope_url)
         self.payments = client(settings.payments_url)
+        self.mailer = client(settings.mailer_url)
 
     async def aclose(self) -> None:
-        for http in (self.sync, self.envelope, self.payments):
+        for http in (self.sync, self.envelope, self.payments, self.mailer):
             await http.aclose()
 
     @staticmethod
