@@ -101,6 +101,12 @@ async def pixel(token: str, request: Request, mailer: MailerDep, settings: Setti
     return resp
 
 
+@router.get("/t/c", response_model=None)
+@router.get("/t/c/", response_model=None)
+async def click_without_token(request: Request) -> Response:
+    return refused(request, "This link is incomplete, so it was not followed.")
+
+
 @router.get("/t/c/{token}", response_model=None)
 async def click(token: str, request: Request, mailer: MailerDep, settings: SettingsDep) -> Response:
     """A tracked link: to this system's own page it was signed for, or a 400 page."""
