@@ -37,7 +37,7 @@ harness = rendering.harness  # the envelope service's desk on a fresh database
 
 PRIYA, AP = "priya@example.com", "ap@northgate.test"
 # After the sends are queued (now), as the mailer reports them.
-T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
 
 
 async def sent_envelope(h: Harness, send_id: str = "send-1") -> Envelope:
