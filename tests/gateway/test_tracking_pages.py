@@ -4,11 +4,12 @@ and the timeline page (another firm's envelope: 404). envelope answers as its co
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import httpx
 
-from tests.gateway.conftest import FIRM_ID, Gateway, row
+from tests.gateway.conftest import FIRM_ID, Gateway, label_of, row
 
 # Times of this year: the pages show the year only for other years'.
 YEAR = datetime.now(UTC).year
@@ -288,3 +289,65 @@ async def test_another_firm_s_envelope_is_not_found(gateway: Gateway) -> None:
 async def test_the_timeline_needs_a_login(gateway: Gateway) -> None:
     resp = await gateway.client.http.get(f"/envelopes/{ENV}/timeline")
     assert resp.status_code == 303 and resp.headers["location"] == "/login"
+
+
+# --- the review window refuses a suppressed recipient ---------------------------------------
+
+DRAFT = {
+    "id": ENV,
+    "client_id": "77",
+    "client_name": "Priya Shah",
+    "invoice_ids": ["clio:1"],
+    "to": ["priya@example.com"],
+    "cc": [],
+    "subject": "Invoice {{ invoice_numbers }}",
+    "body": "Hello",
+    "delivery": "link",
+    "status": "draft",
+    "last_sent_at": None,
+    "preview": {"subject": "Invoice INV-1", "html": "<p>Hello</p>", "text": "Hello"},
+    "sends": [],
+}
+
+
+async def test_the_review_window_refuses_a_suppressed_recipient(gateway: Gateway) -> None:
+    base = f"/internal/firms/{FIRM_ID}"
+    invoices_page(gateway, SUPPRESSED)
+    gateway.envelope.on("POST", f"{base}/envelopes/drafts", body=[DRAFT])
+    gateway.envelope.on("GET", f"{base}/envelopes/{ENV}", body=DRAFT)
+    gateway.envelope.on("POST", f"{base}/envelopes/{ENV}/preview", body=DRAFT["preview"])
+    gateway.envelope.on(
+        "GET",
+        f"{base}/templates",
+        body={
+            "items": [],
+            "default_id": None,
+            "builtin": {"name": "Standard", "subject": "s", "body": "b"},
+            "autofill_fields": {},
+        },
+    )
+
+    def check(request: httpx.Request) -> httpx.Response:
+        asked = {a.lower() for a in json.loads(request.content)["addresses"]}
+        return httpx.Response(200, json=[x for x in SUPPRESSED if x["address"] in asked])
+
+    gateway.envelope.handle("POST", f"{base}/suppressions/check", check)
+    await gateway.login()
+    await gateway.client.get("/invoices")
+    resp = await gateway.client.post("/envelopes/review", {"invoice_ids": "clio:1"})
+    assert resp.status_code == 303
+    review = resp.headers["location"]
+    await gateway.client.get(review)
+    form = {"to": "Priya@Example.com", "subject": "Invoice", "body": "Hello", "delivery": "link"}
+    refused = await gateway.client.post(f"{review}/continue", form)
+    assert refused.status_code == 422
+    to_field = label_of(refused.text, "to")
+    assert "priya@example.com bounced (5.1.1 user unknown)" in to_field
+    # Another address: on to the confirmation.
+    ok = await gateway.client.post(f"{review}/continue", form | {"to": "priya.shah@example.com"})
+    assert ok.status_code == 200 and "bounced" not in ok.text
+    asked = gateway.envelope.json_sent("POST", f"{base}/suppressions/check")
+    assert asked == [
+        {"addresses": ["Priya@Example.com"]},
+        {"addresses": ["priya.shah@example.com"]},
+    ]
