@@ -126,6 +126,8 @@ def line_text(line: TimelineLine, numbers: dict[str, str]) -> str:
 
 
 LINE_CSS = {
+    "sent": "processing",
+    "delivered": "processing",
     "refused": "void",
     "failed": "void",
     "bounced": "void",
