@@ -88,7 +88,7 @@ def refused(request: Request, message: str) -> Response:
     return resp
 
 
-@router.get("/t/o/{token}", response_model=None)
+@router.get("/t/o/{token:path}", response_model=None)
 async def pixel(token: str, request: Request, mailer: MailerDep, settings: SettingsDep) -> Response:
     """The open pixel: the image whatever the token, the report only for a genuine one."""
     resp = Response(PIXEL, media_type="image/gif", headers=PIXEL_HEADERS)

@@ -82,6 +82,8 @@ async def test_the_pixel_is_an_uncached_gif_and_reports_the_open(
         "nothing.gif",
         "x" * 500,
         "%00.gif",
+        "a/b/c.gif",
+        "",
     ],
 )
 async def test_a_forged_pixel_is_still_an_image_and_reports_nothing(
