@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.envelope.models import EmailEvent, Envelope, EnvelopeSend, Invoice
+from services.envelope.models import Email, EmailEvent, Envelope, EnvelopeSend, Invoice
 from shared.db import insert_unless_present
 from shared.events import (
     BounceKind,
@@ -370,6 +370,15 @@ async def read(s: AsyncSession, firm_id: str, envelope_id: str) -> dict[str, Any
         )
     )
     with_lines = {e.email_id for e in stored}
+    # Each email's subject as the client got it (a send holds its template source).
+    subjects = {
+        email_id: subject
+        for email_id, subject in await s.execute(
+            select(Email.email_id, Email.subject).where(
+                Email.firm_id == firm_id, Email.email_id.in_([x.send_id for x in sends])
+            )
+        )
+    }
     lines: list[dict[str, Any]] = []
     for send in sends:
         lines.append(
@@ -378,7 +387,7 @@ async def read(s: AsyncSession, firm_id: str, envelope_id: str) -> dict[str, Any
                 "kind": Line.queued.value,
                 "recipient": ", ".join(json.loads(send.to)),
                 "email_id": send.send_id,
-                "detail": send.subject,
+                "detail": subjects.get(send.send_id),
                 "machine": False,
             }
         )
@@ -426,7 +435,7 @@ async def read(s: AsyncSession, firm_id: str, envelope_id: str) -> dict[str, Any
     return {
         "envelope_id": env.id,
         "client_name": env.client_name,
-        "subject": sends[-1].subject if sends else env.subject,
+        "subject": subjects.get(sends[-1].send_id, sends[-1].subject) if sends else env.subject,
         "to": json.loads(sends[-1].to) if sends else json.loads(env.to),
         "invoice_ids": ids,
         "numbers": numbers,
