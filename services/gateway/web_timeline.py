@@ -61,12 +61,13 @@ def when(at: datetime | None, zone: tzinfo = UTC) -> str:
 def email_label(
     event: str | None, at: datetime | None, status: str | None, zone: tzinfo = UTC
 ) -> tuple[str, str, str]:
-    """(label, time, css) of a bill's latest email: its tracked state, else its send status."""
+    """(label, time, css) of a bill's latest email: its tracked state, else its send status.
+    "Sent" shows no time of its own: Last Sent, beside it, is that time."""
     state = event or status
     if not state:
         return "", "", ""
     label, css = STATE_LABELS.get(state, (state.capitalize(), "muted"))
-    return label, (when(at, zone) if event else ""), css
+    return label, (when(at, zone) if event and event != "sent" else ""), css
 
 
 def _page(detail: str | None, numbers: dict[str, str]) -> str:
@@ -153,7 +154,8 @@ async def timeline_page(
     if found is None:
         raise HTTPException(status_code=404, detail="No such envelope.")
     zone = await firm_zone(service, user.firm_id)
-    label, at, css = email_label(found.state, found.state_at, None, zone)
+    label, _, css = email_label(found.state, found.state_at, None, zone)
+    at = when(found.state_at, zone)
     lines: list[dict[str, Any]] = [
         {
             "when": when(line.at, zone),

@@ -54,7 +54,7 @@ def test_a_sent_envelope_s_timeline_and_its_tracked_links(page: Page, system) ->
         return cell.inner_text().startswith("Sent")
 
     eventually(shows_sent, what="the Email column to read Sent")
-    assert re.search(r"Sent \w{3} \d{1,2}, \d\d:\d\d", cell.inner_text())
+    assert cell.inner_text().strip() == "Sent"  # its time is Last Sent's, beside it
     cell.get_by_role("link").click()
     expect(page).to_have_url(re.compile(r"/envelopes/[0-9a-f-]+/timeline$"))
     timeline = page.locator("#timeline")

@@ -188,7 +188,11 @@ async def test_an_envelope_s_true_story(harness: Harness, api: httpx.AsyncClient
     assert out["state"] == "viewed"
     assert [x["kind"] for x in out["lines"]][:3] == ["queued", "sent", "refused"]
     # The subject as the client got it, not the template it was written from.
-    assert out["subject"] == out["lines"][0]["detail"] == "Invoices invoice INV-3001 and invoice INV-3002"
+    assert (
+        out["subject"]
+        == out["lines"][0]["detail"]
+        == "Invoices invoice INV-3001 and invoice INV-3002"
+    )
     refused = out["lines"][2]
     assert refused["recipient"] == AP and "5.1.1" in refused["detail"]
     clicked = next(x for x in out["lines"] if x["kind"] == "clicked")
