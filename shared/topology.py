@@ -5,9 +5,14 @@ exchange for want of a binding (the gateway's first firm.updated, say)."""
 from __future__ import annotations
 
 from shared.events import (
+    EmailBounced,
+    EmailClicked,
+    EmailDelivered,
     EmailFailed,
+    EmailOpened,
     EmailRequested,
     EmailSent,
+    EmailViewed,
     EnvelopeSendRequested,
     Event,
     FirmUpdated,
@@ -26,6 +31,11 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         EnvelopeSendRequested,
         EmailSent,
         EmailFailed,
+        EmailDelivered,
+        EmailBounced,
+        EmailOpened,
+        EmailClicked,
+        EmailViewed,
         PaymentProcessing,
         PaymentSucceeded,
         PaymentFailed,

@@ -8,19 +8,34 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.envelope import api, api_batches, api_reminders, api_templates, mail_reports
+from services.envelope import (
+    api,
+    api_batches,
+    api_reminders,
+    api_templates,
+    api_timeline,
+    mail_reports,
+    suppressions,
+    timeline,
+)
 from services.envelope.desk import Desk
 from services.envelope.models import Base
 from services.envelope.reminders import Reminders
 from services.envelope.settings import EnvelopeSettings
 from shared.clock import Clock
 from shared.events import (
+    EmailBounced,
+    EmailClicked,
+    EmailDelivered,
     EmailFailed,
+    EmailOpened,
     EmailRequested,
     EmailSent,
+    EmailViewed,
     EnvelopeSendRequested,
     FirmUpdated,
     InvoiceUpdated,
+    PaymentEvent,
     PaymentFailed,
     PaymentProcessing,
     PaymentRefunded,
@@ -43,8 +58,13 @@ def create_app(settings: EnvelopeSettings | None = None, clock: Clock | None = N
 
     service.handles(FirmUpdated)(desk.projections.on_firm_updated)
     service.handles(InvoiceUpdated)(desk.projections.on_invoice_updated)
+
+    async def payment(s: AsyncSession, ev: PaymentEvent) -> None:
+        await desk.projections.on_payment(s, ev)
+        await timeline.on_payment(s, ev)  # "paid" on the envelope's timeline
+
     for payment_event in (PaymentProcessing, PaymentSucceeded, PaymentFailed, PaymentRefunded):
-        service.handles(payment_event)(desk.projections.on_payment)
+        service.handles(payment_event)(payment)
 
     # A Send All makes hundreds of each within seconds: applied in batches.
     service.handles_batch(EnvelopeSendRequested, prepare=desk.sending.prepare_sends)(
@@ -59,6 +79,16 @@ def create_app(settings: EnvelopeSettings | None = None, clock: Clock | None = N
 
     service.handles(EmailFailed)(mail_reports.on_email_failed)
 
+    # What was heard of each copy afterwards: lines of the envelope's timeline and the
+    # bills' email state (timeline.py); a hard bounce also suppresses its address.
+    for tracked in (EmailDelivered, EmailOpened, EmailClicked, EmailViewed):
+        service.handles(tracked)(timeline.on_tracked)
+
+    @service.handles(EmailBounced)
+    async def email_bounced(s: AsyncSession, ev: EmailBounced) -> None:
+        envelope_id = await timeline.on_tracked(s, ev)
+        await suppressions.on_bounced(s, ev, envelope_id)
+
     # email.requested goes out with its content sealed in, read when it is published.
     service.relay.completes(EmailRequested.routing_key, desk.sealing.seal_email_contents)
 
@@ -67,6 +97,7 @@ def create_app(settings: EnvelopeSettings | None = None, clock: Clock | None = N
     app.include_router(api_batches.router(service, desk))
     app.include_router(api_templates.router(service, desk))
     app.include_router(api_reminders.router(service, reminders))
+    app.include_router(api_timeline.router(service))
     app.state.desk = desk
     app.state.reminders = reminders
     return app

@@ -3,6 +3,8 @@ from the envelope's templates (compose.py renders them), or why a send has none.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from services.envelope.compose import ComposedEmail, EmailItem, TemplateInvalid, compose_email
 from services.envelope.links import Links
 from services.envelope.models import Invoice
@@ -12,6 +14,7 @@ from services.envelope.rules import (
     carries_statement,
     matter_label,
     refusal,
+    suppression_detail,
 )
 from shared.events import FirmProfile, InvoiceSnapshot
 
@@ -68,11 +71,13 @@ def compose_send(
     to: list[str],
     subject_template: str,
     body_template: str,
+    suppressed: Mapping[str, str] | None = None,
 ) -> tuple[ComposedEmail | None, Refusal | None, str | None]:
-    """A send's email, or why it has none: (email, None, None) or (None, reason, message)."""
-    refused = refusal(len(invoices), to)
+    """A send's email, or why it has none: (email, None, None) or (None, reason, message).
+    `suppressed`: the firm's suppressed addresses among `to`, with their messages."""
+    refused = refusal(len(invoices), to, suppressed)
     if refused is not None:
-        return None, refused, refused.message()
+        return None, refused, refused.message(suppression_detail(to, suppressed or {}))
     try:
         composed = compose(
             links,

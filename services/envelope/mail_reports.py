@@ -1,5 +1,8 @@
 """What the mailer reports back: email.sent stamps each send, its envelope and its bills as
-sent; email.failed marks the send and its bills failed."""
+sent; email.failed marks the send and its bills failed. Both add their lines to the
+envelope's timeline (timeline.py: "sent" per recipient accepted, "refused" with the reply
+per recipient refused, "failed") and make the email each bill's latest, whose state the
+bill shows."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 from sqlalchemy import bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.envelope import reads
+from services.envelope import reads, timeline
 from services.envelope.models import Envelope, EnvelopeSend, Invoice
 from shared.db import UTCDateTime
 from shared.events import EmailFailed, EmailSent, SendStatus
@@ -40,7 +43,7 @@ _UPDATE_INVOICE_SENT = (
         _invoices.c.invoice_id == bindparam("b_invoice"),
         or_(_invoices.c.last_sent_at.is_(None), _invoices.c.last_sent_at <= _at),
     )
-    .values(last_sent_at=_at, email_status=SendStatus.sent.value)
+    .values(last_sent_at=_at, email_status=SendStatus.sent.value, email_id=bindparam("b_email"))
 )
 
 
@@ -90,12 +93,18 @@ async def on_emails_sent(s: AsyncSession, evs: list[EmailSent]) -> None:
         )
     }
     rows = [
-        {"b_firm": ev.firm_id, "b_invoice": invoice_id, "b_at": ev.sent_at}
+        {"b_firm": ev.firm_id, "b_invoice": invoice_id, "b_at": ev.sent_at, "b_email": ev.email_id}
         for ev in mine
         for invoice_id in bills_of.get(envelope_of[ev.email_id], [])
     ]
     if rows:
         await s.execute(_UPDATE_INVOICE_SENT, rows)
+    # The timeline: a line per recipient; then each bill whose latest email this now is
+    # takes its state (lines of it that arrived before this email.sent included).
+    await timeline.add_lines(
+        s, [line for ev in mine for line in timeline.sent_rows(ev, envelope_of[ev.email_id])]
+    )
+    await timeline.refresh_states(s, {(ev.firm_id, ev.email_id) for ev in mine})
 
 
 async def on_email_failed(s: AsyncSession, ev: EmailFailed) -> None:
@@ -107,3 +116,7 @@ async def on_email_failed(s: AsyncSession, ev: EmailFailed) -> None:
     if env is not None:
         for inv in await reads.invoices(s, ev.firm_id, json.loads(env.invoice_ids)):
             inv.email_status = SendStatus.failed
+            inv.email_id = ev.email_id
+    await timeline.add_lines(s, timeline.failed_rows(ev, send.envelope_id))
+    await s.flush()
+    await timeline.refresh_states(s, {(ev.firm_id, ev.email_id)})

@@ -48,6 +48,8 @@ class Invoice(Base):
     # delivered, opened, viewed, clicked, bounced, failed; and when.
     email_event: Mapped[str | None] = mapped_column(String(20))
     email_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Which email that is (its send id): set when the mailer confirms it sent a newer one.
+    email_id: Mapped[str | None] = mapped_column(String(64))
     payment_status: Mapped[str | None] = mapped_column(String(30))  # BillPayment
     # Sums kept from payment events (each applied once; they commute, so events of
     # different queues arriving in any order give the same result):

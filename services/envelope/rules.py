@@ -5,7 +5,7 @@ online payments. The I/O code asks these; tests/unit/test_envelope_rules.py pins
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -59,6 +59,7 @@ class Refusal(StrEnum):
     no_bills = "no_bills"
     no_recipient = "no_recipient"
     template_error = "template_error"
+    suppressed = "suppressed"
 
     def message(self, detail: str = "") -> str:
         return _REFUSAL_MESSAGES[self].format(detail=detail)
@@ -68,17 +69,39 @@ _REFUSAL_MESSAGES: dict[Refusal, str] = {
     Refusal.no_bills: "none of the envelope's bills can be sent",
     Refusal.no_recipient: "the envelope has no recipient",
     Refusal.template_error: "template error: {detail}",
+    Refusal.suppressed: "{detail}",
 }
 
 
-def refusal(bills: int, recipients: Sequence[str]) -> Refusal | None:
+def refusal(
+    bills: int, recipients: Sequence[str], suppressed: Mapping[str, str] | None = None
+) -> Refusal | None:
     """Why a send of `bills` bills (those that still exist) to `recipients` cannot be
-    composed at all, or None. A template that does not render is found when composing."""
+    composed at all, or None. `suppressed` holds the firm's suppressed addresses
+    (lower-cased) among them: a send to any of them is refused (`suppression_detail` says
+    which and why). A template that does not render is found when composing."""
     if bills == 0:
         return Refusal.no_bills
     if not recipients:
         return Refusal.no_recipient
+    if suppressed and any(r.strip().lower() in suppressed for r in recipients):
+        return Refusal.suppressed
     return None
+
+
+def suppressed_message(address: str, reason: str, status: str | None = None) -> str:
+    """What a refused send says of one suppressed address: which, why, and what to do."""
+    why = f"{status} {reason}" if status and status not in reason else reason
+    return (
+        f"{address} bounced ({why.strip() or 'hard bounce'}), so no email goes to it. "
+        "Change the recipient, or clear the address on the Invoices page once it is fixed."
+    )
+
+
+def suppression_detail(recipients: Sequence[str], suppressed: Mapping[str, str]) -> str:
+    """The refusal's message: each suppressed recipient's `suppressed_message`."""
+    seen = dict.fromkeys(r.strip().lower() for r in recipients)
+    return " ".join(suppressed[r] for r in seen if r in suppressed)
 
 
 # --- sends' and envelopes' states ----------------------------------------------------------

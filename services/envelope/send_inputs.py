@@ -4,12 +4,13 @@ with the firm's profile, its bills and, for PDF delivery, its PDFs."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.envelope import suppressions
 from services.envelope.compose import ComposedEmail
 from services.envelope.models import Envelope, Firm, Invoice
 from services.envelope.rendering import Renderer
@@ -31,6 +32,8 @@ class PreparedSend:
     firm: FirmProfile
     invoices: list[Invoice]
     attachments: list[dict[str, str]]
+    # The firm's suppressed addresses among the send's recipients, with why (suppressions.py).
+    suppressed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,18 @@ async def read_sends(
         env, firm = envelopes[ev.envelope_id]
         invoices = [bills[(ev.firm_id, i)] for i in wanted[ev.send_id] if (ev.firm_id, i) in bills]
         out[ev.send_id] = PreparedSend(env, firm, invoices, [])
+    # Suppressed recipients (a hard bounce): one read per firm for all its sends.
+    recipients: dict[str, set[str]] = {}
+    for ev in evs:
+        if ev.send_id in out:
+            recipients.setdefault(ev.firm_id, set()).update(ev.to)
+    for firm_id, addresses in recipients.items():
+        blocked = await suppressions.messages(s, firm_id, addresses)
+        for ev in evs:
+            p = out.get(ev.send_id)
+            if blocked and p is not None and ev.firm_id == firm_id:
+                mine = {a.strip().lower() for a in ev.to} & set(blocked)
+                out[ev.send_id] = replace(p, suppressed={a: blocked[a] for a in mine})
     if with_pdfs:
         await _add_attachments(s, evs, out, renderer)
     return out
@@ -126,4 +141,4 @@ async def _add_attachments(
             ]
             if statement is not None:
                 files.insert(0, {"filename": statement_filename(today), "pdf_key": statement})
-            sends[send_id] = PreparedSend(p.envelope, p.firm, p.invoices, files)
+            sends[send_id] = replace(p, attachments=files)

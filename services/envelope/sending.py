@@ -105,6 +105,7 @@ class Sending:
                 to=ev.to,
                 subject_template=ev.subject,
                 body_template=ev.body,
+                suppressed=inputs.suppressed,
             )
             outcomes.append(SendOutcome(ev, inputs, composed, refused, error))
         return outcomes

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.gateway import (
     public,
     public_checkout,
+    tracking,
     web_auth,
     web_balances,
     web_batches,
@@ -23,10 +24,12 @@ from services.gateway import (
     web_review,
     web_settings,
     web_templates,
+    web_timeline,
     webhooks,
 )
 from services.gateway.clients.base import ServiceUnavailable, Upstream
 from services.gateway.clients.envelope import EnvelopeClient
+from services.gateway.clients.mailer import MailerClient
 from services.gateway.clients.payments import PaymentsClient
 from services.gateway.clients.sync import SyncClient
 from services.gateway.deps import Clients, LoginRequired
@@ -67,6 +70,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         sync=SyncClient(upstream.sync),
     )
     app.state.mailer_http = upstream.mailer  # the bounce webhook (webhooks.py)
+    app.state.mailer = MailerClient(upstream.mailer)  # tracking reports (tracking.py)
     # web_batches before web_review: /batches/{id}/send-all must not be taken for /batches/{id}/{n}.
     for module in (
         web_auth,
@@ -78,8 +82,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         web_templates,
         web_payments,
         web_reminders,
+        web_timeline,
         public,
         public_checkout,
+        tracking,
         webhooks,
     ):
         app.include_router(module.router)

@@ -27,6 +27,7 @@ from services.gateway.clients.payments import PaymentsClient
 from services.gateway.deps import EnvelopeClientDep, PaymentsClientDep, SettingsDep
 from services.gateway.pages import render
 from services.gateway.settings import GatewaySettings
+from services.gateway.tracking import report_view
 from shared.api.payments import LinkOut
 
 # Client pages must never be cached by a shared proxy or indexed.
@@ -153,13 +154,10 @@ async def pdf_page(
 ) -> Response:
     if pdf is None:
         return expired(request, await link(payments, envelope, token))
-    return private(
-        Response(
-            pdf.content,
-            media_type="application/pdf",
-            headers={"Content-Disposition": pdf.disposition},
-        )
+    resp = Response(
+        pdf.content, media_type="application/pdf", headers={"Content-Disposition": pdf.disposition}
     )
+    return report_view(request, private(resp))  # "viewed", when it came from an email
 
 
 # Before /v/{token}/{invoice_id}: "statement" is never an invoice id (those are clio:123).
@@ -211,7 +209,8 @@ async def pay_page(
     if data.status != "ok":
         return expired(request, data)
     focus = invoice if any(i.invoice_id == invoice for i in data.items) else ""
-    return pay_page_for(request, settings, token, data, focus=focus)
+    # "viewed", when the client came from an email's tracked link (tracking.py).
+    return report_view(request, pay_page_for(request, settings, token, data, focus=focus))
 
 
 @router.post("/pay/{token}/checkout", response_model=None)

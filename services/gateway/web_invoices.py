@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query, Request
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from services.gateway.clients.base import ServiceUnavailable
+from services.gateway.clients.timeline import TimelineClient, timeline_client
 from services.gateway.deps import (
     CurrentUser,
     EnvelopeClientDep,
@@ -19,6 +23,7 @@ from services.gateway.deps import (
     show,
 )
 from services.gateway.web_reminders import invoice_page_context
+from services.gateway.web_timeline import email_label, firm_zone
 
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 
@@ -33,6 +38,7 @@ async def invoices(
     envelope: EnvelopeClientDep,
     sync: SyncClientDep,
     reminders: RemindersClientDep,
+    timelines: Annotated[TimelineClient, Depends(timeline_client)],
     q: str = "",
     state: str = "unpaid",
     kind: str = "all",
@@ -49,6 +55,31 @@ async def invoices(
     }
     data = await envelope.invoices(user.firm_id, **params)
     clio = await sync.clio(user.firm_id)
+    # Delivery tracking: each bill's latest email state and the firm's bounced addresses.
+    # Both are extras: the list shows without them when envelope cannot answer them.
+    states, suppressed, zone = await asyncio.gather(
+        timelines.email_states(user.firm_id, [i.invoice_id for i in data.items]),
+        timelines.suppressions(user.firm_id),
+        firm_zone(service, user.firm_id),
+        return_exceptions=True,
+    )
+    for result in (states, suppressed, zone):
+        if isinstance(result, BaseException) and not isinstance(
+            result, (httpx.HTTPError, ServiceUnavailable)
+        ):
+            raise result
+    states = {} if isinstance(states, BaseException) else states
+    suppressed = [] if isinstance(suppressed, BaseException) else suppressed
+
+    def email_of(inv: Any) -> dict[str, str | None]:
+        st = states.get(inv.invoice_id)
+        label, at, css = email_label(
+            st.event if st else None, st.at if st else None, inv.email_status, zone
+        )
+        envelope_id = st.envelope_id if st else None
+        href = f"/envelopes/{envelope_id}/timeline" if envelope_id else None
+        return {"label": label, "at": at, "css": css, "href": href}
+
     pages = max(1, -(-data.total // per_page))
 
     def link(**changes: Any) -> str:
@@ -67,6 +98,8 @@ async def invoices(
         firm_name=await firm_name(service, user.firm_id),
         # The firm's local date (Overdue) and the per-bill reminder switches.
         **await invoice_page_context(service, reminders, user.firm_id),
+        email_of=email_of,
+        suppressed=suppressed,
     )
 
 

@@ -13,6 +13,7 @@ from services.gateway import auth
 from services.gateway.batches import envelope_ids, is_balance, load_batch, new_batch
 from services.gateway.clients.base import Refused, ServiceUnavailable
 from services.gateway.clients.envelope import EnvelopeClient
+from services.gateway.clients.timeline import timeline_client
 from services.gateway.deps import (
     DELIVERIES,
     CurrentUser,
@@ -209,6 +210,10 @@ async def review_continue(
         errors["to"] = "Not an email address: " + ", ".join(bad)
     elif not good:
         errors["to"] = "Add at least one recipient."
+    else:  # an address that hard-bounced gets nothing until it is changed or cleared
+        blocked = await timeline_client(request).suppressed(user.firm_id, good)
+        if blocked:
+            errors["to"] = " ".join(x.message for x in blocked)
     if not form.subject.strip():
         errors["subject"] = "The subject cannot be empty."
     if form.delivery and form.delivery not in DELIVERIES:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.mailer import bounce_intake
 from services.mailer.bounces import Bounces
+from services.mailer import tracking
 from services.mailer.models import Base
 from services.mailer.postman import Postman
 from services.mailer.recovery import Recovery
@@ -27,6 +28,7 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     service.consumes_batch(EmailRequested, postman.on_emails_requested)
     service.background(Recovery(postman).retry_loop)
     app = service.make_app()
+    app.include_router(tracking.router(service))  # opens, clicks, views from the gateway
     app.state.postman = postman
     app.state.bounces = Bounces(service, settings)
     bounce_intake.wire(service, settings, app, app.state.bounces)

@@ -36,6 +36,9 @@ class MailerSettings(ServiceSettings):
     dkim_domain: str | None = None
     # Attachments larger than this (decoded, all together) fail the email before SMTP.
     max_attachment_bytes: int = 20_000_000
+    # A pixel fetched or a link followed this soon after the relay accepted the copy is a
+    # privacy proxy's or a scanner's, not a person's (services/mailer/tracking.py).
+    tracking_machine_seconds: float = 10.0
     # Fault injection for the crash tests; ignored in production.
     crash_after_smtp: bool = False
 
