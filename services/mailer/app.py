@@ -6,9 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.mailer import bounce_intake
+from services.mailer import bounce_intake, tracking
 from services.mailer.bounces import Bounces
-from services.mailer import tracking
 from services.mailer.models import Base
 from services.mailer.postman import Postman
 from services.mailer.recovery import Recovery
