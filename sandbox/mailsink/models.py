@@ -43,11 +43,13 @@ class MessageSummary(BaseModel):
     envelope: Envelope
 
     def matches_recipient(self, needle: str) -> bool:
-        # Envelope recipients are included so Bcc'd addresses can be found too.
+        # What a mailbox receives is what the SMTP envelope names (RCPT TO): a Bcc'd address
+        # finds its message, and a recipient named in To or Cc of a copy sent to someone else
+        # (each recipient gets a copy of their own) does not. The headers only when the
+        # envelope names no one.
         needle = needle.casefold()
-        return any(
-            needle in addr.casefold() for addr in (*self.to, *self.cc, *self.envelope.rcpt_tos)
-        )
+        named = self.envelope.rcpt_tos or [*self.to, *self.cc]
+        return any(needle in addr.casefold() for addr in named)
 
 
 class MessageDetail(MessageSummary):

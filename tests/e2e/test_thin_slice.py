@@ -153,7 +153,7 @@ def test_invoice_from_clio_to_paid_online(system: RunningSystem) -> None:
         ),
         what="the invoice to show as paid online",
     )
-    assert "Everything on this link is paid" in client.get(pay).text
+    assert "Everything on this link is paid" in client.get(pay, follow_redirects=True).text
 
     # One trace follows the send from the gateway through envelope and mailer.
     def traced() -> set[str] | None:
