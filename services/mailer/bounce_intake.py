@@ -3,10 +3,14 @@ message to `services.mailer.bounces.Bounces.take`:
 
 - `smtp`: an SMTP endpoint (aiosmtpd) in the mailer's own event loop, on
   `BOUNCE_SMTP_HOST:BOUNCE_SMTP_PORT`. It takes mail only for this system's VERP addresses
-  (`<bounce_local>+<email id>.<n>@<bounce_domain>`; any other: 550), at most
+  (`<bounce_local>+<email id>.<n>.<sig>@<bounce_domain>` with a signature this mailer wrote,
+  `services.mailer.verp`; any other, a forged or missing signature too: 550), at most
   `BOUNCE_MAX_MESSAGE_SIZE` bytes (552), and answers 250 once the message is recorded, or
   dropped as not ours (so the sender does not retry it); 451 when the database failed.
   `make run` points the dev mail sink at it; in production, an MX for the bounce domain.
+  A report placed without a signed return path (IMAP, webhook, or an SMTP report whose
+  VERP address was lost) may not bounce a copy hard unless its Final-Recipient is the
+  copy's address (`services.mailer.bounces`).
 - `imap`: a mailbox polled every `BOUNCE_IMAP_POLL_SECONDS` (imaplib, in a thread): each
   message is recorded, then moved to `BOUNCE_IMAP_DONE_FOLDER` or deleted; one that could
   not be recorded (the database failed) stays for the next poll.
@@ -52,10 +56,11 @@ SIGNATURE_HEADER = "X-Bounce-Signature"
 class BounceHandler:
     """aiosmtpd handler: VERP recipients only, each message handed to `Bounces.take`."""
 
-    def __init__(self, bounces: Bounces, local: str, domain: str) -> None:
+    def __init__(self, bounces: Bounces, local: str, domain: str, secret: str) -> None:
         self.bounces = bounces
         self.local = local
         self.domain = domain
+        self.secret = secret
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,
@@ -65,7 +70,7 @@ class BounceHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if read_return_path(address, self.local, self.domain) is None:
+        if read_return_path(address, self.local, self.domain, self.secret) is None:
             return "550 5.1.1 not a bounce address of this system"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 too many recipients"
@@ -102,7 +107,9 @@ async def start_smtp_intake(
 ) -> SmtpIntake:
     """Listen in the running loop (port 0: a free one, see `.port`)."""
     loop = asyncio.get_running_loop()
-    handler = BounceHandler(bounces, settings.bounce_local, bounce_domain_of(settings))
+    handler = BounceHandler(
+        bounces, settings.bounce_local, bounce_domain_of(settings), settings.tracking_secret
+    )
 
     def protocol() -> SMTP:
         return SMTP(

@@ -11,6 +11,12 @@ published once:
 - a soft bounce (delayed, or failed for now) only on a copy with no bounce and not delivered;
 - a delivery once, and never over a hard bounce.
 
+A hard bounce suppresses the address, so it is believed only from a report that proves
+itself: one placed by a signed VERP address (`services.mailer.verp`), or one whose
+Final-Recipient is the copy's own address. A report placed only by its ENVID or Message-ID
+(text anyone may write, knowing an email id) that says "failed" of another address, or of
+none, is dropped with its reason; soft bounces and deliveries are recorded as before.
+
 What cannot be placed (not a DSN, not about an email of ours, an email or copy this mailer
 does not know) is logged and dropped: the intakes answer it like any other, so a sender
 never retries it and nothing crashes.
@@ -80,6 +86,7 @@ class Bounces:
             bounce_local=self.settings.bounce_local,
             bounce_domain=bounce_domain_of(self.settings),
             message_id_domain=self.settings.message_id_domain,
+            verp_secret=self.settings.tracking_secret,
         )
         if not placed:
             reason = "a delivery status notification about no email of ours"
@@ -121,6 +128,14 @@ class Bounces:
             "at": now,
         }
         kind = note.kind
+        if kind is BounceKind.hard and not where.signed:
+            said = (note.final_recipient or "").strip().lower()
+            if said != copy.address.strip().lower():
+                return (
+                    f"a hard bounce of copy {copy.n} of {where.email_id!r} found by "
+                    f"{where.found_by} without a signed return path, whose Final-Recipient "
+                    f"({note.final_recipient or 'none'}) is not the copy's address"
+                )
         if kind is not None:
             if kind is BounceKind.hard:
                 unless = not_hard

@@ -184,7 +184,9 @@ class EmailCopies:
         if self.sign is not None:
             data = self.sign(data) + data
         return OutgoingMessage(
-            mail_from=return_path(self.bounce_local, self.bounce_domain, self.email_id, n),
+            mail_from=return_path(
+                self.bounce_local, self.bounce_domain, self.email_id, n, self.tracking.secret
+            ),
             recipients=[self.parts.recipients[n]],
             data=data,
             message_id=self.message_id,

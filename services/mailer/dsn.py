@@ -7,9 +7,18 @@ Exim's X-Failed-Recipients), or into `NotADsn` with the reason (an autoreply, a 
 mail, something unreadable): never an exception.
 
 `locate(report, ...)` then says which email and recipient each notification is about, from,
-in order: the VERP address the report was sent to (`services.mailer.verp`), the ENVID the
-mailer gave (`<email id>.<n>`), the Message-ID of the returned headers (`<email id@domain>`,
-the recipient then found by address), and X-Failed-Recipients.
+in order: the VERP address the report was sent to (`services.mailer.verp`, signed: one with
+a missing or wrong signature is not ours), the ENVID the mailer gave (`<email id>.<n>`), the
+Message-ID of the returned headers (`<email id@domain>`, the recipient then found by
+address), and X-Failed-Recipients.
+
+Trust. Only a signed VERP address proves the report answers a copy this mailer sent. An
+ENVID, a Message-ID and the report's fields are text anyone who can write to the bounce
+intake (its SMTP endpoint, the IMAP mailbox, the webhook's provider) can make up, knowing an
+email id. So a notification placed without a signed VERP address (`Located.signed` false)
+may still record a soft bounce or a delivery, but a hard bounce (which suppresses the
+address) only when its Final-Recipient is the copy's own address; otherwise the hard bounce
+is dropped with its reason (`services.mailer.bounces`).
 """
 
 from __future__ import annotations
@@ -105,6 +114,12 @@ class Located:
     address: str | None
     notification: Notification
     found_by: str  # "verp", "envid", "message-id", "x-failed-recipients"
+
+    @property
+    def signed(self) -> bool:
+        """Placed by a VERP address with this mailer's signature, not by what the report
+        says of itself."""
+        return self.found_by == "verp"
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -376,14 +391,16 @@ def locate(
     bounce_local: str,
     bounce_domain: str,
     message_id_domain: str,
+    verp_secret: str,
 ) -> list[Located]:
     """Which email and recipient each notification is about; a notification nothing places
-    is left out (the caller logs what was dropped)."""
+    is left out (the caller logs what was dropped). `verp_secret` is the mailer's
+    `tracking_secret`, which signs its return paths."""
     verp = next(
         (
             r
             for r in (
-                read_return_path(a, bounce_local, bounce_domain)
+                read_return_path(a, bounce_local, bounce_domain, verp_secret)
                 for a in (*rcpt_tos, *report.delivered_to)
             )
             if r is not None

@@ -24,24 +24,36 @@ from services.mailer.app import MIGRATIONS, create_app
 from services.mailer.bounces import Bounces
 from services.mailer.models import EmailRecipient, OutgoingEmail, outbox
 from services.mailer.settings import MailerSettings
+from services.mailer.verp import return_path
 from shared.migrations import upgrade_async
 
 DSN = Path(__file__).parent / "dsn"
 TOKEN = "internal-token-of-the-bounce-tests"
 SECRET = "provider-webhook-secret-0123456789"
+TRACKING = "tracking-secret-of-the-bounce-tests"  # signs the return paths
 NOW = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
 FIRM = "firm-hartwell"
 
 
-def dsn_for(name: str, email_id: str) -> bytes:
-    """One of the sample reports, about `email_id` (its email id replaced everywhere)."""
+def verp(email_id: str, n: int, secret: str = TRACKING) -> str:
+    """The return path the mailer gives copy `n` of `email_id`."""
+    return return_path("bounces", "envelopepay.test", email_id, n, secret)
+
+
+def dsn_for(name: str, email_id: str, secret: str = TRACKING) -> bytes:
+    """One of the sample reports, about `email_id` (its email id replaced everywhere), its
+    VERP addresses signed with `secret` as the mailer signs them."""
     raw = (DSN / name).read_bytes()
     ids = set(re.findall(rb"bounces\+([0-9a-f]{32})\.\d", raw)) | set(
         re.findall(rb"<([0-9a-f]{32})@envelopepay\.test>", raw)
     )
     for old in ids:
         raw = raw.replace(old, email_id.encode())
-    return raw
+    return re.sub(
+        rb"bounces\+([0-9a-f]{32})\.(\d{1,3})@envelopepay\.test",
+        lambda m: verp(m[1].decode(), int(m[2]), secret).encode(),
+        raw,
+    )
 
 
 @dataclass
@@ -110,6 +122,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
         bounce_intake="webhook",
         bounce_webhook_secret=SECRET,
         bounce_max_message_size=64 * 1024,
+        tracking_secret=TRACKING,
     )
     app = create_app(settings)
     bounces: Bounces = app.state.bounces
@@ -225,25 +238,58 @@ async def test_unknown_emails_and_junk_are_dropped_with_a_reason(world: World) -
 async def test_smtp_intake_takes_bounces_for_verp_addresses_only(world: World) -> None:
     email_id = await world.email("nobody@example.org")
     intake = await bounce_intake.start_smtp_intake(world.bounces, world.settings, port=0)
-    verp = f"bounces+{email_id}.0@envelopepay.test"
+    to = verp(email_id, 0)
     try:
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=intake.port)
         await smtp.connect()
         try:
-            await smtp.sendmail("", [verp], dsn_for("postfix.eml", email_id))
+            await smtp.sendmail("", [to], dsn_for("postfix.eml", email_id))
             with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
                 await smtp.sendmail("", ["billing@envelopepay.test"], b"Subject: hi\r\n\r\nx\r\n")
             assert refused.value.recipients[0].code == 550
             with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
                 await smtp.sendmail("", ["bounces+x.0@elsewhere.example"], b"x")
             # An unknown email is answered 250 (dropped, never retried by the sender).
-            other = f"bounces+{uuid.uuid4().hex}.0@envelopepay.test"
+            other = verp(uuid.uuid4().hex, 0)
             errors, _ = await smtp.sendmail("", [other], dsn_for("postfix.eml", "0" * 32))
             assert errors == {}
             # Too large: 552, nothing recorded.
             with pytest.raises(aiosmtplib.SMTPResponseException) as big:
-                await smtp.sendmail("", [verp], b"Subject: x\r\n\r\n" + b"a" * 70 * 1024)
+                await smtp.sendmail("", [to], b"Subject: x\r\n\r\n" + b"a" * 70 * 1024)
             assert big.value.code == 552
+        finally:
+            await smtp.quit()
+    finally:
+        await intake.close()
+    assert (await world.copy(email_id, 0)).bounce_kind == "hard"
+    assert [e["key"] for e in await world.published()] == ["email.bounced"]
+
+
+async def test_smtp_intake_refuses_a_forged_return_path(world: World) -> None:
+    email_id = await world.email("nobody@example.org")
+    intake = await bounce_intake.start_smtp_intake(world.bounces, world.settings, port=0)
+    good = verp(email_id, 0)
+    local, _, domain = good.partition("@")
+    head, _, sig = local.rpartition(".")
+    forged = [
+        f"bounces+{email_id}.0@envelopepay.test",  # unsigned, as return paths used to be
+        f"bounces+{email_id}.0.{'a' * len(sig)}@envelopepay.test",
+        verp(email_id, 1).replace(".1.", ".0."),  # another copy's signature
+        verp(email_id, 0, secret="a guessed secret"),
+    ]
+    try:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=intake.port)
+        await smtp.connect()
+        try:
+            for address in forged:
+                with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+                    await smtp.sendmail("", [address], dsn_for("postfix.eml", email_id))
+                assert refused.value.recipients[0].code == 550, address
+            assert await world.published() == []
+            # Case-folded by an MTA on the way back: still ours.
+            folded = f"BOUNCES+{email_id}.0.{sig.upper()}@{domain.upper()}"
+            errors, _ = await smtp.sendmail("", [folded], dsn_for("postfix.eml", email_id))
+            assert errors == {}
         finally:
             await smtp.quit()
     finally:
@@ -264,7 +310,7 @@ async def test_smtp_intake_answers_451_when_it_cannot_record(
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=intake.port)
         await smtp.connect()
         with pytest.raises(aiosmtplib.SMTPResponseException) as later:
-            await smtp.sendmail("", ["bounces+abc.0@envelopepay.test"], b"Subject: x\r\n\r\nx")
+            await smtp.sendmail("", [verp("abc", 0)], b"Subject: x\r\n\r\nx")
         assert later.value.code == 451
         await smtp.quit()
     finally:
@@ -332,6 +378,47 @@ async def test_webhook_records_a_signed_report_and_refuses_a_forged_one(world: W
         assert no_token.status_code == 401
     assert (await world.copy(email_id, 0)).bounce_kind == "hard"
     assert len(await world.published()) == 1
+
+
+async def test_webhook_ignores_a_forged_return_path(world: World) -> None:
+    """A report whose VERP address is forged is placed, if at all, by its ENVID or
+    Message-ID: a soft bounce or a delivery is recorded, a hard bounce only when its
+    Final-Recipient is the copy's own address."""
+    email_id = await world.email("client@example.org")
+
+    async def post(raw: bytes) -> dict[str, Any]:
+        async with api(world) as c:
+            resp = await c.post(
+                "/internal/bounces",
+                content=raw,
+                headers={"X-Bounce-Signature": bounce_intake.sign(SECRET, raw)},
+            )
+        assert resp.status_code == 200
+        return dict(resp.json())
+
+    guess = "a guessed secret"
+    # ENVID names copy 0, but the report's Final-Recipient is someone else: no suppression.
+    hard = await post(dsn_for("microsoft.eml", email_id, secret=guess))
+    assert hard["recorded"] == []
+    assert "without a signed return path" in hard["dropped"][0]
+    # Placed by nothing but its (forged) VERP address: dropped.
+    nothing = await post(dsn_for("no_final_recipient.eml", email_id, secret=guess))
+    assert nothing["recorded"] == [] and nothing["dropped"]
+    assert (await world.copy(email_id, 0)).bounce_kind is None
+    assert await world.published() == []
+    # A delay placed by its ENVID: recorded, as before.
+    soft = dsn_for("delay.eml", email_id, secret=guess).replace(
+        b"slow@example.org", b"client@example.org"
+    )
+    assert (await post(soft))["recorded"] == ["email.bounced"]
+    assert (await world.copy(email_id, 0)).bounce_kind == "soft"
+    # A hard bounce whose Final-Recipient is the copy's address: recorded.
+    consistent = dsn_for("microsoft.eml", email_id, secret=guess).replace(
+        b"jdoe@contoso.com", b"client@example.org"
+    )
+    assert (await post(consistent))["recorded"] == ["email.bounced"]
+    assert (await world.copy(email_id, 0)).bounce_kind == "hard"
+    assert [e["kind"] for e in await world.published()] == ["soft", "hard"]
 
 
 async def test_webhook_is_off_unless_configured(world: World) -> None:
@@ -503,6 +590,31 @@ async def test_imap_poller_deletes_without_a_done_folder_and_keeps_what_failed(
     assert (await world.copy(email_id, 0)).bounce_kind == "hard"
 
 
+async def test_imap_poller_ignores_a_forged_return_path(
+    world: World, imap: tuple[FakeImap, int]
+) -> None:
+    fake, port = imap
+    email_id = await world.email("nobody@example.org", "client@example.org")
+    guess = "a guessed secret"
+    # Gmail's report, its Delivered-To naming copy 1 with a forged signature.
+    fake.add(
+        dsn_for("gmail.eml", email_id, secret=guess).replace(
+            b"no.such.person.42@gmail.com", b"x@y.z"
+        )
+    )
+    fake.add(dsn_for("no_final_recipient.eml", email_id, secret=guess))
+    fake.add(
+        dsn_for("microsoft.eml", email_id, secret=guess).replace(
+            b"jdoe@contoso.com", b"someone.else@example.org"
+        )
+    )
+    poller = bounce_intake.ImapPoller(world.bounces, imap_settings(world, port))
+    assert await poller.poll_once() == 3  # read and dropped: not kept for another poll
+    assert (await world.copy(email_id, 0)).bounce_kind is None
+    assert (await world.copy(email_id, 1)).bounce_kind is None
+    assert await world.published() == []
+
+
 async def test_imap_poller_survives_a_refused_login(
     world: World, imap: tuple[FakeImap, int]
 ) -> None:
@@ -535,7 +647,7 @@ async def test_the_dev_sinks_reports_reach_the_intake(world: World, tmp_path: Pa
                 smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.smtp_port)
                 await smtp.connect()
                 await smtp.sendmail(
-                    f"bounces+{email_id}.{n}@envelopepay.test",
+                    verp(email_id, n),
                     [to],
                     message,
                     mail_options=["RET=HDRS", f"ENVID={email_id}.{n}"],

@@ -24,7 +24,7 @@ from services.mailer.app import MIGRATIONS, create_app
 from services.mailer.models import EmailRecipient, OutgoingEmail, outbox
 from services.mailer.postman import Postman
 from services.mailer.settings import MailerSettings
-from services.mailer.verp import read_return_path
+from services.mailer.verp import read_return_path, return_path
 from shared import tracking
 from shared.email_content import seal_content
 from shared.events import EmailRequested
@@ -241,8 +241,8 @@ async def test_each_recipient_gets_its_own_copy_with_the_same_headers(mailer: Ma
     # One transaction per recipient, To then Cc, each from its own return path.
     assert [t.rcpt_tos for t in mailer.relay.accepted] == [[a] for a in ALL]
     for n, t in enumerate(mailer.relay.accepted):
-        assert t.mail_from == f"bounces+{ev.email_id}.{n}@envelopepay.test"
-        found = read_return_path(t.mail_from, "bounces", "envelopepay.test")
+        assert t.mail_from == return_path("bounces", "envelopepay.test", ev.email_id, n, SECRET)
+        found = read_return_path(t.mail_from, "bounces", "envelopepay.test", SECRET)
         assert found is not None and (found.email_id, found.n) == (ev.email_id, n)
         msg = t.message
         assert [a.addr_spec for a in msg["To"].addresses] == ALL[:2]
@@ -480,7 +480,7 @@ async def test_the_dsn_extension_is_asked_for_each_copy(dsn_mailer: Mailer) -> N
         assert "RET=HDRS" in t.mail_options
         assert f"ENVID={ev.email_id}.{n}".upper() in t.mail_options
         assert t.rcpt_options == ["NOTIFY=SUCCESS,FAILURE,DELAY"]
-        assert t.mail_from == f"bounces+{ev.email_id}.{n}@envelopepay.test"
+        assert t.mail_from == return_path("bounces", "envelopepay.test", ev.email_id, n, SECRET)
 
 
 async def test_attachments_over_the_limit_fail_without_smtp(database_url: str) -> None:

@@ -4,23 +4,44 @@ each says, and which email and recipient it is about."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from services.mailer import dsn
+from services.mailer.verp import read_return_path, return_path
 from shared.events import BounceKind
+from shared.tracking import Recipient
 
 HERE = Path(__file__).parent / "dsn"
+SECRET = "tracking-secret-of-the-dsn-tests"
 OURS = {
     "bounce_local": "bounces",
     "bounce_domain": "envelopepay.test",
     "message_id_domain": "envelopepay.test",
+    "verp_secret": SECRET,
 }
+_UNSIGNED = re.compile(rb"bounces\+([0-9A-Za-z]{1,64})\.(\d{1,3})@envelopepay\.test")
+
+
+def signed(raw: bytes, secret: str = SECRET) -> bytes:
+    """A sample report as the return paths the mailer writes would have it: each VERP
+    address in it (the samples carry them unsigned) signed with `secret`."""
+
+    def sign(m: re.Match[bytes]) -> bytes:
+        email_id, n = m[1].decode(), int(m[2])
+        return return_path("bounces", "envelopepay.test", email_id, n, secret).encode()
+
+    return _UNSIGNED.sub(sign, raw)
+
+
+def sample(name: str) -> bytes:
+    return signed((HERE / name).read_bytes())
 
 
 def report(name: str) -> dsn.Report:
-    parsed = dsn.parse((HERE / name).read_bytes())
+    parsed = dsn.parse(sample(name))
     assert isinstance(parsed, dsn.Report), parsed
     return parsed
 
@@ -53,7 +74,11 @@ def test_postfix_user_unknown_is_a_hard_bounce_placed_by_its_verp_address() -> N
 
 def test_the_smtp_envelope_recipient_comes_before_the_headers() -> None:
     r = report("postfix.eml")
-    (where,) = dsn.locate(r, rcpt_tos=["bounces+aaaabbbbccccdddd.3@envelopepay.test"], **OURS)
+    (where,) = dsn.locate(
+        r,
+        rcpt_tos=[return_path("bounces", "envelopepay.test", "aaaabbbbccccdddd", 3, SECRET)],
+        **OURS,
+    )
     assert (where.email_id, where.n) == ("aaaabbbbccccdddd", 3)
 
 
@@ -110,7 +135,7 @@ def test_microsoft_ndr_with_an_enhanced_status_of_two_digits() -> None:
         "envid",
     )
     # Neither VERP nor ENVID: the returned headers' Message-ID and the final recipient.
-    no_envid = (HERE / "microsoft.eml").read_bytes().replace(b"Original-Envelope-Id", b"X-Id")
+    no_envid = sample("microsoft.eml").replace(b"Original-Envelope-Id", b"X-Id")
     parsed = dsn.parse(no_envid)
     assert isinstance(parsed, dsn.Report)
     (where,) = dsn.locate(parsed, **{**OURS, "bounce_local": "returns"})
@@ -211,7 +236,7 @@ def test_junk_is_refused_with_a_reason_never_a_crash(raw: bytes, reason: str) ->
 
 
 def test_a_report_about_another_system_is_placed_nowhere() -> None:
-    raw = (HERE / "postfix.eml").read_bytes().replace(b"envelopepay.test", b"other.example")
+    raw = sample("postfix.eml").replace(b"envelopepay.test", b"other.example")
     r = dsn.parse(raw)
     assert isinstance(r, dsn.Report)
     assert dsn.locate(r, **OURS) == []
@@ -240,7 +265,7 @@ def test_global_delivery_status_utf8() -> None:
         "Final-Recipient: utf-8; 山田@例え.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n"
         "Diagnostic-Code: smtp; 550 5.1.1 宛先不明\r\n\r\n--g--\r\n"
     ).encode()
-    r = dsn.parse(raw)
+    r = dsn.parse(signed(raw))
     assert isinstance(r, dsn.Report)
     n = only(r)
     assert (n.final_recipient, n.kind, n.diagnostic) == (
@@ -250,3 +275,69 @@ def test_global_delivery_status_utf8() -> None:
     )
     (where,) = dsn.locate(r, **OURS)
     assert (where.email_id, where.n) == ("abc123", 0)
+
+
+# --- signed return paths -------------------------------------------------------------------
+
+
+def test_a_return_path_carries_a_short_lower_case_signature() -> None:
+    address = return_path(
+        "bounces", "envelopepay.test", "7c0f3d2ab19e4c55a0d1e2f3a4b5c6d7", 2, SECRET
+    )
+    local, _, domain = address.partition("@")
+    assert domain == "envelopepay.test"
+    assert re.fullmatch(r"bounces\+7c0f3d2ab19e4c55a0d1e2f3a4b5c6d7\.2\.[a-z2-7]{10}", local)
+    assert len(local) <= 64  # RFC 5321's limit on a local part
+    # Another copy, email or secret: another signature.
+    others = {
+        return_path("bounces", "envelopepay.test", "7c0f3d2ab19e4c55a0d1e2f3a4b5c6d7", 3, SECRET),
+        return_path("bounces", "envelopepay.test", "7c0f3d2ab19e4c55a0d1e2f3a4b5c6d8", 2, SECRET),
+        return_path("bounces", "envelopepay.test", "7c0f3d2ab19e4c55a0d1e2f3a4b5c6d7", 2, "other"),
+    }
+    assert len({a.partition("@")[0].rsplit(".", 1)[1] for a in [*others, address]}) == 4
+
+
+def test_a_return_path_without_its_signature_is_not_ours() -> None:
+    email_id = "7c0f3d2ab19e4c55a0d1e2f3a4b5c6d7"
+    good = return_path("bounces", "envelopepay.test", email_id, 0, SECRET)
+    ours = ("bounces", "envelopepay.test", SECRET)
+    assert read_return_path(good, *ours) == Recipient(email_id, 0)
+    local, _, domain = good.partition("@")
+    sig = local.rsplit(".", 1)[1]
+    forged = [
+        f"bounces+{email_id}.0@envelopepay.test",  # unsigned, as before
+        f"bounces+{email_id}.0.{'a' * 10}@envelopepay.test",
+        f"bounces+{email_id}.1.{sig}@envelopepay.test",  # another copy's
+        return_path("bounces", "envelopepay.test", email_id, 0, "a guessed secret"),
+        f"bounces+{email_id}.0.{sig[:-1]}@envelopepay.test",
+        f"bounces+{email_id}.0.{sig}x@envelopepay.test",
+    ]
+    for address in forged:
+        assert read_return_path(address, *ours) is None, address
+
+
+def test_a_case_folded_return_path_is_still_ours() -> None:
+    email_id = "7c0f3d2ab19e4c55a0d1e2f3a4b5c6d7"
+    good = return_path("bounces", "envelopepay.test", email_id, 1, SECRET)
+    local, _, domain = good.partition("@")
+    head, _, sig = local.rpartition(".")
+    for address in (
+        good.lower(),
+        f"<{head}.{sig.upper()}@{domain.upper()}>",
+        f"Bounces+{email_id}.1.{sig.upper()}@EnvelopePay.test",
+    ):
+        assert read_return_path(address, "bounces", "envelopepay.test", SECRET) == Recipient(
+            email_id, 1
+        )
+
+
+def test_a_report_sent_to_a_forged_return_path_is_not_placed_by_it() -> None:
+    raw = (HERE / "postfix.eml").read_bytes()  # its VERP address unsigned: forged
+    r = dsn.parse(raw)
+    assert isinstance(r, dsn.Report)
+    # Placed by the Message-ID and the Final-Recipient, never as a signed VERP address.
+    assert [(w.found_by, w.signed) for w in dsn.locate(r, **OURS)] == [("message-id", False)]
+    r = dsn.parse(signed(raw, "not-our-secret"))
+    assert isinstance(r, dsn.Report)
+    assert [w.signed for w in dsn.locate(r, **OURS)] == [False]
+    assert [w.signed for w in dsn.locate(report("postfix.eml"), **OURS)] == [True]

@@ -21,11 +21,13 @@ from aiosmtpd.smtp import SMTP as AioSMTP
 from sandbox.mailsink import Settings, running_mailsink
 from sandbox.mailsink.dsn import DsnEnvelope, DsnSender
 from services.mailer import dsn as mailer_dsn
+from services.mailer.verp import return_path
 from shared.events import BounceKind
 
 pytestmark = pytest.mark.timeout(60)
 
-VERP = "bounces+0f1e2d3c4b5a49687766554433221100.0@envelopepay.test"
+TRACKING = "tracking-secret-of-the-sink-tests"  # signs the mailer's return paths
+VERP = return_path("bounces", "envelopepay.test", "0f1e2d3c4b5a49687766554433221100", 0, TRACKING)
 MESSAGE = (
     b"From: Demo Law LLP <billing@envelopepay.test>\r\n"
     b"To: bounce@example.com\r\n"
@@ -130,6 +132,7 @@ async def test_bounce_address_is_stored_then_answered_with_a_user_unknown_report
         bounce_local="bounces",
         bounce_domain="envelopepay.test",
         message_id_domain="envelopepay.test",
+        verp_secret=TRACKING,
     )
     assert (where.email_id, where.n) == ("0f1e2d3c4b5a49687766554433221100", 0)
 

@@ -14,6 +14,7 @@ import pytest
 
 from services.mailer.copies import Tracking, cut_html, cut_text, prepare_copies
 from services.mailer.message import build_message
+from services.mailer.verp import return_path
 from shared import tracking
 
 BASE = "https://pay.firm.example"
@@ -150,7 +151,7 @@ def test_each_copy_is_the_message_with_its_own_links_return_path_and_envid() -> 
     for n, address in enumerate(copies.recipients):
         out = copies.copy(n)
         assert out.recipients == [address]
-        assert out.mail_from == f"bounces+e1.{n}@bounce.ep.test"
+        assert out.mail_from == return_path("bounces", "bounce.ep.test", "e1", n, SECRET)
         assert out.envid == f"e1.{n}" and out.message_id == "<e1@ep>"
         assert out.data.count(b"\r\n") == out.data.count(b"\n") == out.data.count(b"\r")
         msg = parse(out.data)
