@@ -23,7 +23,8 @@ class MailerSettings(ServiceSettings):
     message_id_domain: str = "envelopepay.test"
     max_attempts: int = 6
     retry_base_seconds: float = 15.0
-    # Each copy's return path is `<bounce_local>+<email id>.<n>@<bounce_domain>` (VERP);
+    # Each copy's return path is `<bounce_local>+<email id>.<n>.<signature>@<bounce_domain>`
+    # (VERP, services/mailer/verp.py);
     # the domain defaults to that of `mail_from`.
     bounce_local: str = "bounces"
     bounce_domain: str = ""
