@@ -244,8 +244,11 @@ class EmailRequested(Event):
 
 
 class EmailSent(Event):
-    """The relay accepted the email for at least one recipient. `to` lists the recipients it
-    accepted; `refused` those it refused for good, each with the server's reply."""
+    """The relay accepted the email for a recipient. `to` lists the recipients it accepted
+    since the email's last `email.sent`; `refused` those it refused for good, each with the
+    server's reply. An email whose recipient the relay deferred is announced in parts: the
+    recipients accepted at once, then the rest (and the refused) once the deferred one has
+    its answer, so the page never waits for a retry to say who has it."""
 
     routing_key: ClassVar[str] = "email.sent"
     email_id: str

@@ -50,6 +50,23 @@ def _dump(value: Any) -> str:
     return json.dumps(value)
 
 
+_invoices = Invoice.__table__
+# Built once (statements are cached by their construction), applied per bill.
+_MARK_QUEUED = (
+    update(_invoices)
+    .where(
+        _invoices.c.firm_id == bindparam("b_firm"),
+        _invoices.c.invoice_id == bindparam("b_invoice"),
+    )
+    .values(
+        email_status=SendStatus.queued.value,
+        email_id=bindparam("b_email"),
+        email_event=None,
+        email_event_at=None,
+    )
+)
+
+
 async def record_sends(s: AsyncSession, outcomes: list[SendOutcome]) -> set[str]:
     """Record each send, queued or failed; returns the ids of those recorded now (a send
     recorded before, a redelivery or a double click, is left as it was)."""
@@ -121,16 +138,15 @@ async def queue_emails(
             if o.composed is not None
         ],
     )
-    queued: dict[str, set[str]] = {}
-    for o in sent:
-        queued.setdefault(o.ev.firm_id, set()).update(i.invoice_id for i in o.inputs.invoices)
-    invoices = Invoice.__table__
-    for firm_id, ids in queued.items():
-        await s.execute(
-            update(invoices)
-            .where(invoices.c.firm_id == firm_id, invoices.c.invoice_id.in_(ids))
-            .values(email_status=SendStatus.queued.value)
-        )
+    # Each bill's latest email is now this one: queued, with nothing heard of it yet (the
+    # Email column shows Queued and leads to this envelope's timeline).
+    queued = [
+        {"b_firm": o.ev.firm_id, "b_invoice": i.invoice_id, "b_email": o.ev.send_id}
+        for o in sent
+        for i in o.inputs.invoices
+    ]
+    if queued:
+        await s.execute(_MARK_QUEUED, queued)
     rows: list[dict[str, Any]] = []
     events: list[tuple[Event, Event]] = []  # (event, the send request that caused it)
     for o in sent:

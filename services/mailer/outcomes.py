@@ -194,6 +194,7 @@ class Outcomes:
                 await self.service.publish_many(s, staged)
 
     def _settle_one(self, row: _Email, copies: dict[int, _Copy], attempt: Attempt) -> Event | None:
+        accepted_now: list[_Copy] = []  # accepted by this attempt: not announced yet
         for n, answer in attempt.answers.items():
             copy = copies.get(n)
             if copy is None or not may_send_copy(copy.status):
@@ -203,6 +204,7 @@ class Outcomes:
             copy.reply = answer.reply[:MAX_REPLY]
             if answer.status == RecipientStatus.ACCEPTED:
                 copy.accepted_at = attempt.accepted_at.get(n) or datetime.now(UTC)
+                accepted_now.append(copy)
         if row.status != EmailStatus.SENDING:
             return None  # moved meanwhile (found `sending` at a start): left as it is
         row.changed = True
@@ -221,7 +223,11 @@ class Outcomes:
             row.error = waiting_reason(deferred)[:MAX_REPLY]
             row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
             log.warning("mailer: %s waits (%s); retrying in %.0fs", row.email_id, row.error, delay)
-            return None
+            if not accepted_now:
+                return None
+            # Some recipients have it while another waits: the page hears of them now, not
+            # when the last one is settled (which may take the retries' hours).
+            return self._sent_event(row, accepted_now, {})
         for c in _ordered(copies):
             if may_send_copy(c.status):  # retries used up: refused for good
                 c.changed = True
@@ -236,19 +242,23 @@ class Outcomes:
         if verdict == EmailStatus.FAILED:
             return self._failed_event(row, EmailStatus.FAILED, failure_reason(refused), refused)
         accepted = [c for c in _ordered(copies) if c.status == RecipientStatus.ACCEPTED]
-        sent_at = max(c.accepted_at or datetime.now(UTC) for c in accepted)
         row.status = EmailStatus.SENT
-        row.sent_at = sent_at
-        row.message_id = self.message_id(row.email_id)
+        row.sent_at = max(c.accepted_at or datetime.now(UTC) for c in accepted)
         row.error = failure_reason(refused)[:MAX_REPLY] if refused else None
         log.info("mailer: sent %s", row.email_id)
+        # Those accepted by earlier attempts were announced then.
+        return self._sent_event(row, sorted(accepted_now, key=lambda c: c.n), refused)
+
+    def _sent_event(self, row: _Email, accepted: list[_Copy], refused: dict[str, str]) -> EmailSent:
+        row.message_id = self.message_id(row.email_id)
+        at = [c.accepted_at for c in accepted if c.accepted_at is not None]
         return EmailSent(
             firm_id=row.firm_id,
             email_id=row.email_id,
             envelope_id=row.envelope_id,
             message_id=row.message_id,
             to=[c.address for c in accepted],
-            sent_at=sent_at,
+            sent_at=max(at) if at else (row.sent_at or datetime.now(UTC)),
             refused=refused,
         )
 

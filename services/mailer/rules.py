@@ -87,10 +87,10 @@ def may_send_copy(status: str) -> bool:
 def email_verdict(recipients: Mapping[int, str], *, gives_up: bool) -> EmailStatus:
     """What an email becomes once an attempt's answers are recorded, from each recipient's
     state: `retrying` while a copy is still waiting (unless the retries are used up);
-    otherwise `sent` when the relay accepted at least one copy, else `failed`. So the page
-    hears once, as soon as every recipient has a final answer; a recipient refused for good
-    never holds back the others, and one deferred holds back `email.sent` until its own
-    answer (or the last retry)."""
+    otherwise `sent` when the relay accepted at least one copy, else `failed`. A recipient
+    refused for good never holds back the others; one deferred keeps the email `retrying`,
+    but the copies accepted meanwhile are announced at once (`email.sent` for them: see
+    services.mailer.outcomes), and the refused ones with the last answer."""
     statuses = set(recipients.values())
     waiting = bool(statuses & {RecipientStatus.PENDING, RecipientStatus.DEFERRED})
     if waiting and not gives_up:

@@ -348,3 +348,36 @@ async def test_a_newer_email_of_the_bill_takes_over(harness: Harness) -> None:
     async with harness.service.sessionmaker() as s:
         count = await s.scalar(select(func.count()).select_from(EmailEvent))
     assert count == 6  # sent, refused, opened, clicked (send-1); sent, refused (send-9)
+
+
+async def test_a_queued_email_is_the_bills_latest_at_once(harness: Harness) -> None:
+    """Queued, the bill's Email column already names this email (and leads to its
+    timeline), and nothing heard of an earlier email shows for it."""
+    env = await sent_envelope(harness)
+    await apply(harness, sent(env))
+    await apply(harness, tracked(EmailOpened, env, T0 + timedelta(hours=1)))
+    assert (await bill_state(harness))[0] == "opened"
+    async with harness.service.sessionmaker() as s, s.begin():
+        await harness.desk.on_send_requested(
+            s, send_request(env, "send-9", [PRIYA], delivery="link"), None
+        )
+        states = await timeline.email_states(s, FIRM_ID, ["clio:3001", "clio:3002"])
+    assert await bill_state(harness) == (None, None)
+    assert {i: (st["envelope_id"], st["event"]) for i, st in states.items()} == {
+        "clio:3001": (env.id, None),
+        "clio:3002": (env.id, None),
+    }
+
+
+async def test_an_email_announced_in_parts_shows_each_recipient_once(harness: Harness) -> None:
+    """The mailer announces the recipients the relay accepted at once, then (after a retry
+    of a deferred one) the rest and the refused: each is a line of its own, once."""
+    env = await sent_envelope(harness)
+    first = sent(env).model_copy(update={"refused": {}})
+    await apply(harness, first)
+    assert await lines(harness, env) == [("sent", PRIYA, False)]
+    assert (await bill_state(harness))[0] == "sent"
+    later = sent(env, at=T0 + timedelta(minutes=15)).model_copy(update={"to": []})
+    await apply(harness, later)
+    assert await lines(harness, env) == [("sent", PRIYA, False), ("refused", AP, False)]
+    assert (await bill_state(harness))[0] == "sent"
