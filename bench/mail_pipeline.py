@@ -43,6 +43,7 @@ from bench.support.common import (  # noqa: E402
 )
 from bench.support.db import Db  # noqa: E402
 from bench.support.mail_world import (  # noqa: E402
+    PUBLIC,
     Received,
     email_contents,
     received_messages,
@@ -55,16 +56,19 @@ from bench.support.results import Results  # noqa: E402
 from bench.support.sink import SinkCounter  # noqa: E402
 from bench.support.stack import stack_config  # noqa: E402
 from devtools.stack import Stack, service_env  # noqa: E402
+from services.mailer.postman import BATCHES_SENDING  # noqa: E402
 from shared.settings import DEV_INTERNAL_TOKEN, ServiceSettings  # noqa: E402
 
 TARGET = 0.7
 
 
 def relay_pool_size() -> int:
-    """The mailer's SMTP connections, as services/mailer/postman.py sizes its RelayPool:
-    as many as emails of a batch (production defaults)."""
+    """The mailer's SMTP connections, as services/mailer/postman.py sizes its RelayPool
+    (`relay_pool_size`), with production defaults: as many as emails of the batches that
+    may be past their commit at once."""
     fields = ServiceSettings.model_fields
-    return max(int(fields["bus_prefetch"].default), int(fields["bus_batch"].default))
+    batch = max(int(fields["bus_prefetch"].default), int(fields["bus_batch"].default))
+    return BATCHES_SENDING * batch
 
 
 class SinkStack(Stack):
@@ -184,7 +188,12 @@ def pipeline_case(
     sink accepted N."""
     n = len(events)
     pg = PgDatabases(("mailer",)) if args.postgres else None
-    cfg = stack_config(run_dir, pg.url_template if pg else None, {})
+    # The emails' links to the client pages are written with PUBLIC as the base URL, as the
+    # envelope service writes them with the public base URL the mailer has too: the mailer
+    # then tracks them, as in production (with the stack's own base URL, it would not).
+    cfg = stack_config(
+        run_dir, pg.url_template if pg else None, {"mailer": {"PUBLIC_BASE_URL": PUBLIC}}
+    )
     stack = SinkStack(cfg)
     stack.code = code
     out: dict[str, Any] = {"case": "pipeline", "messages": n, "code": str(code)}

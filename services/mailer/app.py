@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.mailer import bounce_intake, tracking
 from services.mailer.bounces import Bounces
 from services.mailer.models import Base
-from services.mailer.postman import Postman
+from services.mailer.postman import BATCHES_SENDING, Postman
 from services.mailer.recovery import Recovery
 from services.mailer.settings import MailerSettings
 from shared.events import EmailRequested
@@ -23,8 +23,11 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     service = Service(settings, Base.metadata, MIGRATIONS)
     postman = Postman(service, settings)
     # The mailer keeps its own transactions around the SMTP conversations, so its batches
-    # are handed over whole (`consumes_batch`), not applied in one transaction.
-    service.consumes_batch(EmailRequested, postman.on_emails_requested)
+    # are handed over whole (`consumes_batch`), not applied in one transaction; the next
+    # batch is built and committed while the relay takes the last one's emails.
+    service.consumes_batch(
+        EmailRequested, postman.on_emails_requested, then_concurrency=BATCHES_SENDING
+    )
     service.background(Recovery(postman).retry_loop)
     app = service.make_app()
     app.include_router(tracking.router(service))  # opens, clicks, views from the gateway

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,16 +74,42 @@ def _own_path(url: str, base_url: str) -> str | None:
     return path
 
 
+def _tags_with_href(body: str) -> Iterator[re.Match[str]]:
+    """The start tags (`_TAG`) whose attributes hold "href", in any case: those of
+    `_TAG.finditer(body)`, without a Python step for each of the others (a body has ten
+    times more tags than links). Found from each "href" of the lowercased body (C searches)
+    back to the '<' before it: a tag holds no '<' but its first character, so that '<'
+    starts the tag around the "href" if there is one, and every '<' where `_TAG` matches is
+    a match of `finditer`. Each stretch of the body is searched for '<' once, and each '<'
+    found matched once: one pass."""
+    lowered = body.lower()
+    if len(lowered) != len(body):  # a letter lowercased to two ("İ"): no longer aligned
+        yield from (t for t in _TAG.finditer(body) if "href" in t.group(2).lower())
+        return
+    after = 0  # the end of the last tag given: the next one starts there or later
+    scanned = 0  # searched for '<' up to here
+    lt, tag = -1, None  # the last '<' before the "href" at hand, and the tag it starts
+    i = lowered.find("href")
+    while i >= 0:
+        if i >= after:  # else in the tag just given
+            found = body.rfind("<", max(scanned, after), i)
+            scanned = i
+            if found >= 0:
+                lt, tag = found, _TAG.match(body, found)
+            if tag is not None and lt >= after and tag.start(2) <= i and i + 4 <= tag.end(2):
+                after = tag.end()
+                yield tag
+        i = lowered.find("href", i + 4)
+
+
 def cut_html(body: str, base_url: str) -> list[Piece]:
     """The HTML body cut at each href value (quotes included: the tracked link is written
     double-quoted) that leads to one of our client pages, with the place of the open pixel
     (before the last `</body>`, else at the end)."""
     pieces: list[Piece] = []
     done = 0
-    for tag in _TAG.finditer(body):
+    for tag in _tags_with_href(body):
         attrs = tag.group(2)
-        if "href" not in attrs.lower():
-            continue
         attrs_start = tag.start(2)
         for attr in _ATTR.finditer(attrs):
             if attr.group(2).lower() != "href" or attr.group(4) is None:

@@ -4,9 +4,10 @@ The structure is fixed and ours: multipart/alternative (text, then HTML; UTF-8,
 quoted-printable), inside multipart/mixed with base64 attachments when there are any.
 It is written directly rather than through the email package's generator, which walks a
 ten-PDF message line by line in Python and cost more CPU than the SMTP conversation.
-Header values that are not plain ASCII are RFC 2047 encoded (email.header), attachment
-filenames RFC 2231; lines end in CRLF (every one: the relay passes our messages to SMTP
-without normalizing them) and stay under 78 characters but for headers the encoder folds.
+Header values that are not plain ASCII are RFC 2047 encoded (email.header), a long ASCII
+subject is folded at its spaces, attachment filenames are RFC 2231; lines end in CRLF (every
+one: the relay passes our messages to SMTP without normalizing them) and stay under 78
+characters but for headers the encoder folds.
 tests/unit/test_mailer_message.py parses the result back with the email package to check
 every part.
 """
@@ -55,6 +56,40 @@ def _header(name: str, value: str) -> str:
         return f"{name}: {value}"
     encoded = Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
     return f"{name}: {encoded}"
+
+
+# A word of an unstructured header's value, with the spaces before it.
+_SPACED_WORD = re.compile(r" *[^ ]+")
+
+
+def _text_header(name: str, value: str) -> str:
+    """An unstructured header (Subject): a long value of printable ASCII folded at its
+    spaces (RFC 5322 3.2.2: a CRLF before a space, which unfolding removes), lines under 78
+    characters; any other value as `_header` writes it (RFC 2047 encoded-words), and so
+    one with a word longer than a line, with spaces at either end, or with text that reads
+    as an encoded-word ("=?"). Encoding a long ASCII value gained nothing but its length,
+    and cost a Python step per character."""
+    value = _one_line(value)
+    if (
+        len(name) + len(value) < 76
+        or not (value.isascii() and value.isprintable())
+        or "=?" in value
+    ):
+        return _header(name, value)
+    words = _SPACED_WORD.findall(value)
+    if value.startswith(" ") or "".join(words) != value:  # spaces at either end
+        return _header(name, value)
+    lines: list[str] = []
+    line = f"{name}: {words[0]}"
+    for word in words[1:]:
+        if len(line) + len(word) > 76:
+            lines.append(line)
+            line = ""
+        line += word
+    lines.append(line)
+    if max(len(x) for x in lines) > 78:  # a word longer than a line
+        return _header(name, value)
+    return CRLF.join(lines)
 
 
 class UnsendableAddress(ValueError):
@@ -176,7 +211,7 @@ def prepare_message(content: dict[str, Any], *, mail_from: str, message_id: str)
     if content.get("reply_to"):
         headers.append(_address_header("Reply-To", [_addr_spec(content["reply_to"])]))
     headers += [
-        _header("Subject", content["subject"]),
+        _text_header("Subject", content["subject"]),
         f"Date: {formatdate(localtime=False, usegmt=True)}",
         f"Message-ID: {message_id}",
         "MIME-Version: 1.0",

@@ -54,8 +54,10 @@ log = logging.getLogger(__name__)
 
 _EMAILS = OutgoingEmail.__table__
 _RECIPIENTS = EmailRecipient.__table__
-# Built once and run with many rows (executemany): a VALUES list of varying length would be
-# compiled again for each batch.
+# Built once and run with many rows (executemany; with RETURNING, SQLAlchemy's
+# "insertmanyvalues": one INSERT, from a statement compiled once and cached): a VALUES list
+# of varying length would be compiled again for each batch.
+_ADD_EMAILS = insert_unless_present(_EMAILS).returning(_EMAILS.c.email_id)
 _ADD_RECIPIENTS = insert_unless_present(_RECIPIENTS)
 _MAY_START = [status for status in EmailStatus if may_start_sending(status)]
 
@@ -64,6 +66,17 @@ Built = EmailCopies | TransientFailure | PermanentFailure
 # The emails a batch's transaction recorded, to attempt once it committed: each with the
 # event that asked for it, and its message (None: known before, but not handled).
 Attempts = list[tuple[EmailRequested, Built | None]]
+
+# Batches of emails past their commit at once (`Service.consumes_batch`'s
+# `then_concurrency`): the next batch is built and committed while the relay takes the
+# emails of the one before, so that the relay is never idle between batches.
+BATCHES_SENDING = 2
+
+
+def relay_pool_size(settings: MailerSettings) -> int:
+    """The relay connections: one for each email that may be in its SMTP conversation at
+    once, those of `BATCHES_SENDING` batches."""
+    return BATCHES_SENDING * max(settings.bus_prefetch, settings.bus_batch)
 
 
 class Postman:
@@ -75,10 +88,11 @@ class Postman:
         self.http = httpx.AsyncClient(
             timeout=30, headers={"X-Internal-Token": settings.internal_token}
         )
-        # As many connections as emails of a batch: every email committed as `sending` is
-        # in its SMTP conversation, none waits for a connection (a crash leaves uncertain
-        # only what may have gone out).
-        self.relay = RelayPool(settings, size=max(settings.bus_prefetch, settings.bus_batch))
+        # As many connections as emails past their commit at once (`BATCHES_SENDING`
+        # batches): every email committed as `sending` is in its SMTP conversation, none
+        # waits for a connection (a crash leaves uncertain only what may have gone out). An
+        # email's copies go one after another, each on one connection at a time.
+        self.relay = RelayPool(settings, size=relay_pool_size(settings))
         self.tracking = Tracking(settings.public_base_url, settings.tracking_secret)
         self.sign = dkim.from_settings(settings)
 
@@ -145,13 +159,7 @@ class Postman:
                     "trace": json.dumps(carrier),
                 }
             )
-        added = set(
-            (
-                await s.execute(
-                    insert_unless_present(_EMAILS).values(rows).returning(_EMAILS.c.email_id)
-                )
-            ).scalars()
-        )
+        added = set((await s.execute(_ADD_EMAILS, rows)).scalars())
         copies = [
             _recipient_rows(email_id, owners[email_id].firm_id, b)
             for email_id in added

@@ -12,6 +12,7 @@ difference is aiosmtplib's two regex passes over every message.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 
 import aiosmtplib
@@ -58,6 +59,23 @@ class _DotStuffing:
 DOT_STUFFING = _DotStuffing()
 
 
+# An address `parse_address` gives back as it is, without raising: a dot-atom local part and
+# a domain of letters, digits and '-' (every address of ours: the VERP return paths, and the
+# recipients as services.mailer.message writes addr-specs). Checked by this C match instead
+# of parseaddr's Python steps per character; any other address by `parse_address`.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+def check_address(address: str) -> None:
+    """`parse_address`'s check (it raises ValueError for an address that cannot go on an
+    SMTP command line), cheaper for plain addresses."""
+    if _PLAIN_ADDRESS.fullmatch(address) is None:
+        parse_address(address)
+
+
 # RFC 3461 delivery status notifications, asked for each copy when the relay offers DSN:
 # success, failure and delay reported, with the headers only of the message.
 DSN_NOTIFY = "NOTIFY=SUCCESS,FAILURE,DELAY"
@@ -90,9 +108,9 @@ class PreparedSMTP(aiosmtplib.SMTP):
         digits, '.', '-' and '_') and each RCPT `NOTIFY=SUCCESS,FAILURE,DELAY`."""
         message = data if crlf_only else normalize_message_line_endings(data)
         # As sendmail: every address checked before anything is sent.
-        parse_address(sender)
+        check_address(sender)
         for recipient in recipients:
-            parse_address(recipient)
+            check_address(recipient)
         if self._sendmail_lock is None:
             self._sendmail_lock = asyncio.Lock()
         async with self._sendmail_lock:

@@ -199,3 +199,56 @@ def test_a_body_built_to_be_slow_is_cut_in_one_pass(body: str) -> None:
     cut_html(body, BASE)
     cut_text(body, BASE)
     assert time.process_time() - start < 1.0
+
+
+def cut_html_as_written_first(body: str, base_url: str) -> list[object]:
+    """`cut_html` before it found its tags from each "href": every tag, one by one."""
+    import html as html_module
+
+    from services.mailer.copies import _ATTR, _BODY_END, _TAG, PIXEL, Link, _own_path
+
+    pieces: list[object] = []
+    done = 0
+    for tag in _TAG.finditer(body):
+        attrs = tag.group(2)
+        if "href" not in attrs.lower():
+            continue
+        attrs_start = tag.start(2)
+        for attr in _ATTR.finditer(attrs):
+            if attr.group(2).lower() != "href" or attr.group(4) is None:
+                continue
+            raw = attr.group(4)
+            value = raw[1:-1] if raw[0] in "\"'" else raw
+            path = _own_path(html_module.unescape(value).strip(), base_url)
+            if path is None:
+                continue
+            start, end = attrs_start + attr.start(4), attrs_start + attr.end(4)
+            pieces += [body[done:start], Link(path, raw)]
+            done = end
+    ends = list(_BODY_END.finditer(body, done))
+    at = ends[-1].start() if ends else len(body)
+    pieces += [body[done:at], PIXEL, body[at:]]
+    return pieces
+
+
+def test_cut_html_finds_the_links_every_tag_by_tag_reading_finds() -> None:
+    """Odd markup included: "href" in text, in tag names, in values, tags left open, '<' in
+    attributes, capitals, several hrefs in a tag."""
+    import random
+
+    from services.mailer.copies import cut_html
+
+    base = "https://pay.example"
+    fragments = [
+        '<a href="https://pay.example/pay/t1">', "<A HREF=https://pay.example/v/t2>",
+        "<a title='x' href = 'https://pay.example/pay/t3?invoice=clio:1'>", "href",
+        "<ahref x>", "<a ahref='https://pay.example/pay/t4'>", "<a href>", "<", ">",
+        "<a href='https://pay.example/pay/t5' <b href='https://pay.example/pay/t6'>",
+        "<p>see href= here</p>", '<a data-x="<" href="https://pay.example/pay/t7">',
+        "<a hReF=\"https://other.example/pay/t8\">", "</body>", "text ", "<br/>", "<a\nhref",
+        "=\"https://pay.example/pay/t9\">", "<img src=x>", "<a href='https://pay.example//x'>",
+    ]  # fmt: skip
+    rng = random.Random(15)
+    for _ in range(3000):
+        body = "".join(rng.choice(fragments) for _ in range(rng.randint(0, 14)))
+        assert cut_html(body, base) == cut_html_as_written_first(body, base), body

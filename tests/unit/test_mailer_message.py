@@ -201,3 +201,41 @@ def test_an_address_that_cannot_be_carried_is_refused_by_name() -> None:
         build_message(
             content(to=["jürgen@client.example"]), mail_from="b@ep.test", message_id="<m>"
         )
+
+
+def head_of(data: bytes) -> str:
+    return data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+
+
+def test_a_long_ascii_subject_is_folded_at_its_spaces_not_encoded() -> None:
+    """Send All's default subject is plain ASCII and longer than a line: it goes out as it
+    is, folded before a space, and reads back unchanged."""
+    subject = (
+        "Demo Law LLP: 4 bills (INV-20010, INV-20011, INV-20012, INV-20013) ($12,345.67 due)"
+        " and  two spaces, then more words to need a third line of the folded subject"
+    )
+    data = build_message(content(subject=subject), mail_from="b@ep.test", message_id="<f@ep>").data
+    head = head_of(data)
+    lines = head.split("\r\nSubject: ", 1)[1].split("\r\nDate:")[0].split("\r\n")
+    assert len(lines) == 3 and "=?" not in head.split("\r\nSubject:", 1)[1]
+    assert all(line.startswith(" ") for line in lines[1:])
+    assert max(len(line) for line in head.split("\r\n")) <= 78
+    assert parse(data)["Subject"] == subject
+
+
+def test_subjects_not_folded_at_spaces_are_encoded_and_read_back() -> None:
+    """What folding at spaces cannot carry as it is: a word longer than a line, spaces at
+    either end, text that would read as an encoded-word, a control character."""
+    for subject in [
+        "Invoice " + "x" * 90,
+        "  Invoices INV-1, INV-2, INV-3, INV-4, INV-5, INV-6, INV-7, INV-8, INV-9  ",
+        "Invoices =?utf-8?q?not_an_encoded_word?= INV-1, INV-2, INV-3, INV-4, INV-5",
+        "Invoices\tINV-1, INV-2, INV-3, INV-4, INV-5, INV-6, INV-7, INV-8, INV-9, INV-10",
+    ]:
+        data = build_message(
+            content(subject=subject), mail_from="b@ep.test", message_id="<g@ep>"
+        ).data
+        head = head_of(data)
+        assert "=?utf-8?" in head.split("\r\nSubject:", 1)[1].split("\r\nDate:")[0]
+        assert max(len(line) for line in head.split("\r\n")) <= 78
+        assert parse(data)["Subject"] == subject, subject
