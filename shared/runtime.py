@@ -186,7 +186,9 @@ class Service:
             claims=False,
             then_concurrency=then_concurrency,
         )
-        self.bus.consume(event_type, batcher.apply, prefetch=2 * size)
+        # A batch gathering besides those applied or in their `then` step: deliveries are
+        # acknowledged only once their batch ended.
+        self.bus.consume(event_type, batcher.apply, prefetch=(max(1, then_concurrency) + 1) * size)
 
     def background(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """A long-running task started with the service (a poller, a scheduler)."""

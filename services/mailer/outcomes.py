@@ -192,6 +192,9 @@ class Outcomes:
                 await s.execute(_WRITE_EMAIL, changed)
             if staged:
                 await self.service.publish_many(s, staged)
+        sent = sum(1 for e in emails.values() if e.changed and e.status == EmailStatus.SENT)
+        if sent:
+            log.info("mailer: %d of %d emails sent", sent, len(attempts))
 
     def _settle_one(self, row: _Email, copies: dict[int, _Copy], attempt: Attempt) -> Event | None:
         accepted_now: list[_Copy] = []  # accepted by this attempt: not announced yet
@@ -245,7 +248,7 @@ class Outcomes:
         row.status = EmailStatus.SENT
         row.sent_at = max(c.accepted_at or datetime.now(UTC) for c in accepted)
         row.error = failure_reason(refused)[:MAX_REPLY] if refused else None
-        log.info("mailer: sent %s", row.email_id)
+        log.debug("mailer: sent %s", row.email_id)  # a Send All logs one line, below
         # Those accepted by earlier attempts were announced then.
         return self._sent_event(row, sorted(accepted_now, key=lambda c: c.n), refused)
 
