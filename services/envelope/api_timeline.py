@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
-from services.envelope import suppressions, timeline
+from services.envelope import suppressions, timeline_reads
 from services.envelope.models import Suppression
 from shared.api.timeline import (
     EmailStateOut,
@@ -38,7 +38,7 @@ def router(service: Service) -> APIRouter:
     @r.get("/envelopes/{envelope_id}/timeline")
     async def envelope_timeline(firm_id: str, envelope_id: str) -> TimelineOut:
         async with service.sessionmaker() as s:
-            found = await timeline.read(s, firm_id, envelope_id)
+            found = await timeline_reads.read(s, firm_id, envelope_id)
         if found is None:
             raise HTTPException(status_code=404, detail="no such envelope")
         return TimelineOut.model_validate(found)
@@ -46,7 +46,7 @@ def router(service: Service) -> APIRouter:
     @r.post("/invoices/email-states")
     async def email_states(firm_id: str, body: EmailStatesRequest) -> dict[str, EmailStateOut]:
         async with service.sessionmaker() as s:
-            found = await timeline.email_states(s, firm_id, body.invoice_ids)
+            found = await timeline_reads.email_states(s, firm_id, body.invoice_ids)
         return {k: EmailStateOut.model_validate(v) for k, v in found.items()}
 
     @r.get("/suppressions")

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from services.envelope import api_timeline, mail_reports, suppressions, timeline
+from services.envelope import api_timeline, mail_reports, suppressions, timeline, timeline_reads
 from services.envelope.models import EmailEvent, Envelope, EnvelopeSend, Invoice
 from shared.events import (
     Allocation,
@@ -361,7 +361,7 @@ async def test_a_queued_email_is_the_bills_latest_at_once(harness: Harness) -> N
         await harness.desk.on_send_requested(
             s, send_request(env, "send-9", [PRIYA], delivery="link"), None
         )
-        states = await timeline.email_states(s, FIRM_ID, ["clio:3001", "clio:3002"])
+        states = await timeline_reads.email_states(s, FIRM_ID, ["clio:3001", "clio:3002"])
     assert await bill_state(harness) == (None, None)
     assert {i: (st["envelope_id"], st["event"]) for i, st in states.items()} == {
         "clio:3001": (env.id, None),
