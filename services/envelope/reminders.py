@@ -1,5 +1,6 @@
 """Automated bill reminders: the scheduler (a background loop, one pass a minute), Send now,
-the switches, and the upcoming list and history the Reminders page shows. The decisions are
+and the upcoming list and history the Reminders page shows (the switches are
+reminder_switches.py's). The decisions are
 reminder_rules.py's; this module reads what they need and writes what they decide.
 
 Each slot goes at most once: a pass claims it by inserting its `reminders` row (unique on
@@ -36,9 +37,9 @@ from services.envelope.models import (
     ReminderInvoice,
     Suppression,
 )
+from services.envelope.reminder_switches import ReminderSwitches
 from services.envelope.settings import EnvelopeSettings
 from shared.api.reminders import (
-    PausedOut,
     ReminderSent,
     RemindersOut,
     SentReminder,
@@ -134,7 +135,10 @@ def _chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield seq[i : i + n]
 
 
-class Reminders:
+class Reminders(ReminderSwitches):
+    """The scheduler, Send now and the Reminders page's lists; the switches (what a person
+    turns off) are ReminderSwitches'."""
+
     def __init__(
         self, service: Service, settings: EnvelopeSettings, clock: Clock | None = None
     ) -> None:
@@ -481,54 +485,6 @@ class Reminders:
 
     # --- a person's actions --------------------------------------------------------------
 
-    async def client_exists(self, firm_id: str, client_id: str) -> bool:
-        async with self.service.sessionmaker() as s:
-            found = await s.scalar(
-                select(Invoice.id)
-                .where(Invoice.firm_id == firm_id, Invoice.client_id == client_id)
-                .limit(1)
-            )
-        return found is not None
-
-    async def invoice_exists(self, firm_id: str, invoice_id: str) -> bool:
-        async with self.service.sessionmaker() as s:
-            found = await s.scalar(
-                select(Invoice.id).where(
-                    Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id
-                )
-            )
-        return found is not None
-
-    async def switch_client(self, firm_id: str, client_id: str, enabled: bool) -> bool:
-        """Reminders on or off for a client; False when the firm has no such client."""
-        if not await self.client_exists(firm_id, client_id):
-            return False
-        await self._switch(ReminderClient, firm_id, "client_id", client_id, enabled)
-        return True
-
-    async def switch_invoice(self, firm_id: str, invoice_id: str, enabled: bool) -> bool:
-        """Reminders on or off for one bill; False when the firm has no such bill."""
-        if not await self.invoice_exists(firm_id, invoice_id):
-            return False
-        await self._switch(ReminderInvoice, firm_id, "invoice_id", invoice_id, enabled)
-        return True
-
-    async def _switch(
-        self,
-        model: type[ReminderClient | ReminderInvoice],
-        firm_id: str,
-        col: str,
-        key: str,
-        on: bool,
-    ) -> None:
-        async with self.service.sessionmaker() as s, s.begin():
-            row = await s.get(model, (firm_id, key))
-            if row is None:
-                row = model(firm_id=firm_id, **{col: key})
-                s.add(row)
-            row.enabled = on
-            row.updated_at = self.clock.now()
-
     async def send_now(
         self, firm_id: str, client_id: str, now: datetime | None = None
     ) -> ReminderSent:
@@ -558,22 +514,6 @@ class Reminders:
         return ReminderSent(queued=True, envelope_id=envelope_id)
 
     # --- what the Reminders page shows ----------------------------------------------------
-
-    async def paused(self, firm_id: str) -> PausedOut:
-        """The clients and bills whose reminders are off: the switches of Invoices and
-        Outstanding Balances."""
-        async with self.service.sessionmaker() as s:
-            clients = await s.scalars(
-                select(ReminderClient.client_id).where(
-                    ReminderClient.firm_id == firm_id, ReminderClient.enabled.is_(False)
-                )
-            )
-            invoices = await s.scalars(
-                select(ReminderInvoice.invoice_id).where(
-                    ReminderInvoice.firm_id == firm_id, ReminderInvoice.enabled.is_(False)
-                )
-            )
-            return PausedOut(clients=sorted(clients), invoices=sorted(invoices))
 
     async def overview(self, firm_id: str, days: int, now: datetime | None = None) -> RemindersOut:
         now = now or self.clock.now()

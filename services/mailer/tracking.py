@@ -20,6 +20,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -226,11 +227,7 @@ class Tracking:
                 await self.service.publish(
                     s,
                     EmailOpened(
-                        firm_id=email.firm_id,
-                        email_id=email.email_id,
-                        envelope_id=email.envelope_id,
-                        recipient=rcpt.address,
-                        at=at,
+                        **_about(email, rcpt, at),
                         machine=machine,
                         user_agent=(hit.user_agent or None),
                     ),
@@ -238,9 +235,7 @@ class Tracking:
         return TrackingAnswer(machine=machine, published=publish)
 
     async def clicked(self, hit: TrackingHit) -> TrackingAnswer:
-        path = hit.path or ""
-        if not own_page(path):
-            raise HTTPException(status_code=422, detail="not one of this system's pages")
+        path = _own_path(hit)
         at = _aware(hit.at)
         async with self.service.sessionmaker() as s, s.begin():
             rcpt, email = await self._copy(s, hit)
@@ -257,11 +252,7 @@ class Tracking:
             await self.service.publish(
                 s,
                 EmailClicked(
-                    firm_id=email.firm_id,
-                    email_id=email.email_id,
-                    envelope_id=email.envelope_id,
-                    recipient=rcpt.address,
-                    at=at,
+                    **_about(email, rcpt, at),
                     target=click_target(path),
                     path=path,
                     machine=machine,
@@ -271,9 +262,7 @@ class Tracking:
         return TrackingAnswer(machine=machine, published=True)
 
     async def viewed(self, hit: TrackingHit) -> TrackingAnswer:
-        path = hit.path or ""
-        if not own_page(path):
-            raise HTTPException(status_code=422, detail="not one of this system's pages")
+        path = _own_path(hit)
         at = _aware(hit.at)
         async with self.service.sessionmaker() as s, s.begin():
             rcpt, email = await self._copy(s, hit)
@@ -282,15 +271,30 @@ class Tracking:
                 await self.service.publish(
                     s,
                     EmailViewed(
-                        firm_id=email.firm_id,
-                        email_id=email.email_id,
-                        envelope_id=email.envelope_id,
-                        recipient=rcpt.address,
-                        at=at,
+                        **_about(email, rcpt, at),
                         path=path,
                     ),
                 )
         return TrackingAnswer(machine=False, published=publish)
+
+
+def _about(email: OutgoingEmail, rcpt: EmailRecipient, at: datetime) -> dict[str, Any]:
+    """What every tracking event says of whose copy it is and when."""
+    return {
+        "firm_id": email.firm_id,
+        "email_id": email.email_id,
+        "envelope_id": email.envelope_id,
+        "recipient": rcpt.address,
+        "at": at,
+    }
+
+
+def _own_path(hit: TrackingHit) -> str:
+    """The page a click or view was of, refused unless it is one of this system's."""
+    path = hit.path or ""
+    if not own_page(path):
+        raise HTTPException(status_code=422, detail="not one of this system's pages")
+    return path
 
 
 def router(service: Service, tracking: Tracking | None = None) -> APIRouter:
