@@ -200,9 +200,13 @@ class InvoiceUpdated(Event):
 
 
 class InvoiceRemoved(Event):
+    """A bill voided or deleted at its source: it leaves every unpaid list, its pay links say
+    it is no longer payable, and no reminder mentions it. `state` is void or deleted."""
+
     routing_key: ClassVar[str] = "invoice.removed"
     invoice_id: str
     reason: str
+    state: InvoiceState = InvoiceState.void
 
 
 # --- envelopes and email ----------------------------------------------------------------

@@ -57,7 +57,7 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
     @r.post("/firms/{firm_id}/clio/connect")
     async def connect(firm_id: str, body: ConnectRequest) -> ClioStatus:
         try:
-            await syncer.connect(firm_id, body.code, body.redirect_uri)
+            await syncer.connections.connect(firm_id, body.code, body.redirect_uri)
         except ClioAuthError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         except ClioError as exc:

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.sync.clio import ClioAuthError, ClioClient, ClioError, Tokens
+from services.sync.clio import ClioAuthError, ClioClient, ClioError
+from services.sync.connection import Connections
 from services.sync.mapping import (
     BILL_FIELDS,
     CONTACT_FIELDS,
@@ -25,7 +26,7 @@ from services.sync.mapping import (
 )
 from services.sync.models import ClioConnection, Contact, Invoice, Quarantined, SyncRun
 from services.sync.settings import SyncSettings
-from shared.events import InvoiceSnapshot, InvoiceUpdated, LineItem
+from shared.events import InvoiceRemoved, InvoiceSnapshot, InvoiceState, InvoiceUpdated, LineItem
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -55,58 +56,16 @@ def _comparable(snapshot: InvoiceSnapshot) -> str:
 
 
 class Syncer:
-    def __init__(self, service: Service, settings: SyncSettings) -> None:
+    def __init__(
+        self, service: Service, settings: SyncSettings, connections: Connections | None = None
+    ) -> None:
         self.service = service
         self.settings = settings
+        self.connections = connections or Connections(service, settings)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def client(self, conn: ClioConnection | None = None) -> ClioClient:
-        tokens = (
-            Tokens(conn.access_token, conn.refresh_token, conn.token_expires_at) if conn else None
-        )
-        firm_id = conn.firm_id if conn else None
-
-        async def save(new: Tokens) -> None:
-            if firm_id is None:
-                return
-            async with self.service.sessionmaker() as s, s.begin():
-                row = await s.get(ClioConnection, firm_id)
-                if row is not None:
-                    row.access_token = new.access_token
-                    row.refresh_token = new.refresh_token
-                    row.token_expires_at = new.expires_at
-
-        return ClioClient(
-            conn.base_url if conn else self.settings.clio_base_url,
-            self.settings.clio_client_id,
-            self.settings.clio_client_secret,
-            tokens=tokens,
-            on_tokens=save,
-        )
-
-    async def connect(self, firm_id: str, code: str, redirect_uri: str) -> ClioConnection:
-        client = self.client()
-        try:
-            tokens = await client.exchange_code(code, redirect_uri)
-            client.tokens = tokens
-            me = await client.get("users/who_am_i.json", {"fields": "id,name,account{name}"})
-        finally:
-            await client.aclose()
-        data = me.get("data") or {}
-        account = (data.get("account") or {}).get("name") or data.get("name")
-        async with self.service.sessionmaker() as s, s.begin():
-            conn = await s.get(ClioConnection, firm_id)
-            if conn is None:
-                conn = ClioConnection(firm_id=firm_id, connected_at=datetime.now(UTC))
-                s.add(conn)
-            conn.base_url = self.settings.clio_base_url
-            conn.access_token = tokens.access_token
-            conn.refresh_token = tokens.refresh_token
-            conn.token_expires_at = tokens.expires_at
-            conn.account_name = account
-            conn.connected_at = datetime.now(UTC)
-            conn.last_error = None
-        return conn
+    def client(self, conn: ClioConnection) -> ClioClient:
+        return self.connections.client(conn)
 
     async def sync_all(self) -> None:
         async with self.service.sessionmaker() as s:
@@ -373,3 +332,26 @@ class Syncer:
         row.updated_at = datetime.now(UTC)
         await self.service.publish(s, InvoiceUpdated(firm_id=firm_id, invoice=snap))
         result.changed += 1
+
+    async def remove_bill(
+        self, s: AsyncSession, firm_id: str, source_id: str, state: InvoiceState, reason: str
+    ) -> bool:
+        """A bill voided or deleted in Clio: mark it so in the mirror and publish
+        `invoice.removed`, once. False when it was never published or is removed already."""
+        row = await s.scalar(
+            select(Invoice).where(
+                Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id_for(source_id)
+            )
+        )
+        if row is None:
+            return False
+        stored = InvoiceSnapshot.model_validate_json(row.snapshot)
+        if stored.state == state:
+            return False
+        row.snapshot = stored.model_copy(update={"state": state}).model_dump_json()
+        row.updated_at = datetime.now(UTC)
+        await self.service.publish(
+            s,
+            InvoiceRemoved(firm_id=firm_id, invoice_id=row.invoice_id, reason=reason, state=state),
+        )
+        return True
