@@ -31,6 +31,11 @@ class ClioConnection(Base):
     contacts_cursor: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Clio's region (us, ca, eu, au): which host the tokens belong to.
+    region: Mapped[str] = mapped_column(String(2), default="us", server_default="us")
+    line_items_cursor: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Contact(Base):
@@ -85,3 +90,6 @@ class SyncRun(Base):
     changed: Mapped[int] = mapped_column(Integer, default=0)
     quarantined: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # Bills Clio said this sync would read (meta.records), and the API requests it made.
+    total: Mapped[int | None] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
