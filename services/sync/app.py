@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.sync import api
+from services.sync import api, api_webhooks
 from services.sync.models import Base
 from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
@@ -23,4 +23,5 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
     app = service.make_app()
     app.include_router(api.router(service, syncer))
     app.state.syncer = syncer
+    api_webhooks.install(app, service, syncer)
     return app
