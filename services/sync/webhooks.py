@@ -398,7 +398,16 @@ class Webhooks:
             rows = list(await s.scalars(select(ClioWebhook).where(ClioWebhook.firm_id == firm_id)))
         if conn is None:
             return WebhookState(mode="polling", reason="Clio is not connected.", poll_seconds=poll)
-        live = [r for r in rows if r.status == "enabled" and r.expires_at and r.expires_at > now]
+        # Enabled, not expired, and known to Clio since the firm last connected.
+        live = [
+            r
+            for r in rows
+            if r.status == "enabled"
+            and r.expires_at
+            and r.expires_at > now
+            and r.checked_at
+            and r.checked_at >= conn.connected_at
+        ]
         expires = min((r.expires_at for r in live if r.expires_at), default=None)
         if len(live) == len(MODELS):
             return WebhookState(
