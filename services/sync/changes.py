@@ -108,7 +108,7 @@ class Changes:
                 return  # its bills are deleted with it, each with a webhook of its own
             bills: list[dict[str, Any]] = []
             params = {"fields": BILL_FIELDS, "matter_id": record_id, "order": "id(asc)"}
-            async for page in client.pages("bills.json", params):
+            async for page in client.pages("bills.json", params):  # interactive
                 bills.extend(b for b in page if isinstance(b, dict))
             await self._apply_bills(client, firm_id, bills)
 
@@ -191,7 +191,7 @@ class Changes:
         for snap in wanted.values():
             params = {"bill_id": snap.source_id, "fields": LINE_ITEM_FIELDS, "display": "true"}
             raw: list[Any] = []
-            async for items in client.pages("line_items.json", params):
+            async for items in client.pages("line_items.json", params):  # interactive
                 raw.extend(items)
             found[snap.source_id] = line_items_from_clio(raw, snap.currency)
         return found

@@ -1,4 +1,4 @@
-"""Live sync in a real browser: a bill created, changed and voided in the Clio sandbox shows on
+"""Live sync in a real browser: a bill created, changed and paid in the Clio sandbox shows on
 the Invoices page without anyone pressing Sync.
 
 The running system polls Clio once an hour (tests/e2e), so only the webhooks can bring these
@@ -73,10 +73,10 @@ def test_a_change_in_clio_shows_without_pressing_sync(page: Page, system) -> Non
         what="the new due date",
     )
 
-    voided = httpx.patch(f"{clio}/sandbox/bills/{bill_id}", json={"state": "void"}, timeout=10)
-    assert voided.status_code == 200, voided.text
+    paid = httpx.patch(f"{clio}/sandbox/bills/{bill_id}", json={"state": "paid"}, timeout=10)
+    assert paid.status_code == 200, paid.text
     eventually(
-        lambda: (row := cells(page, number)) is None or "Void" in row[9],
+        lambda: (row := cells(page, number)) and row[9] == "Paid",
         timeout=20,
-        what="the bill to leave the unpaid list",
+        what="the bill to show as paid",
     )
