@@ -218,11 +218,15 @@ class Pacer:
         if window.reset_in <= 0:
             return  # the window is ending; the next request probes the new one
         resets_at = now + window.reset_in
-        known = self.remaining is not None and self.resets_at is not None
-        if known and resets_at <= self.resets_at + SAME_WINDOW_SLACK:  # type: ignore[operator]
+        known_remaining, known_reset = self.remaining, self.resets_at
+        if (
+            known_remaining is not None
+            and known_reset is not None
+            and resets_at <= known_reset + SAME_WINDOW_SLACK
+        ):
             # The same window: answers only ever lower what is left (they may come late).
-            self.remaining = min(self.remaining, window.remaining)  # type: ignore[type-var]
-            self.resets_at = max(self.resets_at, resets_at)  # type: ignore[type-var]
+            self.remaining = min(known_remaining, window.remaining)
+            self.resets_at = max(known_reset, resets_at)
         else:
             # A new window; requests still out may count against it too.
             self.remaining = max(window.remaining - self.in_flight, 0)
