@@ -32,6 +32,7 @@ class TokenCipher:
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
             raise ValueError("at least one token key is needed")
+        self._first = Fernet(keys[0])
         self._fernet = MultiFernet([Fernet(k) for k in keys])
 
     @classmethod
@@ -53,6 +54,18 @@ class TokenCipher:
         except InvalidToken as exc:
             raise TokenKeyError("the Clio tokens cannot be read: connect Clio again") from exc
 
+    def current(self, stored: str | None) -> bool:
+        """Whether `stored` is None or already encrypted under the first key."""
+        if stored is None:
+            return True
+        if not stored.startswith(PREFIX):
+            return False
+        try:
+            self._first.decrypt(stored[len(PREFIX) :].encode())
+        except InvalidToken:
+            return False
+        return True
+
     def rekey(self, stored: str | None) -> str | None:
         """`stored` under the first key (a plaintext one encrypted); None stays None."""
         if stored is None:
@@ -66,15 +79,17 @@ class TokenCipher:
 
 
 async def rekey_all(service: Service, cipher: TokenCipher) -> tuple[int, int]:
-    """Re-encrypt every connection's tokens under the first key: (rows rekeyed, rows no key
-    opens). A row no key opens is left as it is (its firm must connect again)."""
+    """Re-encrypt the connections' tokens that are not under the first key: (rows rekeyed, rows
+    no key opens). A row no key opens is left as it is (its firm must connect again)."""
     done = failed = 0
     async with service.sessionmaker() as s:
         firm_ids = list(await s.scalars(select(ClioConnection.firm_id)))
     for firm_id in firm_ids:
         async with service.sessionmaker() as s, s.begin():
             row = await s.get(ClioConnection, firm_id, with_for_update=True)
-            if row is None:
+            if row is None or (
+                cipher.current(row.access_token) and cipher.current(row.refresh_token)
+            ):
                 continue
             try:
                 access, refresh = cipher.rekey(row.access_token), cipher.rekey(row.refresh_token)

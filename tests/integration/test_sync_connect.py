@@ -306,6 +306,9 @@ async def test_rotation_reencrypts_rows_under_the_first_key(world: World) -> Non
     assert second.access_token.startswith(PREFIX) and second.refresh_token is None
     with pytest.raises(TokenKeyError):
         old.decrypt(first.access_token)
+    # Rows already under the first key are left alone.
+    assert await rekey_all(world.service, world.connections.cipher) == (0, 0)
+    assert (await world.row(FIRM)).access_token == first.access_token  # type: ignore[union-attr]
 
 
 async def test_a_row_no_key_opens_is_left_and_reported(world: World) -> None:
