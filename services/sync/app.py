@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.sync import api, api_webhooks
+from services.sync import api, api_connection, api_webhooks
 from services.sync.models import Base
 from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
@@ -19,9 +19,12 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
     settings = settings or SyncSettings()
     service = Service(settings, Base.metadata, MIGRATIONS)
     syncer = Syncer(service, settings)
+    # Tokens under an older key (or stored before encryption) move to the first key.
+    service.background(syncer.connections.rekey)
     service.background(syncer.run_forever)
     app = service.make_app()
     app.include_router(api.router(service, syncer))
+    app.include_router(api_connection.router(service, syncer))
     app.state.syncer = syncer
     api_webhooks.install(app, service, syncer)
     return app
