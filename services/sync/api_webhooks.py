@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.sync.syncer import Syncer
-from services.sync.webhooks import BadDelivery, BadSignature, UnknownKey, Webhooks
+from services.sync.webhooks import BadDelivery, BadSignature, Gone, UnknownKey, Webhooks
 from shared.api.sync import WebhookState
 from shared.runtime import Service
 
@@ -50,6 +50,8 @@ def router(service: Service, webhooks: Webhooks) -> APIRouter:
             return _refuse(401, str(exc))
         except BadDelivery as exc:
             return _refuse(400, str(exc))
+        except Gone:
+            return _refuse(410, "Clio is no longer connected for this firm")
         return JSONResponse({"queued": True, "model": got.model, "event": got.event})
 
     @r.get("/firms/{firm_id}/clio/webhooks")

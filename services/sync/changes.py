@@ -27,6 +27,7 @@ from services.sync.mapping import (
     line_items_from_clio,
 )
 from services.sync.models import ClioConnection, Contact, Invoice
+from services.sync.ratelimit import Priority
 from services.sync.syncer import Syncer, SyncResult
 from shared.events import InvoiceSnapshot, InvoiceState, InvoiceUpdated, LineItem
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MODELS = ("bill", "contact", "matter")
 EVENTS = ("created", "updated", "deleted")
+# A webhook's fetches go ahead of a sync's paging in the firm's request budget.
+INTERACTIVE = Priority.INTERACTIVE
 REMOVED_STATES = {"void": InvoiceState.void, "deleted": InvoiceState.deleted}
 
 
@@ -108,14 +111,14 @@ class Changes:
                 return  # its bills are deleted with it, each with a webhook of its own
             bills: list[dict[str, Any]] = []
             params = {"fields": BILL_FIELDS, "matter_id": record_id, "order": "id(asc)"}
-            async for page in client.pages("bills.json", params):  # interactive
+            async for page in client.pages("bills.json", params, INTERACTIVE):
                 bills.extend(b for b in page if isinstance(b, dict))
             await self._apply_bills(client, firm_id, bills)
 
     async def _one(self, client: ClioClient, kind: str, record_id: str) -> dict[str, Any] | None:
         fields = BILL_FIELDS if kind == "bills" else CONTACT_FIELDS
         try:
-            body = await client.get(f"{kind}/{record_id}.json", {"fields": fields})  # interactive
+            body = await client.get(f"{kind}/{record_id}.json", {"fields": fields}, INTERACTIVE)
         except ClioError as exc:
             if _not_found(exc):
                 return None
@@ -191,7 +194,7 @@ class Changes:
         for snap in wanted.values():
             params = {"bill_id": snap.source_id, "fields": LINE_ITEM_FIELDS, "display": "true"}
             raw: list[Any] = []
-            async for items in client.pages("line_items.json", params):  # interactive
+            async for items in client.pages("line_items.json", params, INTERACTIVE):
                 raw.extend(items)
             found[snap.source_id] = line_items_from_clio(raw, snap.currency)
         return found

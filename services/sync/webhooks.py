@@ -14,13 +14,10 @@ nothing is registered and the poll alone brings changes in.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import json
 import logging
 import secrets
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,8 +28,20 @@ from services.sync.changes import EVENTS, MODELS, Changes
 from services.sync.clio import ClioAuthError, ClioClient, ClioError
 from services.sync.mapping import BILL_FIELDS, CONTACT_FIELDS
 from services.sync.models import ClioConnection, ClioWebhook
+from services.sync.ratelimit import Priority
 from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
+from services.sync.webhook_rules import (
+    BadDelivery,
+    BadSignature,
+    Delivery,
+    Gone,
+    UnknownKey,
+    parse_delivery,
+    plan,
+    sign,
+    signature_ok,
+)
 from shared.api.sync import WebhookState
 from shared.runtime import Service
 
@@ -46,85 +55,8 @@ HOOK_FIELDS = {
     "matter": "id,etag,display_number,description,updated_at",
 }
 CREATE_FIELDS = "id,shared_secret,expires_at,status"
-# A webhook still waiting for its handshake this long is created again.
-HANDSHAKE_GRACE = timedelta(minutes=2)
 # After Clio refused or failed, a firm is tried again this much later (or when it reconnects).
 RETRY_AFTER = timedelta(minutes=5)
-
-
-class UnknownKey(LookupError):
-    """No firm's webhooks post to this key (404)."""
-
-
-class BadSignature(ValueError):
-    """X-Hook-Signature is missing or does not match (401): nothing is done."""
-
-
-class BadDelivery(ValueError):
-    """A signed body that is not a delivery Clio sends (400)."""
-
-
-# --- pure rules -----------------------------------------------------------------------------
-
-
-def sign(secret: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def signature_ok(secret: str | None, body: bytes, given: str | None) -> bool:
-    if not secret or not given:
-        return False
-    expected = sign(secret, body).encode()
-    return hmac.compare_digest(expected, given.strip().lower().encode("utf-8", "replace"))
-
-
-def plan(
-    row: ClioWebhook | None,
-    connected_at: datetime | None,
-    now: datetime,
-    margin: timedelta,
-) -> str:
-    """What one webhook needs: "create", "renew" (extend it, which also proves Clio still
-    knows it), or "ok"."""
-    if row is None or row.webhook_id is None or row.status == "failed":
-        return "create" if row is None or row.status != "registering" else _stale(row, now)
-    if row.status in ("registering", "pending"):
-        return _stale(row, now)
-    if connected_at is not None and (row.checked_at is None or row.checked_at < connected_at):
-        return "renew"  # connected again: the webhook may be gone with the old grant
-    if row.expires_at is None or row.expires_at - now < margin:
-        return "renew"
-    return "ok"
-
-
-def _stale(row: ClioWebhook, now: datetime) -> str:
-    return "create" if row.created_at < now - HANDSHAKE_GRACE else "ok"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    firm_id: str
-    model: str
-    event: str
-    record_id: str
-
-
-def parse_delivery(body: bytes) -> tuple[str, str]:
-    """(event, record id) of a verified delivery body."""
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise BadDelivery("the body is not JSON") from exc
-    data = doc.get("data") if isinstance(doc, dict) else None
-    meta = doc.get("meta") if isinstance(doc, dict) else None
-    if not isinstance(data, dict) or not isinstance(meta, dict):
-        raise BadDelivery("data and meta are required")
-    record_id, event = data.get("id"), meta.get("event")
-    if isinstance(record_id, bool) or not isinstance(record_id, int | str) or not str(record_id):
-        raise BadDelivery("data.id is missing")
-    if event not in EVENTS:
-        raise BadDelivery(f"unknown event {event!r}")
-    return str(event), str(record_id)
 
 
 # --- Clio's webhook endpoints ---------------------------------------------------------------
@@ -133,8 +65,8 @@ def parse_delivery(body: bytes) -> tuple[str, str]:
 async def _send(
     client: ClioClient, method: str, path: str, body: dict[str, Any] | None = None, **params: Any
 ) -> httpx.Response:
-    """One write to Clio's API with the firm's token (refreshed once on a 401). ClioClient
-    reads only; webhooks are its only writes."""
+    """One write to Clio's API with the firm's token (refreshed once on a 401), through the
+    firm's request budget like every read. ClioClient reads only; these are its only writes."""
     if not client.tokens:
         raise ClioAuthError("Clio is not connected")
     if client.tokens.expires_at and client.tokens.expires_at < datetime.now(UTC) + timedelta(
@@ -142,23 +74,34 @@ async def _send(
     ):
         await client.refresh()
     url = f"{client.base_url}/api/v4/{path}"
-    for attempt in range(2):
+    refreshed = False
+    for _ in range(4):
         assert client.tokens is not None
         headers = {"Authorization": f"Bearer {client.tokens.access_token}"}
+        await client.budget.acquire(Priority.BULK)
         client.requests += 1
         try:
             resp = await client._http.request(
                 method, url, json=body, params=params or None, headers=headers
             )
-        except httpx.TransportError as exc:
-            raise ClioError(f"Clio unreachable: {exc}") from exc
-        if resp.status_code == 401 and attempt == 0:
-            await client.refresh()
+        except BaseException as exc:
+            client.budget.release()
+            if isinstance(exc, httpx.TransportError):
+                raise ClioError(f"Clio unreachable: {exc}") from exc
+            raise
+        if resp.status_code == 429:
+            client.budget.throttled(resp.headers)  # the firm's requests wait it out
             continue
         if resp.status_code == 401:
+            client.budget.release()
+            if not refreshed:
+                refreshed = True
+                await client.refresh()
+                continue
             raise ClioAuthError("Clio refused the access token: connect Clio again")
+        client.budget.observe(resp.headers)
         return resp
-    raise ClioError("unreachable")
+    raise ClioError(f"Clio kept answering 429 to {method} {path}")
 
 
 def _ts(value: Any) -> datetime | None:
@@ -342,6 +285,31 @@ class Webhooks:
                 row.last_error = reason
                 row.checked_at = datetime.now(UTC)
 
+    async def forget_firm(self, firm_id: str) -> None:
+        """Before a firm disconnects (while its token still works): delete its webhooks at
+        Clio, best effort, and here. One left behind is answered 410, which stops it."""
+        async with self._locks[firm_id]:
+            async with self.service.sessionmaker() as s:
+                conn = await s.get(ClioConnection, firm_id)
+                rows = list(
+                    await s.scalars(select(ClioWebhook).where(ClioWebhook.firm_id == firm_id))
+                )
+            if conn is not None and self.enabled:
+                client = self.syncer.client(conn)
+                try:
+                    for row in rows:
+                        if row.webhook_id:
+                            await _send(client, "DELETE", f"webhooks/{row.webhook_id}.json")
+                except ClioError as exc:
+                    log.warning("webhooks: firm %s: not deleted at Clio: %s", firm_id, exc)
+                finally:
+                    await client.aclose()
+            async with self.service.sessionmaker() as s, s.begin():
+                for row in rows:
+                    saved = await s.get(ClioWebhook, row.id)
+                    if saved is not None:
+                        await s.delete(saved)
+
     # --- the handshake and deliveries -------------------------------------------------------
 
     async def handshake(self, key: str, secret: str) -> bool:
@@ -378,6 +346,9 @@ class Webhooks:
         if match is None:
             raise BadSignature("X-Hook-Signature does not match")
         event, record_id = parse_delivery(body)
+        async with self.service.sessionmaker() as s:
+            if await s.get(ClioConnection, match.firm_id) is None:
+                raise Gone(match.firm_id)
         return Delivery(match.firm_id, match.model, event, record_id)
 
     async def receive(self, key: str, body: bytes, signature: str | None) -> Delivery:
@@ -386,6 +357,10 @@ class Webhooks:
         return delivery
 
     # --- state for Settings -----------------------------------------------------------------
+
+    async def status_fields(self, firm_id: str) -> dict[str, Any]:
+        """ClioStatus's `webhooks`, as api_connection.router's `extras` take it."""
+        return {"webhooks": await self.webhook_state(firm_id)}
 
     async def webhook_state(self, firm_id: str) -> WebhookState:
         poll = self.settings.sync_interval_seconds
@@ -418,3 +393,15 @@ class Webhooks:
         return WebhookState(
             mode="polling", reason=reason, active=len(live), expires_at=expires, poll_seconds=poll
         )
+
+
+__all__ = [
+    "BadDelivery",
+    "BadSignature",
+    "Gone",
+    "UnknownKey",
+    "Webhooks",
+    "parse_delivery",
+    "plan",
+    "sign",
+]

@@ -414,3 +414,30 @@ async def test_renewal_before_expiry_and_re_creation(world: World) -> None:
         count = await s.scalar(select(func.count()).select_from(ClioWebhook))
     assert count == 3
     assert (await world.deliver("contact", 1)).status_code == 200
+
+
+async def test_the_state_for_settings_and_a_disconnected_firm(world: World) -> None:
+    fields = await world.hooks.status_fields(FIRM_ID)
+    assert fields["webhooks"].mode == "webhooks"
+    bill_id = a_bill(world)
+    # Disconnected without forgetting (the token was already revoked): Clio is told 410,
+    # which stops the webhook there.
+    async with world.service.sessionmaker() as s, s.begin():
+        await s.delete(await s.get(ClioConnection, FIRM_ID))
+    assert (await world.deliver("bill", bill_id)).status_code == 410
+    state = await world.hooks.webhook_state(FIRM_ID)
+    assert state.mode == "polling" and state.reason == "Clio is not connected."
+
+
+async def test_forgetting_a_firm_deletes_its_webhooks(world: World) -> None:
+    hook = world.fake.of("bill")
+    await world.hooks.forget_firm(FIRM_ID)
+    assert world.fake.hooks == {}
+    assert await world.rows() == {}
+    body = b'{"data": {"id": 1}, "meta": {"event": "updated"}}'
+    resp = await world.sync.post(
+        path_of(hook["url"]),
+        content=body,
+        headers={"X-Hook-Signature": sign(hook["shared_secret"], body)},
+    )
+    assert resp.status_code == 404

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.sync.models import ClioWebhook
-from services.sync.webhooks import BadDelivery, parse_delivery, plan, sign, signature_ok
+from services.sync.webhook_rules import BadDelivery, parse_delivery, plan, sign, signature_ok
 
 NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
