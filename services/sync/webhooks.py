@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.sync.changes import EVENTS, MODELS, Changes
 from services.sync.clio import ClioAuthError, ClioClient, ClioError
@@ -264,17 +264,26 @@ class Webhooks:
             await self._failed(row_id, f"Clio refused the webhook ({resp.status_code})")
             raise ClioError(f"Clio answered {resp.status_code} creating a {model} webhook")
         data = (resp.json() or {}).get("data") or {}
+        this = ClioWebhook.id == row_id
         async with self.service.sessionmaker() as s, s.begin():
-            row = await s.get(ClioWebhook, row_id)
-            if row is None:
-                return
-            row.webhook_id = str(data.get("id"))
-            row.shared_secret = data.get("shared_secret")
-            row.expires_at = _ts(data.get("expires_at"))
-            # "enabled" already when the handshake came in before this answer.
-            if row.status != "enabled":
-                row.status = "enabled" if data.get("status") == "enabled" else "pending"
-            row.checked_at = datetime.now(UTC)
+            await s.execute(
+                update(ClioWebhook)
+                .where(this)
+                .values(
+                    webhook_id=str(data.get("id")),
+                    shared_secret=data.get("shared_secret"),
+                    expires_at=_ts(data.get("expires_at")),
+                    checked_at=datetime.now(UTC),
+                )
+            )
+            # The handshake may be committing at this moment: only a row it has not enabled
+            # yet becomes pending (one statement, so neither change is lost).
+            status = "enabled" if data.get("status") == "enabled" else "pending"
+            await s.execute(
+                update(ClioWebhook)
+                .where(this, ClioWebhook.status == "registering")
+                .values(status=status)
+            )
         log.info("webhooks: firm %s %s webhook %s registered", firm_id, model, data.get("id"))
 
     async def _failed(self, row_id: int, reason: str) -> None:
@@ -332,7 +341,9 @@ class Webhooks:
                 target = max(waiting, key=lambda r: r.created_at)
             if target is None:
                 return bool(known)
-            target.status = "enabled"
+            await s.execute(
+                update(ClioWebhook).where(ClioWebhook.id == target.id).values(status="enabled")
+            )
             log.info("webhooks: firm %s %s webhook confirmed", target.firm_id, target.model)
             return True
 
