@@ -24,6 +24,10 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
     service.background(syncer.run_forever)
     app = service.make_app()
     app.include_router(api.router(service, syncer))
-    app.include_router(api_connection.router(service, syncer))
+
+    async def rate_limit(firm_id: str) -> dict[str, object]:
+        return {"rate_limit": syncer.connections.budgets.for_firm(firm_id).state()}
+
+    app.include_router(api_connection.router(service, syncer, extras=[rate_limit]))
     app.state.syncer = syncer
     return app
