@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -21,9 +22,12 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from sandbox.clio import render
-from sandbox.clio.errors import bad_request, not_found
+from sandbox.clio.errors import ClioError, bad_request, not_found
 from sandbox.clio.fields import Catalog, FieldsError, Selection, parse_fields, project
 from sandbox.clio.jsonenc import ClioJSONResponse
+from sandbox.clio.mutations import HookError, delete_bill
+from sandbox.clio.records import Bill, Contact, LineItem, World
+from sandbox.clio.regions import region_of
 from sandbox.clio.seed import firm_today
 from sandbox.clio.state import SandboxState
 
@@ -223,6 +227,39 @@ def _page(
     )
 
 
+def _cursor_page(
+    request: Request,
+    state: SandboxState,
+    keys: list[int],
+    paging: Paging,
+    row_of: Callable[[int], Row],
+    selection: Selection,
+    catalog: Catalog,
+) -> Response:
+    """Cursor paging over the matching keys: a bisect to the cursor, then only the page's
+    records are rendered."""
+    keys.sort()
+    after = None
+    if paging.token is not None:
+        after = paging.token.get("after")
+        if not isinstance(after, int) or isinstance(after, bool):
+            raise bad_request("Invalid page_token")
+    if paging.descending:
+        end = len(keys) if after is None else bisect_left(keys, after)
+        chunk = keys[max(end - paging.limit, 0) : end][::-1]
+        more = end > paging.limit
+    else:
+        start = 0 if after is None else bisect_right(keys, after)
+        chunk = keys[start : start + paging.limit]
+        more = start + paging.limit < len(keys)
+    meta: dict[str, Any] = {"paging": {}, "records": len(keys)}
+    if more and chunk:
+        token = _encode_token({"order": paging.order, "after": chunk[-1]})
+        meta["paging"]["next"] = _next_url(request, state, token)
+    data = [project(row_of(key), selection, catalog) for key in chunk]
+    return ClioJSONResponse({"data": data, "meta": meta})
+
+
 def _next_url(request: Request, state: SandboxState, token: str) -> str:
     base = state.settings.public_url or f"{request.url.scheme}://{request.url.netloc}"
     pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "page_token"]
@@ -264,8 +301,7 @@ def _stamp(row: dict[str, Any], name: str) -> datetime:
 # --- bills --------------------------------------------------------------------------------
 
 
-def _bill_rows(state: SandboxState) -> list[Keyed]:
-    world = state.world
+def _bill_rows(world: World) -> list[Keyed]:
     rows = [Keyed(bill.id, render.bill_full(world, bill)) for bill in world.bills.values()]
     rows.extend(Keyed(raw.key, raw.payload, raw=True) for raw in world.raw_bills.values())
     return rows
@@ -323,6 +359,58 @@ def _bill_predicates(request: Request, state: SandboxState) -> list[Predicate]:
     return predicates
 
 
+BillTest = Callable[[Bill], bool]
+
+
+def _bill_record_tests(request: Request, state: SandboxState) -> list[BillTest]:
+    """The same filters as `_bill_predicates`, on stored bills: no rendering per candidate."""
+    params = request.query_params
+    tests: list[BillTest] = []
+    if "client_id" in params:
+        client_id = _int(params["client_id"], "client_id")
+        tests.append(lambda bill: bill.client_id == client_id)
+    if "matter_id" in params:
+        matter_id = _int(params["matter_id"], "matter_id")
+        tests.append(lambda bill: matter_id in bill.matter_ids)
+    if "state" in params:
+        wanted_state = _choice(params["state"], "state", BILL_STATES)
+        tests.append(lambda bill: bill.state == wanted_state)
+    if "type" in params:
+        trust = _choice(params["type"], "type", ("revenue", "trust")) == "trust"
+        tests.append(lambda bill: (bill.kind == "trust_kind") == trust)
+    if (ids := _ids(request, "ids[]")) is not None:
+        tests.append(lambda bill: bill.id in ids)
+    if "query" in params:
+        needle = params["query"].strip().lower()
+        tests.append(lambda bill: needle in bill.number.lower())
+    for name, field in (("updated_since", "updated_at"), ("created_since", "created_at")):
+        if name in params:
+            since = _datetime(params[name], name)
+            tests.append(lambda bill, f=field, s=since: getattr(bill, f) >= s)
+    for name, field, after in (
+        ("issued_after", "issued_at", True),
+        ("issued_before", "issued_at", False),
+        ("due_after", "due_at", True),
+        ("due_before", "due_at", False),
+    ):
+        if name in params:
+            bound = _date(params[name], name)
+            tests.append(
+                lambda bill, f=field, b=bound, a=after: (
+                    getattr(bill, f) >= b if a else getattr(bill, f) <= b
+                )
+            )
+    overdue = False
+    if "status" in params:
+        overdue = _choice(params["status"], "status", ("all", "overdue")) == "overdue"
+    if "overdue_only" in params:
+        overdue = overdue or _bool(params["overdue_only"], "overdue_only")
+    if overdue:
+        today = firm_today(state.clock())
+        tests.append(lambda bill: bill.state == "awaiting_payment" and bill.due_at < today)
+    return tests
+
+
 def _bill_sort_value(field: str) -> Callable[[Row], Any]:
     def value(row: Row) -> Any:
         if not isinstance(row, dict):
@@ -345,8 +433,22 @@ async def list_bills(request: Request, state: StateDep) -> Response:
     selection = _selection(request, render.BILL_CATALOG)
     paging = _paging(request, BILL_ORDERS)
     predicates = _bill_predicates(request, state)
+    world = state.world_of(request)
+    if paging.field == "id":
+        tests = _bill_record_tests(request, state)
+        keys = [key for key, bill in world.bills.items() if all(test(bill) for test in tests)] + [
+            key
+            for key, raw in world.raw_bills.items()
+            if _matches(raw.payload, predicates, lenient=True)
+        ]
+
+        def bill_row(key: int) -> Row:
+            bill = world.bills.get(key)
+            return render.bill_full(world, bill) if bill else world.raw_bills[key].payload
+
+        return _cursor_page(request, state, keys, paging, bill_row, selection, render.BILL_CATALOG)
     rows = [
-        keyed for keyed in _bill_rows(state) if _matches(keyed.row, predicates, lenient=keyed.raw)
+        keyed for keyed in _bill_rows(world) if _matches(keyed.row, predicates, lenient=keyed.raw)
     ]
     return _page(
         request,
@@ -364,13 +466,34 @@ async def list_bills(request: Request, state: StateDep) -> Response:
 async def show_bill(bill_id: str, request: Request, state: StateDep) -> Response:
     selection = _selection(request, render.BILL_CATALOG)
     key = _record_id(bill_id, "Bill")
-    bill = state.world.bills.get(key)
+    world = state.world_of(request)
+    bill = world.bills.get(key)
     if bill is not None:
-        return _show(render.bill_full(state.world, bill), selection, render.BILL_CATALOG, request)
-    raw = state.world.raw_bills.get(key)
+        return _show(render.bill_full(world, bill), selection, render.BILL_CATALOG, request)
+    raw = world.raw_bills.get(key)
     if raw is None:
         raise not_found("Bill", bill_id)
     return _show(raw.payload, selection, render.BILL_CATALOG, request)
+
+
+@router.delete("/bills/{bill_id}")
+@router.delete("/bills/{bill_id}.json")
+async def destroy_bill(bill_id: str, request: Request, state: StateDep) -> Response:
+    """Clio's delete: a draft or pending-approval bill becomes deleted, an unpaid one without
+    payments void; a bill with payments (or already void or deleted) is refused."""
+    world = state.world_of(request)
+    key = _record_id(bill_id, "Bill")
+    if key not in world.bills:
+        raise not_found("Bill", bill_id)
+    region = region_of(request)
+    before = state.webhooks.before(region, "bill", key)
+    try:
+        bill = delete_bill(world, key, state.clock())
+    except HookError as error:
+        raise ClioError(422, "UnprocessableEntity", str(error)) from None
+    event = "deleted" if bill.state == "deleted" else "updated"
+    state.webhooks.changed(region, "bill", event, key, before)
+    return Response(status_code=204)
 
 
 def _record_id(value: str, resource: str) -> int:
@@ -412,15 +535,67 @@ def _contact_predicates(request: Request) -> list[Predicate]:
     return predicates
 
 
+ContactTest = Callable[[Contact], bool]
+
+
+def _contact_record_tests(request: Request) -> list[ContactTest]:
+    """The same filters as `_contact_predicates`, on stored contacts."""
+    params = request.query_params
+    tests: list[ContactTest] = []
+    if (ids := _ids(request, "ids[]")) is not None:
+        tests.append(lambda contact: contact.id in ids)
+    if (excluded := _ids(request, "exclude_ids[]")) is not None:
+        tests.append(lambda contact: contact.id not in excluded)
+    if "type" in params:
+        kind = _choice(params["type"], "type", ("Company", "Person"))
+        tests.append(lambda contact: contact.type == kind)
+    if "client_only" in params and _bool(params["client_only"], "client_only"):
+        tests.append(lambda contact: contact.is_client)
+    if "email_only" in params and _bool(params["email_only"], "email_only"):
+        tests.append(
+            lambda contact: bool(contact.primary_email_address or contact.secondary_email_address)
+        )
+    if "query" in params:
+        needle = params["query"].strip().lower()
+        tests.append(
+            lambda contact: (
+                needle in contact.display_name.lower()
+                or any(
+                    needle in address.lower()
+                    for address in (contact.primary_email_address, contact.secondary_email_address)
+                    if address
+                )
+            )
+        )
+    for name, field in (("updated_since", "updated_at"), ("created_since", "created_at")):
+        if name in params:
+            since = _datetime(params[name], name)
+            tests.append(lambda contact, f=field, s=since: getattr(contact, f) >= s)
+    return tests
+
+
 @router.get("/contacts")
 @router.get("/contacts.json")
 async def list_contacts(request: Request, state: StateDep) -> Response:
     selection = _selection(request, render.CONTACT_CATALOG)
     paging = _paging(request, CONTACT_ORDERS)
+    contacts = state.world_of(request).contacts
+    if paging.field == "id":
+        tests = _contact_record_tests(request)
+        keys = [key for key, contact in contacts.items() if all(test(contact) for test in tests)]
+        return _cursor_page(
+            request,
+            state,
+            keys,
+            paging,
+            lambda key: render.contact_full(contacts[key]),
+            selection,
+            render.CONTACT_CATALOG,
+        )
     predicates = _contact_predicates(request)
     rows = [
         Keyed(contact.id, row)
-        for contact in state.world.contacts.values()
+        for contact in contacts.values()
         if _matches(row := render.contact_full(contact), predicates)
     ]
     return _page(
@@ -438,7 +613,7 @@ async def list_contacts(request: Request, state: StateDep) -> Response:
 @router.get("/contacts/{contact_id}.json")
 async def show_contact(contact_id: str, request: Request, state: StateDep) -> Response:
     selection = _selection(request, render.CONTACT_CATALOG)
-    contact = state.world.contacts.get(_record_id(contact_id, "Contact"))
+    contact = state.world_of(request).contacts.get(_record_id(contact_id, "Contact"))
     if contact is None:
         raise not_found("Contact", contact_id)
     return _show(render.contact_full(contact), selection, render.CONTACT_CATALOG, request)
@@ -451,7 +626,7 @@ async def show_contact(contact_id: str, request: Request, state: StateDep) -> Re
 @router.get("/users/who_am_i.json")
 async def who_am_i(request: Request, state: StateDep) -> Response:
     selection = _selection(request, render.USER_CATALOG)
-    return _show(render.user_full(state.world), selection, render.USER_CATALOG, request)
+    return _show(render.user_full(state.world_of(request)), selection, render.USER_CATALOG, request)
 
 
 @router.get("/line_items")
@@ -460,29 +635,33 @@ async def list_line_items(request: Request, state: StateDep) -> Response:
     selection = _selection(request, render.LINE_ITEM_CATALOG)
     paging = _paging(request, ("id",))
     params = request.query_params
-    predicates: list[Predicate] = []
+    world = state.world_of(request)
+    tests: list[Callable[[LineItem], bool]] = []
+    candidates: Iterable[LineItem] = world.line_items.values()
     if "bill_id" in params:
-        bill_id = _int(params["bill_id"], "bill_id")
-        predicates.append(lambda row: row["bill"]["id"] == bill_id)
+        # The index narrows a per-bill listing to that bill's lines without a scan.
+        candidates = world.items_of(_int(params["bill_id"], "bill_id"))
     if "matter_id" in params:
         matter_id = _int(params["matter_id"], "matter_id")
-        predicates.append(lambda row: row["matter"]["id"] == matter_id)
+        tests.append(lambda item: item.matter_id == matter_id)
     if "kind" in params:
         kind = _choice(params["kind"], "kind", ("Service", "Expense"))
-        predicates.append(lambda row: row["kind"] == kind)
+        tests.append(lambda item: item.kind == kind)
     if (ids := _ids(request, "ids[]")) is not None:
-        predicates.append(lambda row: row["id"] in ids)
-    if "updated_since" in params:
-        since = _datetime(params["updated_since"], "updated_since")
-        predicates.append(lambda row: _stamp(row, "updated_at") >= since)
-    world = state.world
-    rows = [
-        Keyed(item.id, row)
-        for item in world.line_items.values()
-        if _matches(row := render.line_item_full(world, item), predicates)
-    ]
-    return _page(
-        request, state, rows, paging, lambda row: row["id"], selection, render.LINE_ITEM_CATALOG
+        tests.append(lambda item: item.id in ids)
+    for name, field in (("updated_since", "updated_at"), ("created_since", "created_at")):
+        if name in params:
+            since = _datetime(params[name], name)
+            tests.append(lambda item, f=field, s=since: getattr(item, f) >= s)
+    keys = [item.id for item in candidates if all(test(item) for test in tests)]
+    return _cursor_page(
+        request,
+        state,
+        keys,
+        paging,
+        lambda key: render.line_item_full(world, world.line_items[key]),
+        selection,
+        render.LINE_ITEM_CATALOG,
     )
 
 
@@ -497,7 +676,7 @@ async def list_outstanding_client_balances(request: Request, state: StateDep) ->
         predicates.append(lambda row: row["contact"]["id"] == contact_id)
     rows = [
         Keyed(row["id"], row)
-        for row in render.outstanding_balances(state.world)
+        for row in render.outstanding_balances(state.world_of(request))
         if _matches(row, predicates)
     ]
     return _page(

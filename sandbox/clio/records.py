@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import islice
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 CENT = Decimal("0.01")
 # `LineItem.date` would shadow the type inside the class body.
@@ -202,6 +203,26 @@ class World(BaseModel):
     line_items: dict[int, LineItem]
     raw_bills: dict[int, RawBill] = Field(default_factory=dict)
     next_ids: dict[str, int] = Field(default_factory=dict)
+    # Line item ids by bill. The sandbox only ever adds line items (a change replaces the
+    # record under the same key), so the index catches up on the keys added since.
+    _items_by_bill: dict[int, list[int]] = PrivateAttr(default_factory=dict)
+    _indexed: int = PrivateAttr(default=0)
+
+    def items_of(self, bill_id: int) -> list[LineItem]:
+        """The bill's line items in id order, without scanning the others."""
+        if self._indexed != len(self.line_items):
+            if self._indexed > len(self.line_items):
+                self._items_by_bill, self._indexed = {}, 0
+            for item in islice(self.line_items.values(), self._indexed, None):
+                ids = self._items_by_bill.setdefault(item.bill_id, [])
+                ids.append(item.id)
+                if len(ids) > 1 and ids[-2] > item.id:
+                    ids.sort()
+            self._indexed = len(self.line_items)
+        return [self.line_items[i] for i in self._items_by_bill.get(bill_id, ())]
+
+    def account_of_type(self, kind: Literal["Operating", "Trust"]) -> int:
+        return next(acc.id for acc in self.bank_accounts.values() if acc.type == kind)
 
     def allocate_id(self, kind: str) -> int:
         value = self.next_ids[kind]

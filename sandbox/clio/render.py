@@ -248,6 +248,28 @@ OUTSTANDING_BALANCE_CATALOG: Catalog = {
     "currency": Nested(CURRENCY_FIELDS),
 }
 
+MATTER_CATALOG: Catalog = {
+    **_scalars(MATTER_BASE_FIELDS),
+    "client": Nested(CONTACT_BASE_FIELDS),
+}
+WEBHOOK_BASE_FIELDS = (
+    "id",
+    "etag",
+    "url",
+    "fields",
+    "shared_secret",
+    "model",
+    "status",
+    "events",
+    "expires_at",
+    "created_at",
+    "updated_at",
+)
+WEBHOOK_CATALOG: Catalog = {
+    **_scalars(WEBHOOK_BASE_FIELDS),
+    "user": Nested(USER_BASE_FIELDS),
+}
+
 # The schema each catalog follows, for checking the sandbox against Clio's OpenAPI document.
 SCHEMA_OF_CATALOG: dict[str, Catalog] = {
     "Bill": BILL_CATALOG,
@@ -386,6 +408,11 @@ def matter_base(matter: Matter) -> dict[str, Any]:
     return _pick(values, MATTER_BASE_FIELDS)
 
 
+def matter_full(world: World, matter: Matter) -> dict[str, Any]:
+    client = world.contacts.get(matter.client_id)
+    return {**matter_base(matter), "client": None if client is None else contact_base(client)}
+
+
 def bank_account_base(account: BankAccount) -> dict[str, Any]:
     values = {
         **account.model_dump(
@@ -443,10 +470,7 @@ def user_full(world: World) -> dict[str, Any]:
 
 
 def bill_line_items(world: World, bill_id: int) -> list[LineItem]:
-    return sorted(
-        (item for item in world.line_items.values() if item.bill_id == bill_id),
-        key=lambda item: item.id,
-    )
+    return world.items_of(bill_id)
 
 
 def bill_base(world: World, bill: Bill) -> dict[str, Any]:
