@@ -260,6 +260,16 @@ def _cursor_page(
     return ClioJSONResponse({"data": data, "meta": meta})
 
 
+def _passing(records: dict[int, Any], tests: list[Callable[[Any], bool]]) -> list[int]:
+    """The keys of the records every test passes: one pass, and none without tests."""
+    if not tests:
+        return list(records)
+    if len(tests) == 1:
+        test = tests[0]
+        return [key for key, record in records.items() if test(record)]
+    return [key for key, record in records.items() if all(test(record) for test in tests)]
+
+
 def _next_url(request: Request, state: SandboxState, token: str) -> str:
     base = state.settings.public_url or f"{request.url.scheme}://{request.url.netloc}"
     pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "page_token"]
@@ -436,7 +446,7 @@ async def list_bills(request: Request, state: StateDep) -> Response:
     world = state.world_of(request)
     if paging.field == "id":
         tests = _bill_record_tests(request, state)
-        keys = [key for key, bill in world.bills.items() if all(test(bill) for test in tests)] + [
+        keys = _passing(world.bills, tests) + [
             key
             for key, raw in world.raw_bills.items()
             if _matches(raw.payload, predicates, lenient=True)
@@ -444,7 +454,9 @@ async def list_bills(request: Request, state: StateDep) -> Response:
 
         def bill_row(key: int) -> Row:
             bill = world.bills.get(key)
-            return render.bill_full(world, bill) if bill else world.raw_bills[key].payload
+            if bill is None:
+                return world.raw_bills[key].payload
+            return render.bill_row(world, bill, selection.keys())
 
         return _cursor_page(request, state, keys, paging, bill_row, selection, render.BILL_CATALOG)
     rows = [
@@ -582,7 +594,7 @@ async def list_contacts(request: Request, state: StateDep) -> Response:
     contacts = state.world_of(request).contacts
     if paging.field == "id":
         tests = _contact_record_tests(request)
-        keys = [key for key, contact in contacts.items() if all(test(contact) for test in tests)]
+        keys = _passing(contacts, tests)
         return _cursor_page(
             request,
             state,
@@ -653,13 +665,16 @@ async def list_line_items(request: Request, state: StateDep) -> Response:
         if name in params:
             since = _datetime(params[name], name)
             tests.append(lambda item, f=field, s=since: getattr(item, f) >= s)
-    keys = [item.id for item in candidates if all(test(item) for test in tests)]
+    if "bill_id" in params:
+        keys = [item.id for item in candidates if all(test(item) for test in tests)]
+    else:
+        keys = _passing(world.line_items, tests)
     return _cursor_page(
         request,
         state,
         keys,
         paging,
-        lambda key: render.line_item_full(world, world.line_items[key]),
+        lambda key: render.line_item_row(world, world.line_items[key], selection.keys()),
         selection,
         render.LINE_ITEM_CATALOG,
     )

@@ -210,16 +210,23 @@ class World(BaseModel):
 
     def items_of(self, bill_id: int) -> list[LineItem]:
         """The bill's line items in id order, without scanning the others."""
-        if self._indexed != len(self.line_items):
-            if self._indexed > len(self.line_items):
-                self._items_by_bill, self._indexed = {}, 0
-            for item in islice(self.line_items.values(), self._indexed, None):
-                ids = self._items_by_bill.setdefault(item.bill_id, [])
+        # Straight to the private dict: pydantic's attribute lookup costs more than the rest.
+        private = self.__pydantic_private__
+        assert private is not None
+        items = self.line_items
+        index: dict[int, list[int]] = private["_items_by_bill"]
+        indexed: int = private["_indexed"]
+        if indexed != len(items):
+            if indexed > len(items):
+                index, indexed = {}, 0
+                private["_items_by_bill"] = index
+            for item in islice(items.values(), indexed, None):
+                ids = index.setdefault(item.bill_id, [])
                 ids.append(item.id)
                 if len(ids) > 1 and ids[-2] > item.id:
                     ids.sort()
-            self._indexed = len(self.line_items)
-        return [self.line_items[i] for i in self._items_by_bill.get(bill_id, ())]
+            private["_indexed"] = len(items)
+        return [items[i] for i in index.get(bill_id, ())]
 
     def account_of_type(self, kind: Literal["Operating", "Trust"]) -> int:
         return next(acc.id for acc in self.bank_accounts.values() if acc.type == kind)

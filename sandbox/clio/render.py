@@ -8,6 +8,7 @@ functions index their values by those tuples, so a catalog and its rendering can
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -527,25 +528,35 @@ def bill_base(world: World, bill: Bill) -> dict[str, Any]:
 
 
 def bill_full(world: World, bill: Bill) -> dict[str, Any]:
-    client = world.contacts.get(bill.client_id)
+    return bill_row(world, bill)
+
+
+def bill_row(world: World, bill: Bill, parts: Collection[str] | None = None) -> dict[str, Any]:
+    """The bill with every field, or (for a listing page) only the nested `parts` asked for."""
+    row = bill_base(world, bill)
+    if parts is None or "user" in parts:
+        row["user"] = user_base(world.user)
+    if parts is None or "client" in parts:
+        client = world.contacts.get(bill.client_id)
+        row["client"] = None if client is None else contact_base(client)
     matters = [world.matters[mid] for mid in bill.matter_ids if mid in world.matters]
-    if bill.type == "MatterBill" and len(matters) == 1:
-        balances = [{"id": matters[0].id, "type": "Matter"}]
-    else:
-        balances = [{"id": bill.client_id, "type": "Client"}]
-    account = world.bank_accounts.get(bill.destination_account_id)
-    return {
-        **bill_base(world, bill),
-        "user": user_base(world.user),
-        "client": None if client is None else contact_base(client),
-        "matters": [matter_base(matter) for matter in matters],
-        "currency": dict(USD),
-        "destination_account": None if account is None else bank_account_base(account),
-        "balances": [
+    if parts is None or "matters" in parts:
+        row["matters"] = [matter_base(matter) for matter in matters]
+    if parts is None or "currency" in parts:
+        row["currency"] = dict(USD)
+    if parts is None or "destination_account" in parts:
+        account = world.bank_accounts.get(bill.destination_account_id)
+        row["destination_account"] = None if account is None else bank_account_base(account)
+    if parts is None or "balances" in parts:
+        if bill.type == "MatterBill" and len(matters) == 1:
+            balances = [{"id": matters[0].id, "type": "Matter"}]
+        else:
+            balances = [{"id": bill.client_id, "type": "Client"}]
+        row["balances"] = [
             {**entry, "amount": bill.balance, "interest_amount": ZERO, "due": bill.due}
             for entry in balances
-        ],
-    }
+        ]
+    return row
 
 
 def line_item_base(item: LineItem) -> dict[str, Any]:
@@ -578,14 +589,23 @@ def line_item_base(item: LineItem) -> dict[str, Any]:
 
 
 def line_item_full(world: World, item: LineItem) -> dict[str, Any]:
-    bill = world.bills.get(item.bill_id)
-    matter = world.matters.get(item.matter_id) if item.matter_id is not None else None
-    return {
-        **line_item_base(item),
-        "bill": None if bill is None else bill_base(world, bill),
-        "matter": None if matter is None else matter_base(matter),
-        "user": user_base(world.user) if item.user_id == world.user.id else None,
-    }
+    return line_item_row(world, item)
+
+
+def line_item_row(
+    world: World, item: LineItem, parts: Collection[str] | None = None
+) -> dict[str, Any]:
+    """The line item with every field, or only the nested `parts` asked for."""
+    row = line_item_base(item)
+    if parts is None or "bill" in parts:
+        bill = world.bills.get(item.bill_id)
+        row["bill"] = None if bill is None else bill_base(world, bill)
+    if parts is None or "matter" in parts:
+        matter = world.matters.get(item.matter_id) if item.matter_id is not None else None
+        row["matter"] = None if matter is None else matter_base(matter)
+    if parts is None or "user" in parts:
+        row["user"] = user_base(world.user) if item.user_id == world.user.id else None
+    return row
 
 
 def outstanding_balances(world: World) -> list[dict[str, Any]]:
