@@ -1,6 +1,7 @@
 """How long a full paging of a big Clio sandbox firm takes (rate limit off, in-process).
 
-    .venv/bin/python bench/clio_sandbox_paging.py [--bills 10000] [--lines 5] [--clients 500] [--trust-every 0]
+    .venv/bin/python bench/clio_sandbox_paging.py [--bills 10000] [--lines 5]
+        [--clients 500] [--trust-every 0]
 
 Builds the firm with `POST /sandbox/bulk`, then pages every bill, line item and contact
 with the fields a sync asks for, and prints the time and pages of each listing.
