@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from sandbox.clio import render
 from sandbox.clio.bulk import BulkSpec, add_bulk
+from sandbox.clio.firms import firm_for
 from sandbox.clio.jsonenc import ClioJSONResponse
 from sandbox.clio.mutations import (
     HookError,
@@ -32,7 +33,7 @@ from sandbox.clio.mutations import (
     record_payment,
 )
 from sandbox.clio.regions import region_of
-from sandbox.clio.seed import build_world, firm_for, firm_today
+from sandbox.clio.seed import build_world, firm_today
 from sandbox.clio.state import SandboxState
 
 router = APIRouter(prefix="/sandbox", tags=["sandbox hooks"])

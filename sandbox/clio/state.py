@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from starlette.requests import HTTPConnection
 
+from sandbox.clio.firms import firm_for
 from sandbox.clio.records import World
-from sandbox.clio.seed import build_world, firm_for, firm_today
+from sandbox.clio.seed import build_world, firm_today
 from sandbox.clio.settings import SandboxSettings
 from sandbox.clio.webhooks import WebhookHub
 

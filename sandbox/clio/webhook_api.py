@@ -15,10 +15,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from sandbox.clio import render
-from sandbox.clio.api import API_PREFIX, StateDep, _cursor_page, _paging, _record_id, _selection
 from sandbox.clio.errors import ClioError, bad_request, not_found
 from sandbox.clio.fields import FieldsError, parse_fields, project
 from sandbox.clio.jsonenc import ClioJSONResponse
+from sandbox.clio.listing import (
+    API_PREFIX,
+    StateDep,
+    cursor_page,
+    paging_of,
+    record_id,
+    selection_of,
+)
 from sandbox.clio.regions import region_of
 from sandbox.clio.state import SandboxState
 from sandbox.clio.webhooks import DEFAULT_TTL, EVENTS, MAX_TTL, MODEL_CATALOGS, Webhook
@@ -101,14 +108,14 @@ def webhook_row(state: SandboxState, hook: Webhook) -> dict[str, Any]:
 
 
 def _owned(state: SandboxState, request: Request, webhook_id: str) -> Webhook:
-    hook = state.webhooks.webhooks.get(_record_id(webhook_id, "Webhook"))
+    hook = state.webhooks.webhooks.get(record_id(webhook_id, "Webhook"))
     if hook is None or hook.region != region_of(request):
         raise not_found("Webhook", webhook_id)
     return hook
 
 
 def _one(request: Request, state: SandboxState, hook: Webhook, status: int = 200) -> Response:
-    selection = _selection(request, render.WEBHOOK_CATALOG)
+    selection = selection_of(request, render.WEBHOOK_CATALOG)
     row = project(webhook_row(state, hook), selection, render.WEBHOOK_CATALOG)
     return ClioJSONResponse({"data": row}, status_code=status)
 
@@ -116,7 +123,7 @@ def _one(request: Request, state: SandboxState, hook: Webhook, status: int = 200
 @router.post("/webhooks", status_code=201)
 @router.post("/webhooks.json", status_code=201)
 async def create_webhook(request: Request, state: StateDep) -> Response:
-    _selection(request, render.WEBHOOK_CATALOG)
+    selection_of(request, render.WEBHOOK_CATALOG)
     data = await _data(request)
     model = data.get("model")
     if model not in MODEL_CATALOGS:
@@ -132,12 +139,12 @@ async def create_webhook(request: Request, state: StateDep) -> Response:
 @router.get("/webhooks")
 @router.get("/webhooks.json")
 async def list_webhooks(request: Request, state: StateDep) -> Response:
-    selection = _selection(request, render.WEBHOOK_CATALOG)
-    paging = _paging(request, ("id",))
+    selection = selection_of(request, render.WEBHOOK_CATALOG)
+    paging = paging_of(request, ("id",))
     region = region_of(request)
     hooks = state.webhooks.webhooks
     keys = [key for key, hook in hooks.items() if hook.region == region]
-    return _cursor_page(
+    return cursor_page(
         request,
         state,
         keys,
@@ -159,7 +166,7 @@ async def show_webhook(webhook_id: str, request: Request, state: StateDep) -> Re
 async def update_webhook(webhook_id: str, request: Request, state: StateDep) -> Response:
     """Extend `expires_at` (at most 31 days ahead), or change fields, events or url (a new
     url needs a new handshake)."""
-    _selection(request, render.WEBHOOK_CATALOG)
+    selection_of(request, render.WEBHOOK_CATALOG)
     hook = _owned(state, request, webhook_id)
     data = await _data(request)
     now = state.clock()

@@ -255,7 +255,9 @@ class WebhookHub:
                             hook.status = "suspended"
                             self.touch(hook)
                         break
-                if delay is None or not hook.live(self.state.clock()):
+                # A webhook deleted, expired or suspended meanwhile gets no more tries.
+                current = self.webhooks.get(hook.id) is hook
+                if delay is None or not current or not hook.live(self.state.clock()):
                     break
                 await asyncio.sleep(delay)
         delivery.done = True
