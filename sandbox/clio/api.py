@@ -417,12 +417,13 @@ async def list_line_items(request: Request, state: StateDep) -> Response:
         keys = [item.id for item in candidates if all(test(item) for test in tests)]
     else:
         keys = passing(world.line_items, tests)
+    bills: dict[int, dict[str, Any] | None] = {}
     return cursor_page(
         request,
         state,
         keys,
         paging,
-        lambda key: render.line_item_row(world, world.line_items[key], selection.keys()),
+        lambda key: render.line_item_row(world, world.line_items[key], selection.keys(), bills),
         selection,
         render.LINE_ITEM_CATALOG,
     )

@@ -593,13 +593,22 @@ def line_item_full(world: World, item: LineItem) -> dict[str, Any]:
 
 
 def line_item_row(
-    world: World, item: LineItem, parts: Collection[str] | None = None
+    world: World,
+    item: LineItem,
+    parts: Collection[str] | None = None,
+    bills: dict[int, dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
-    """The line item with every field, or only the nested `parts` asked for."""
+    """The line item with every field, or only the nested `parts` asked for.
+
+    `bills` memoizes the nested bill across one page, whose lines mostly share bills.
+    """
     row = line_item_base(item)
     if parts is None or "bill" in parts:
-        bill = world.bills.get(item.bill_id)
-        row["bill"] = None if bill is None else bill_base(world, bill)
+        memo = {} if bills is None else bills
+        if item.bill_id not in memo:
+            bill = world.bills.get(item.bill_id)
+            memo[item.bill_id] = None if bill is None else bill_base(world, bill)
+        row["bill"] = memo[item.bill_id]
     if parts is None or "matter" in parts:
         matter = world.matters.get(item.matter_id) if item.matter_id is not None else None
         row["matter"] = None if matter is None else matter_base(matter)
