@@ -339,6 +339,21 @@ class LedesImporter:
             if record is None or record.firm_id != firm_id:
                 return None
             result = ImportResult.model_validate_json(record.report)
+            # Names and emails given since: the invoices show as they are now.
+            refs = {i.client_ref for i in result.imported}
+            clients = {
+                c.client_ref: c
+                for c in await s.scalars(
+                    select(LedesClient).where(
+                        LedesClient.firm_id == firm_id, LedesClient.client_ref.in_(refs)
+                    )
+                )
+            }
+            for inv in result.imported:
+                client = clients.get(inv.client_ref)
+                if client is not None:
+                    inv.client_name = client.name
+                    inv.published = inv.published or client.email is not None
             result.clients_needing_email = await needing_email(s, firm_id, result)
             return result
 
