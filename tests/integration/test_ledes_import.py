@@ -32,14 +32,16 @@ from services.sync.app import create_app as create_sync
 from services.sync.ledes_import import LedesImporter, invoice_id_for
 from services.sync.models import LedesInvoice
 from services.sync.settings import SyncSettings
-from shared.api.ledes import ImportOptions
+from shared.api.ledes import ClientEmail, ImportOptions
 from shared.events import (
     Allocation,
     FirmProfile,
     FirmUpdated,
     InvoiceState,
     InvoiceUpdated,
+    PaymentFailed,
     PaymentMethod,
+    PaymentRefunded,
     PaymentSucceeded,
 )
 from shared.migrations import upgrade_async
@@ -327,3 +329,57 @@ async def test_hostile_uploads_get_clear_answers(world: World) -> None:
         "/invoices/import/1/clients", {"client_ref": "NOPE", "email": "a@b.co"}
     )
     assert unknown.status_code == 404
+
+
+async def test_sync_api_refuses_clearly(world: World) -> None:
+    token = {"X-Internal-Token": world.sync_service.settings.internal_token}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=world.sync), base_url="http://sync", headers=token
+    ) as sync:
+        base = f"/internal/firms/{FIRM}/ledes"
+        big = await sync.post(f"{base}/imports", content=b"x" * (5 * 1024 * 1024 + 1))
+        assert big.status_code == 413 and "larger than 5 MB" in big.json()["detail"]
+        assert (await sync.post(f"{base}/imports", params={"due_days": 999})).status_code == 422
+        ok = await sync.post(f"{base}/imports", content=ledes_file())
+        assert ok.status_code == 200
+        assert [i["number"] for i in ok.json()["imported"]] == ["INV-1", "G-1"]
+        bad = await sync.post(f"{base}/clients", json={"client_ref": "ACME", "email": "x@y"})
+        assert bad.status_code == 422 and bad.json()["detail"]["field"] == "email"
+        gone = await sync.post(f"{base}/clients", json={"client_ref": "NOPE", "email": "a@b.co"})
+        assert gone.status_code == 404
+        assert (await sync.get(f"{base}/imports/12345")).status_code == 404
+        assert (
+            await sync.get(f"{base}/imports", headers={"X-Internal-Token": ""})
+        ).status_code == 401
+
+
+async def test_refunds_and_returns_reopen_what_they_take_back(world: World) -> None:
+    importer: LedesImporter = world.sync.state.ledes
+    await importer.import_file(FIRM, ledes_file(), ImportOptions())
+    await importer.set_client(FIRM, ClientEmail(client_ref="GLOBEX", email="ap@globex.test"))
+    invoice_id = invoice_id_for(("12-3456789", "GLOBEX", "G-1"))
+    common: dict[str, Any] = {
+        "firm_id": FIRM,
+        "payment_id": "p2",
+        "method": PaymentMethod.ach,
+        "currency": "USD",
+        "amount_minor": 2000,
+        "allocations": [Allocation(invoice_id=invoice_id, amount_minor=2000)],
+    }
+    for ev in (
+        PaymentFailed(**common, reason="R01"),  # never succeeded: nothing was paid
+        PaymentSucceeded(**common),
+        PaymentFailed(**common, reason="R10", returned=True),
+        PaymentSucceeded(**common),
+        PaymentRefunded(**common, refund_id="r1", refunded_minor=2000),
+    ):
+        async with world.sync_service.sessionmaker() as s, s.begin():
+            await importer.on_payment(s, ev)
+    states = [(e.invoice.state, e.invoice.balance_minor) for e in await world.published()]
+    assert states == [
+        (InvoiceState.awaiting_payment, 2000),  # the email given
+        (InvoiceState.paid, 0),
+        (InvoiceState.awaiting_payment, 2000),
+        (InvoiceState.paid, 0),
+        (InvoiceState.awaiting_payment, 2000),
+    ]
