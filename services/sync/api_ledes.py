@@ -8,6 +8,7 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from sqlalchemy.exc import IntegrityError
 
 from services.sync.ledes_import import BadEmail, LedesImporter, UnknownClient
 from shared.api.ledes import (
@@ -67,7 +68,14 @@ def router(service: Service, importer: LedesImporter) -> APIRouter:
     ) -> ImportResult:
         data = await _body(request)
         options = ImportOptions(filename=filename, due_days=due_days, due_date=due_date)
-        return await importer.import_file(firm_id, data, options)
+        try:
+            return await importer.import_file(firm_id, data, options)
+        except IntegrityError as exc:
+            # Another sync process imported the same invoice at the same moment.
+            raise HTTPException(
+                status_code=409,
+                detail="Another import of the same invoices was running. Import the file again.",
+            ) from exc
 
     @r.get("/imports")
     async def imports(firm_id: str) -> list[ImportSummary]:
@@ -93,6 +101,8 @@ def router(service: Service, importer: LedesImporter) -> APIRouter:
     async def set_client(firm_id: str, body: ClientEmail) -> ClientEmailResult:
         try:
             return await importer.set_client(firm_id, body)
+        except IntegrityError as exc:
+            raise HTTPException(status_code=409, detail="Please try again.") from exc
         except UnknownClient as exc:
             raise HTTPException(status_code=404, detail="No such LEDES client.") from exc
         except BadEmail as exc:

@@ -42,11 +42,13 @@ from shared.events import (
     PaymentRefunded,
     PaymentSucceeded,
 )
+from shared.outbox import add_events
 from shared.runtime import Service
 
 PREFIX = "ledes:"
 EMAIL_RE = re.compile(r"^(?:(?![@<>,;])[!-~])+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 _SAFE_REF = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
+CHUNK = 500  # ids in one IN (...): well under every driver's parameter limit
 
 
 class UnknownClient(LookupError):
@@ -102,7 +104,6 @@ def build_snapshot(
         client_email=client_email,
         matter_id=inv.fields["LAW_FIRM_MATTER_ID"] or None,
         matter_number=inv.fields["LAW_FIRM_MATTER_ID"] or None,
-        matter_description=inv.fields["CLIENT_MATTER_ID"] or None,
         subject=inv.fields["INVOICE_DESCRIPTION"] or None,
         issued_at=inv.date_of("INVOICE_DATE"),
         due_at=due_at,
@@ -183,14 +184,11 @@ class LedesImporter:
         for inv in parsed.bad:
             result.skipped.append(_skipped(inv, [(e.line, e.reason) for e in inv.errors]))
         clients = await self._clients(s, firm_id, {i.client_id for i in parsed.good}, now)
+        existing = await self._existing(s, firm_id, [invoice_id_for(i.key) for i in parsed.good])
+        events: list[InvoiceUpdated] = []
         for inv in parsed.good:
             client = clients[inv.client_id]
-            row = await s.scalar(
-                select(LedesInvoice)
-                .where(LedesInvoice.firm_id == firm_id)
-                .where(LedesInvoice.invoice_id == invoice_id_for(inv.key))
-                .with_for_update()
-            )
+            row = existing.get(invoice_id_for(inv.key))
             stored = InvoiceSnapshot.model_validate_json(row.snapshot) if row else None
             paid = row.paid_minor if row else 0
             refusal = reimport_refusal(stored, paid, inv.total_minor)
@@ -222,7 +220,8 @@ class LedesImporter:
                 row.snapshot = snap.model_dump_json()
                 row.updated_at = now
                 if client.email:
-                    await self._publish(s, firm_id, row, snap, now)
+                    row.published_at = now
+                    events.append(InvoiceUpdated(firm_id=firm_id, invoice=snap))
             result.imported.append(
                 ImportedInvoice(
                     invoice_id=snap.invoice_id,
@@ -234,6 +233,7 @@ class LedesImporter:
                     published=row.published_at is not None,
                 )
             )
+        await add_events(s, self.service.outbox, [(ev, None) for ev in events])
         result.clients_needing_email = await needing_email(s, firm_id, result)
         record.imported = len(result.imported)
         record.skipped = len(result.skipped)
@@ -257,11 +257,21 @@ class LedesImporter:
         await s.flush()
         return found
 
-    async def _publish(
-        self, s: AsyncSession, firm_id: str, row: LedesInvoice, snap: InvoiceSnapshot, now: datetime
-    ) -> None:
-        row.published_at = now
-        await self.service.publish(s, InvoiceUpdated(firm_id=firm_id, invoice=snap))
+    async def _existing(
+        self, s: AsyncSession, firm_id: str, invoice_ids: list[str]
+    ) -> dict[str, LedesInvoice]:
+        """The file's invoices imported before, locked until the import commits (a payment
+        arriving meanwhile waits, so the balance written counts it)."""
+        found: dict[str, LedesInvoice] = {}
+        for start in range(0, len(invoice_ids), CHUNK):
+            rows = await s.scalars(
+                select(LedesInvoice)
+                .where(LedesInvoice.firm_id == firm_id)
+                .where(LedesInvoice.invoice_id.in_(invoice_ids[start : start + CHUNK]))
+                .with_for_update()
+            )
+            found.update((r.invoice_id, r) for r in rows)
+        return found
 
     # --- the client's email -------------------------------------------------------------
 
@@ -291,16 +301,16 @@ class LedesImporter:
                     .order_by(LedesInvoice.id)
                     .with_for_update()
                 )
-                published = 0
+                events: list[InvoiceUpdated] = []
                 for row in rows:
                     snap = InvoiceSnapshot.model_validate_json(row.snapshot).model_copy(
                         update={"client_email": email, "client_name": client.name}
                     )
                     row.snapshot = snap.model_dump_json()
-                    row.updated_at = now
-                    await self._publish(s, firm_id, row, snap, now)
-                    published += 1
-        return ClientEmailResult(client_ref=body.client_ref, published=published)
+                    row.updated_at = row.published_at = now
+                    events.append(InvoiceUpdated(firm_id=firm_id, invoice=snap))
+                await add_events(s, self.service.outbox, [(ev, None) for ev in events])
+        return ClientEmailResult(client_ref=body.client_ref, published=len(events))
 
     # --- payments made here ---------------------------------------------------------------
 

@@ -21,7 +21,7 @@ class LedesClient(InternalClient):
         due_days: int,
         due_date: dt.date | None,
     ) -> ImportResult:
-        """Refused with 413 (too large) or 422 (options sync refuses)."""
+        """Refused with 409 (a concurrent import), 413 (too large) or 422 (bad options)."""
         params: dict[str, str | int] = {"filename": filename[:300], "due_days": due_days}
         if due_date is not None:
             params["due_date"] = due_date.isoformat()
@@ -31,7 +31,7 @@ class LedesClient(InternalClient):
             params=params,
             content=data,
             headers={"Content-Type": "application/octet-stream"},
-            refuse=(413, 422),
+            refuse=(409, 413, 422),
         )
         return read(ImportResult, resp)
 
@@ -43,9 +43,9 @@ class LedesClient(InternalClient):
         return read(list[ImportSummary], resp) if resp.is_success else []
 
     async def set_client(self, firm_id: str, body: ClientEmail) -> ClientEmailResult:
-        """Refused with 404 (no such client) or 422 (not an email)."""
+        """Refused with 404 (no such client), 409 (try again) or 422 (not an email)."""
         resp = await self.call(
-            "POST", f"{self._base(firm_id)}/clients", json=body.model_dump(), refuse=(404, 422)
+            "POST", f"{self._base(firm_id)}/clients", json=body.model_dump(), refuse=(404, 409, 422)
         )
         return read(ClientEmailResult, resp)
 
