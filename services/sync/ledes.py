@@ -237,9 +237,33 @@ def parse(data: bytes | str) -> Parsed:
         if inv is None:
             inv = invoices[key] = Invoice(key=key, first_line=number, fields=row)
         _check_line(inv, number, row)
+    errors = _attribute(errors, lines, invoices)
     for inv in invoices.values():
         _check_invoice(inv)
     return Parsed(list(invoices.values()), errors)
+
+
+def _attribute(
+    errors: list[LineError],
+    lines: list[str | LineError],
+    invoices: OrderedDict[tuple[str, str, str], Invoice],
+) -> list[LineError]:
+    """A line too broken to read whole (a missing field, no []) still names its invoice in
+    its first fields, usually: that invoice is then not imported without it. The errors that
+    name no invoice are returned."""
+    by_number: dict[tuple[str, str], list[Invoice]] = {}
+    for inv in invoices.values():
+        by_number.setdefault((inv.number, inv.client_id), []).append(inv)
+    loose: list[LineError] = []
+    for error in errors:
+        text = lines[error.line - 1] if 0 < error.line <= len(lines) else None
+        fields = text.removesuffix("[]").split("|") if isinstance(text, str) else []
+        owners = by_number.get((fields[1].strip(), fields[2].strip())) if len(fields) > 2 else None
+        if not owners:
+            loose.append(error)
+        for inv in owners or ():
+            inv.errors.append(error)
+    return loose
 
 
 def _check_line(inv: Invoice, n: int, row: dict[str, str]) -> None:

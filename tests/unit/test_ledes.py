@@ -115,8 +115,26 @@ def test_each_bad_line_is_reported_by_its_number() -> None:
         (6, "the line does not end with []"),
         (7, "LINE_ITEM_DATE is not a date (YYYYMMDD)"),
     }
-    assert [i.number for i in parsed.good] == ["INV-1"]
-    assert [i.number for i in parsed.bad] == ["INV-3"]
+    # Line 6 is INV-1's (its first fields say so): INV-1 is not imported without it.
+    assert parsed.good == []
+    assert [(i.number, [e.line for e in i.errors]) for i in parsed.bad] == [
+        ("INV-1", [6]),
+        ("INV-3", [7]),
+    ]
+    assert parsed.errors == [ledes.LineError(4, "3 fields where LEDES 1998B has 24")]
+
+
+def test_a_broken_line_that_names_its_invoice_keeps_that_invoice_out() -> None:
+    rows = two_lines() + [line(INVOICE_NUMBER="INV-2", INVOICE_TOTAL="0", LINE_ITEM_TOTAL="0")]
+    text = ledes.render(rows).splitlines()
+    # A third line of INV-1 with a zero total, cut short: INV-1 still adds up without it.
+    text.insert(4, "|".join(text[2].split("|")[:10]) + "[]")
+    parsed = ledes.parse("\n".join(text))
+    assert [i.number for i in parsed.good] == ["INV-2"]
+    assert [(e.line, e.reason) for e in parsed.bad[0].errors] == [
+        (5, "10 fields where LEDES 1998B has 24")
+    ]
+    assert parsed.errors == []
 
 
 def test_a_line_that_contradicts_its_invoice_is_an_error() -> None:
