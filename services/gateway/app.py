@@ -76,7 +76,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # web_batches before web_review: /batches/{id}/send-all must not be taken for /batches/{id}/{n}.
     for module in (
         web_auth,
-        web_ledes,  # /invoices/import before any /invoices/{id}
+        web_ledes,
         web_invoices,
         web_batches,
         web_balances,
