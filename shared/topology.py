@@ -43,4 +43,6 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
     ),
     "mailer": (EmailRequested,),
     "payments": (FirmUpdated, InvoiceUpdated, PayLinkIssued),
+    # What was paid online on LEDES-imported invoices, which have no source system to say so.
+    "sync": (PaymentSucceeded, PaymentFailed, PaymentRefunded),
 }

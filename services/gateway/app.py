@@ -19,6 +19,7 @@ from services.gateway import (
     web_balances,
     web_batches,
     web_invoices,
+    web_ledes,
     web_payments,
     web_reminders,
     web_review,
@@ -75,6 +76,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # web_batches before web_review: /batches/{id}/send-all must not be taken for /batches/{id}/{n}.
     for module in (
         web_auth,
+        web_ledes,
         web_invoices,
         web_batches,
         web_balances,

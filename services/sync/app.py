@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.sync import api, api_connection
+from services.sync import api, api_connection, api_ledes
 from services.sync.models import Base
 from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
@@ -29,5 +29,6 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
         return {"rate_limit": syncer.connections.budgets.for_firm(firm_id).state()}
 
     app.include_router(api_connection.router(service, syncer, extras=[rate_limit]))
+    api_ledes.install(app, service)
     app.state.syncer = syncer
     return app
