@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 # How many items one request may mark recorded.
 MAX_MARK = 1000
+# An item id as the databases hold it (a 32-bit integer key).
+ItemId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class RecordItemOut(BaseModel):
@@ -39,7 +43,7 @@ class RecordListOut(BaseModel):
 
 
 class MarkBody(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=MAX_MARK)
+    ids: list[ItemId] = Field(min_length=1, max_length=MAX_MARK)
     by: str = Field(min_length=1, max_length=300)
 
 
