@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.payments.models import Allocation, Bill, Payment, outbox
 from services.payments.record_rules import ARRIVED, Held, RecordedHow, now_recorded, to_record
@@ -85,11 +86,25 @@ async def _announce(
         await add_event(s, outbox, ev)
 
 
-def _set_recorded(alloc: Allocation, how: RecordedHow, by: str | None) -> None:
-    alloc.reconciled = True
-    alloc.recorded_at = datetime.now(UTC)
-    alloc.recorded_how = how
-    alloc.recorded_by = by
+async def _set_recorded(
+    s: AsyncSession, alloc: Allocation, how: RecordedHow, by: str | None
+) -> bool:
+    """Take `alloc` off the list unless another transaction just did (a sync and a payment
+    settling at once): True when this one did, and only then is it announced."""
+    now = datetime.now(UTC)
+    result = await s.execute(
+        update(Allocation)
+        .where(Allocation.id == alloc.id, Allocation.reconciled.is_(False))
+        .values(reconciled=True, recorded_at=now, recorded_how=how, recorded_by=by)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    set_committed_value(alloc, "reconciled", True)
+    set_committed_value(alloc, "recorded_at", now)
+    set_committed_value(alloc, "recorded_how", how)
+    set_committed_value(alloc, "recorded_by", by)
+    return True
 
 
 async def reconcile(s: AsyncSession, firm_id: str, invoice_ids: Iterable[str]) -> int:
@@ -124,8 +139,7 @@ async def reconcile(s: AsyncSession, firm_id: str, invoice_ids: Iterable[str]) -
         ]
         found = set(now_recorded(held, bill.source_paid_minor, bill.source_balance_minor))
         for (alloc, _status), h in zip(rows, held, strict=True):
-            if alloc.id in found:
-                _set_recorded(alloc, RecordedHow.synced, None)
+            if alloc.id in found and await _set_recorded(s, alloc, RecordedHow.synced, None):
                 done.append((alloc, h.amount_minor))
     await _announce(s, firm_id, done, RecordedHow.synced)
     return len(done)
@@ -156,7 +170,7 @@ async def mark(s: AsyncSession, firm_id: str, ids: list[int], by: str) -> int:
         amount = to_record(payment.status, alloc.amount_minor, alloc.refunded_minor)
         if alloc.reconciled or amount <= 0:
             continue
-        _set_recorded(alloc, RecordedHow.marked, by)
-        done.append((alloc, amount))
+        if await _set_recorded(s, alloc, RecordedHow.marked, by):
+            done.append((alloc, amount))
     await _announce(s, firm_id, done, RecordedHow.marked)
     return len(done)

@@ -202,3 +202,44 @@ async def test_a_removed_bill_on_the_pay_page_is_no_longer_payable(gateway: Gate
     # Every Pay form on the page pays only the payable bill.
     forms = re.findall(r'name="invoice_ids" value="([^"]+)"', page)
     assert forms and set(forms) == {"clio:2"}
+
+
+async def test_the_review_window_shows_a_removed_bill_as_not_sent(gateway: Gateway) -> None:
+    from tests.gateway.test_tracking_pages import DRAFT, ENV, invoice
+
+    base = f"/internal/firms/{FIRM_ID}"
+    draft = DRAFT | {"invoice_ids": ["clio:1", "clio:2"]}
+    gateway.envelope.on(
+        "GET",
+        f"{base}/invoices",
+        body={
+            "items": [
+                invoice("clio:1", "INV-1", None),
+                invoice("clio:2", "INV-2", None) | {"state": "void"},
+            ],
+            "total": 2,
+            "page": 1,
+            "per_page": 25,
+        },
+    )
+    gateway.envelope.on("GET", f"{base}/envelopes/{ENV}", body=draft)
+    gateway.envelope.on("POST", f"{base}/envelopes/drafts", body=[draft])
+    gateway.envelope.on("POST", f"{base}/envelopes/{ENV}/preview", body=draft["preview"])
+    gateway.envelope.on(
+        "GET",
+        f"{base}/templates",
+        body={
+            "items": [],
+            "default_id": None,
+            "builtin": {"name": "Standard", "subject": "s", "body": "b"},
+            "autofill_fields": {},
+        },
+    )
+    await open_page(gateway)  # logged in, with a page's CSRF token
+    resp = await gateway.client.post("/envelopes/review", {"invoice_ids": ["clio:1", "clio:2"]})
+    assert resp.status_code == 303, resp.text
+    page = (await gateway.client.get(resp.headers["location"])).text
+    items = page.split('<ul class="items">', 1)[1].split("</ul>", 1)[0]
+    first, second = items.split("</li>")[:2]
+    assert "INV-1" in first and "data-removed" not in first
+    assert "INV-2" in second and "Voided in Clio: not sent" in second
