@@ -126,8 +126,22 @@ async def on_paylinks_issued(s: AsyncSession, evs: list[PayLinkIssued]) -> None:
             )
         ).tuples()
     )
+    # A bill removed before anything else was heard of it is kept without a name: the
+    # link names it, so its pay page says which bill is no longer payable.
+    unnamed = {
+        (b.firm_id, b.invoice_id): b
+        for b in await s.scalars(
+            select(Bill).where(
+                Bill.invoice_id.in_({i.invoice_id for ev in new for i in ev.items}),
+                Bill.number == "",
+            )
+        )
+    }
     for ev in new:
         for item in ev.items:
+            if (bill := unnamed.get((ev.firm_id, item.invoice_id))) is not None:
+                bill.number, bill.kind, bill.currency = item.number, item.kind, item.currency
+                bill.client_id, bill.client_name = ev.client_id, ev.client_name
             if (ev.firm_id, item.invoice_id) not in known:
                 known.add((ev.firm_id, item.invoice_id))
                 s.add(
