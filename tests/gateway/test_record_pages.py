@@ -243,3 +243,12 @@ async def test_the_review_window_shows_a_removed_bill_as_not_sent(gateway: Gatew
     first, second = items.split("</li>")[:2]
     assert "INV-1" in first and "data-removed" not in first
     assert "INV-2" in second and "Voided in Clio: not sent" in second
+
+
+async def test_the_list_and_its_csv_need_a_login(gateway: Gateway) -> None:
+    for url in ("/record", "/record.csv"):
+        resp = await gateway.client.get(url)
+        assert resp.status_code in (302, 303) and "/login" in resp.headers["location"]
+    resp = await gateway.client.http.post("/record/mark", data={"one": "11"})
+    assert resp.status_code in (302, 303, 403)
+    assert gateway.payments.requests == []
