@@ -5,7 +5,6 @@ recorded lately, and marking items recorded."""
 from __future__ import annotations
 
 from datetime import datetime
-
 from typing import Annotated
 
 from pydantic import BaseModel, Field
