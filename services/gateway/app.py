@@ -20,7 +20,9 @@ from services.gateway import (
     web_balances,
     web_batches,
     web_invoices,
+    web_ledes,
     web_payments,
+    web_record,
     web_reminders,
     web_review,
     web_settings,
@@ -76,6 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # web_batches before web_review: /batches/{id}/send-all must not be taken for /batches/{id}/{n}.
     for module in (
         web_auth,
+        web_ledes,
         web_invoices,
         web_batches,
         web_balances,
@@ -84,6 +87,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         web_sync,
         web_templates,
         web_payments,
+        web_record,
         web_reminders,
         web_timeline,
         public,

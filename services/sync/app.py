@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.sync import api, api_connection, api_webhooks
+from services.sync import api, api_connection, api_ledes, api_webhooks
 from services.sync.models import Base
 from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
@@ -24,7 +24,13 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
     service.background(syncer.run_forever)
     app = service.make_app()
     app.include_router(api.router(service, syncer))
-    app.include_router(api_connection.router(service, syncer))
+
+    async def rate_limit(firm_id: str) -> dict[str, object]:
+        return {"rate_limit": syncer.connections.budgets.for_firm(firm_id).state()}
+
+    webhooks = api_webhooks.install(app, service, syncer)
+    extras = [rate_limit, webhooks.status_fields]
+    app.include_router(api_connection.router(service, syncer, extras=extras))
+    api_ledes.install(app, service)
     app.state.syncer = syncer
-    api_webhooks.install(app, service, syncer)
     return app

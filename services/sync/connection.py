@@ -14,6 +14,7 @@ import httpx
 
 from services.sync.clio import ClioAuthError, ClioClient, Tokens, authorize_url
 from services.sync.models import ClioConnection
+from services.sync.ratelimit import Budgets, Priority
 from services.sync.settings import SyncSettings
 from services.sync.tokens import TokenCipher, TokenKeyError, rekey_all
 from shared.runtime import Service
@@ -41,6 +42,9 @@ class Connections:
         # One HTTP client for every Clio call (tests pass one on the sandbox); None: each
         # client opens its own.
         self.http = http
+        # One request budget per firm (one token per firm), shared by every client of it in
+        # this process: the poll, the Sync button and the webhook fetches together.
+        self.budgets = Budgets()
 
     def base_url(self, region: str) -> str:
         return self.settings.base_url_for(region)
@@ -85,6 +89,7 @@ class Connections:
             tokens=tokens,
             on_tokens=save,
             http=self.http,
+            budget=self.budgets.for_firm(firm_id),
         )
 
     async def connect(
@@ -95,7 +100,11 @@ class Connections:
         try:
             tokens = await client.exchange_code(code, redirect_uri)
             client.tokens = tokens
-            me = await client.get("users/who_am_i.json", {"fields": "id,name,account{name}"})
+            me = await client.get(
+                "users/who_am_i.json",
+                {"fields": "id,name,account{name}"},
+                priority=Priority.INTERACTIVE,
+            )
         finally:
             await client.aclose()
         data = me.get("data") or {}
@@ -132,6 +141,7 @@ class Connections:
             row = await s.get(ClioConnection, firm_id)
             if row is not None:
                 await s.delete(row)
+        self.budgets.forget(firm_id)  # a new token starts a new count
         if not revoked:
             log.warning("sync: firm %s disconnected without revoking at Clio: %s", firm_id, problem)
         return Disconnected(was_connected=True, revoked=revoked, problem=problem)

@@ -1,7 +1,7 @@
 """clio webhooks
 
-Revision ID: c7d2a9e4f1b3
-Revises: b1c4e2f7a9d0
+Revision ID: e4b8d1f6a2c5
+Revises: c7d2a9e4f1b3
 Create Date: 2026-12-08 00:15:00
 """
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ from alembic import op
 
 import shared.db
 
-revision: str = "c7d2a9e4f1b3"
-down_revision: str | None = "b1c4e2f7a9d0"
+revision: str = "e4b8d1f6a2c5"
+down_revision: str | None = "c7d2a9e4f1b3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
