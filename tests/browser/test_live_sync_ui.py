@@ -1,4 +1,4 @@
-"""Live sync in a real browser: a bill created, changed and paid in the Clio sandbox shows on
+"""Live sync in a real browser: bills created, changed, paid and voided in the Clio sandbox shows on
 the Invoices page without anyone pressing Sync.
 
 The running system polls Clio once an hour (tests/e2e), so only the webhooks can bring these
@@ -79,4 +79,22 @@ def test_a_change_in_clio_shows_without_pressing_sync(page: Page, system) -> Non
         lambda: (row := cells(page, number)) and row[9] == "Paid",
         timeout=20,
         what="the bill to show as paid",
+    )
+
+    # A second bill voided in Clio leaves the unpaid list.
+    other = httpx.post(
+        f"{clio}/sandbox/bills",
+        json={"client_id": contact.json()["data"]["id"], "number": f"{number}-V", "total": "5.00"},
+        timeout=10,
+    )
+    assert other.status_code == 201, other.text
+    eventually(lambda: cells(page, f"{number}-V"), timeout=20, what="the second bill")
+    voided = httpx.patch(
+        f"{clio}/sandbox/bills/{other.json()['data']['id']}", json={"state": "void"}, timeout=10
+    )
+    assert voided.status_code == 200, voided.text
+    eventually(
+        lambda: (row := cells(page, f"{number}-V")) is None or row[9] == "Void",
+        timeout=20,
+        what="the voided bill to show as void",
     )
