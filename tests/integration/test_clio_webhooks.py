@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from sandbox.clio import SandboxState, create_app
+from sandbox.clio.settings import SandboxSettings
 from services.sync import api_webhooks
 from services.sync.app import MIGRATIONS
 from services.sync.clio import ClioClient, Tokens
@@ -151,7 +152,8 @@ class World:
 
 async def make_world(database_url: str, tmp_path: Path, public_url: str) -> World:
     await upgrade_async(MIGRATIONS, database_url)
-    sandbox = SandboxState()
+    # No rate limit here: tests/integration/test_clio_ratelimit.py is about that.
+    sandbox = SandboxState(settings=SandboxSettings(rate_limit=1_000_000))
     sandbox_http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(sandbox)), base_url=BASE_URL
     )
