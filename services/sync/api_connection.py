@@ -45,6 +45,7 @@ def router(service: Service, syncer: Syncer, extras: Sequence[StatusExtra] = ())
             fields |= {
                 "connected": True,
                 "region": conn.region if conn.region in ("us", "ca", "eu", "au") else None,
+                "app_url": conn.base_url,
                 "account_name": conn.account_name,
                 "connected_at": conn.connected_at,
                 "last_synced_at": conn.last_synced_at,
