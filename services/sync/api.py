@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import func, or_, select
 
 from services.sync.clio import ClioAuthError, ClioError, authorize_url
 from services.sync.models import ClioConnection, Contact, Quarantined
-from services.sync.syncer import Syncer
+from services.sync.syncer import NOT_CONNECTED, Syncer
 from shared.api.sync import (
     ClioStatus,
     ConnectRequest,
     ContactMatch,
     QuarantineItem,
-    SyncOutcome,
+    SyncProgress,
 )
 from shared.runtime import Service
 
@@ -66,12 +67,21 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
         asyncio.create_task(syncer.sync_firm(firm_id))
         return await status(firm_id)
 
-    @r.post("/firms/{firm_id}/sync")
-    async def sync_now(firm_id: str) -> SyncOutcome:
-        result = await syncer.sync_firm(firm_id)
-        if result.error == "Clio is not connected":
-            raise HTTPException(status_code=409, detail=result.error)
-        return SyncOutcome(**result.__dict__)
+    @r.post("/firms/{firm_id}/sync", status_code=202)
+    async def sync_now(firm_id: str) -> SyncProgress:
+        """Start a sync behind the response (none when one is running for the firm); 409
+        when Clio is not connected. Follow it on /sync/progress."""
+        async with service.sessionmaker() as s:
+            if await s.get(ClioConnection, firm_id) is None:
+                raise HTTPException(status_code=409, detail=NOT_CONNECTED)
+        syncer.start(firm_id)
+        progress = await syncer.progress(firm_id)
+        progress.running = True
+        return progress
+
+    @r.get("/firms/{firm_id}/sync/progress")
+    async def sync_progress(firm_id: str) -> SyncProgress:
+        return await syncer.progress(firm_id)
 
     @r.get("/firms/{firm_id}/contacts")
     async def contacts(
@@ -103,6 +113,8 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
     @r.get("/firms/{firm_id}/quarantine")
     async def quarantine(firm_id: str) -> list[QuarantineItem]:
         async with service.sessionmaker() as s:
+            conn = await s.get(ClioConnection, firm_id)
+            base = conn.base_url.rstrip("/") if conn is not None else None
             rows = await s.scalars(
                 select(Quarantined)
                 .where(Quarantined.firm_id == firm_id)
@@ -114,6 +126,11 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
                     source_id=q.source_id,
                     reason=q.reason,
                     received_at=q.received_at,
+                    source_url=(
+                        f"{base}/nc/#/bills/{quote(q.source_id, safe='')}"
+                        if base and q.source == "clio"
+                        else None
+                    ),
                 )
                 for q in rows
             ]
