@@ -15,16 +15,13 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.sync import lines as line_store
+from services.sync import bills
 from services.sync.clio import ClioClient, ClioError
 from services.sync.connection import Connections
 from services.sync.contacts import sync_contacts
 from services.sync.mapping import (
-    BILL_FIELDS,
-    LINE_ITEM_BULK_FIELDS,
     REMOVED_STATES,
     MalformedBill,
-    bill_currency,
     bill_to_snapshot,
     check_deliverable,
     invoice_id_for,
@@ -46,22 +43,6 @@ __all__ = ["NOT_CONNECTED", "SyncResult", "Syncer", "parse_ts"]
 def _comparable(snapshot: InvoiceSnapshot) -> str:
     # etag and updated_at change on edits we do not show; publishing for them is noise.
     return snapshot.model_dump_json(exclude={"etag", "source_updated_at"})
-
-
-def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None or (b is not None and b > a) else a
-
-
-async def ahead(pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The same pages, the next one requested while the caller stores this one."""
-    nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(pages, None))
-    try:
-        while (page := await nxt) is not None:
-            nxt = asyncio.ensure_future(anext(pages, None))
-            yield page
-    finally:
-        if not nxt.done():
-            nxt.cancel()
 
 
 class Syncer:
@@ -128,6 +109,12 @@ class Syncer:
         self._tasks[firm_id] = asyncio.create_task(self.sync_firm(firm_id))
         return True
 
+    async def join(self, firm_id: str) -> None:
+        """Wait for the sync `start` began for the firm, if any (tests, shutdown)."""
+        task = self._tasks.get(firm_id)
+        if task is not None:
+            await asyncio.shield(task)
+
     async def progress(self, firm_id: str) -> SyncProgress:
         """The running sync's counters, or the last finished one's."""
         run = self._runs.get(firm_id)
@@ -164,11 +151,11 @@ class Syncer:
         client = self.client(conn)
         try:
             contacts_cursor = await sync_contacts(self, client, conn, run)
-            lines_cursor, touched = await self._sync_lines(client, conn, run)
-            bills_cursor, listed = await self._sync_bills(
-                client, conn, run, incremental=conn.line_items_cursor is not None
+            lines_cursor, touched = await bills.sync_lines(self, client, conn, run)
+            bills_cursor, listed = await bills.sync_bills(
+                self, client, conn, run, incremental=conn.line_items_cursor is not None
             )
-            await self._relines(firm_id, touched - listed, run)
+            await bills.relines(self, firm_id, touched - listed, run)
             async with sm() as s, s.begin():
                 row = await s.get(ClioConnection, firm_id)
                 if row is not None:
@@ -234,158 +221,6 @@ class Syncer:
             body = await client.get(nxt)
             meta = body.get("meta") or {}
 
-    async def _sync_lines(
-        self, client: ClioClient, conn: ClioConnection, run: RunState
-    ) -> tuple[datetime | None, set[str]]:
-        """List line items across bills (all on a first sync, then those updated since the
-        cursor less the overlap) into clio_lines; the bills they belong to."""
-        params = {
-            "fields": LINE_ITEM_BULK_FIELDS,
-            "order": "id(asc)",
-            **self.since(conn.line_items_cursor),
-        }
-        touched: set[str] = set()
-        newest: datetime | None = None
-        async for page, _ in ahead(self.listing(client, "line_items.json", params, run)):
-            async with self.service.sessionmaker() as s, s.begin():
-                bills, ts = await line_store.store_page(s, conn.firm_id, page)
-            touched |= bills
-            newest = _newer(newest, ts)
-        return newest, touched
-
-    async def _bill_lines(self, client: ClioClient, firm_id: str, bill_id: str) -> None:
-        """Replace one bill's stored lines with what Clio lists for it now."""
-        params = {"bill_id": bill_id, "fields": LINE_ITEM_BULK_FIELDS, "order": "id(asc)"}
-        async with self.service.sessionmaker() as s, s.begin():
-            await line_store.forget_bill(s, firm_id, bill_id)
-            async for page in client.pages("line_items.json", params):
-                await line_store.store_page(s, firm_id, page, bill_id=bill_id)
-
-    async def _sync_bills(
-        self, client: ClioClient, conn: ClioConnection, run: RunState, *, incremental: bool
-    ) -> tuple[datetime | None, set[str]]:
-        firm_id = conn.firm_id
-        params = {"fields": BILL_FIELDS, "order": "id(asc)", **self.since(conn.bills_cursor)}
-        async with self.service.sessionmaker() as s:
-            contacts = await self.contacts_map(s, firm_id)
-        newest: datetime | None = None
-        listed: set[str] = set()
-        first = True
-        async for page, meta in ahead(self.listing(client, "bills.json", params, run)):
-            if first:
-                records = meta.get("records")
-                run.total = records if isinstance(records, int) else None
-                first = False
-            ids = [str(b["id"]) for b in page if isinstance(b, dict) and b.get("id") is not None]
-            listed.update(ids)
-            async with self.service.sessionmaker() as s:
-                raw = await line_store.raw_lines(s, firm_id, ids)
-                known = await self._mirrored(s, firm_id, ids)
-            refetch = self._refetch(page, raw, known, contacts, incremental=incremental)
-            for bill_id in refetch:
-                await self._bill_lines(client, firm_id, bill_id)
-            if refetch:
-                async with self.service.sessionmaker() as s:
-                    raw.update(await line_store.raw_lines(s, firm_id, refetch))
-            async with self.service.sessionmaker() as s, s.begin():
-                quarantined = set(
-                    await s.scalars(
-                        select(Quarantined.source_id).where(
-                            Quarantined.firm_id == firm_id,
-                            Quarantined.source == "clio",
-                            Quarantined.source_id.in_(ids),
-                        )
-                    )
-                )
-                for bill in page:
-                    run.fetched += 1
-                    sid = str(bill.get("id")) if isinstance(bill, dict) else "?"
-                    items = line_store.mapped(raw.get(sid), bill_currency(bill))
-                    await self._apply(
-                        s,
-                        firm_id,
-                        bill,
-                        contacts,
-                        run,
-                        line_items=items,
-                        row=known.get(sid),
-                        quarantined=sid in quarantined or sid == "?",
-                    )
-                    if isinstance(bill, dict):
-                        newest = _newer(newest, parse_ts(bill.get("updated_at")))
-            run.requests = client.requests
-        return newest, listed
-
-    async def _mirrored(self, s: AsyncSession, firm_id: str, ids: list[str]) -> dict[str, Invoice]:
-        wanted = [invoice_id_for(i) for i in ids]
-        rows = await s.scalars(
-            select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id.in_(wanted))
-        )
-        return {row.invoice_id.removeprefix("clio:"): row for row in rows}
-
-    @staticmethod
-    def _refetch(
-        page: list[Any],
-        raw: dict[str, list[Any]],
-        known: dict[str, Invoice],
-        contacts: dict[str, dict[str, Any]],
-        *,
-        incremental: bool,
-    ) -> list[str]:
-        """The bills on `page` whose lines must be fetched by bill_id.
-
-        The bulk listing says which lines were added or changed since the cursor, never which
-        were removed. Clio only removes a line from a bill by changing the bill (new etag),
-        and a removed line with an amount leaves the bill's total short of its lines. So in an
-        incremental round a bill that is new or changed, and whose stored lines no longer add
-        up to its total, has its lines fetched by bill_id and replaced: a few bills, not one
-        request per bill (a payment changes the etag but not the lines, which still add up).
-        A first sync lists every line, so it trusts the listing; only a bill with an amount
-        and no lines at all (created after the line listing ran) is fetched on its own.
-        """
-        wanted: list[str] = []
-        for bill in page:
-            if not isinstance(bill, dict) or bill.get("state") in REMOVED_STATES:
-                continue
-            try:
-                snap = bill_to_snapshot(bill, contacts)
-            except MalformedBill:
-                continue
-            items = line_store.mapped(raw.get(snap.source_id), snap.currency)
-            if not items:
-                if snap.total_minor != 0:
-                    wanted.append(snap.source_id)
-                continue
-            row = known.get(snap.source_id)
-            stored_etag = (
-                InvoiceSnapshot.model_validate_json(row.snapshot).etag if row is not None else None
-            )
-            changed = row is None or stored_etag != snap.etag
-            if incremental and changed and sum(i.total_minor for i in items) != snap.total_minor:
-                wanted.append(snap.source_id)
-        return wanted
-
-    async def _relines(self, firm_id: str, bill_ids: set[str], run: RunState) -> None:
-        """Bills whose lines changed while the bill itself was not listed this round: publish
-        them again with their lines."""
-        if not bill_ids:
-            return
-        async with self.service.sessionmaker() as s, s.begin():
-            known = await self._mirrored(s, firm_id, sorted(bill_ids))
-            raw = await line_store.raw_lines(s, firm_id, list(known))
-            for sid, row in known.items():
-                stored = InvoiceSnapshot.model_validate_json(row.snapshot)
-                if stored.state in REMOVED_STATES:
-                    continue
-                items = line_store.mapped(raw.get(sid), stored.currency)
-                if items == stored.line_items:
-                    continue
-                snap = stored.model_copy(update={"line_items": items})
-                row.snapshot = snap.model_dump_json()
-                row.updated_at = datetime.now(UTC)
-                await self.service.publish(s, InvoiceUpdated(firm_id=firm_id, invoice=snap))
-                run.changed += 1
-
     async def contacts_map(self, s: AsyncSession, firm_id: str) -> dict[str, dict[str, Any]]:
         rows = await s.execute(
             select(Contact.contact_id, Contact.name, Contact.email).where(
@@ -417,11 +252,11 @@ class Syncer:
                 Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id_for(source_id)
             )
         )
-        await self._apply(
+        await self.apply_listed(
             s, firm_id, bill, contacts, result, line_items=line_items, row=row, quarantined=True
         )
 
-    async def _apply(
+    async def apply_listed(
         self,
         s: AsyncSession,
         firm_id: str,

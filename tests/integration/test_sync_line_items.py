@@ -84,7 +84,9 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         await service.engine.dispose()
 
 
-BULK_FIELDS = ["id,type,kind,date,description,quantity,price,total,group_ordering,updated_at,bill{id}"]
+BULK_FIELDS = [
+    "id,type,kind,date,description,quantity,price,total,group_ordering,updated_at,bill{id}"
+]
 
 
 async def test_line_items_are_listed_across_bills_never_per_bill(world: World) -> None:
