@@ -16,12 +16,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.sync import bills
+from services.sync import lines as line_store
 from services.sync.clio import ClioClient, ClioError
 from services.sync.connection import Connections
 from services.sync.contacts import sync_contacts
 from services.sync.mapping import (
     REMOVED_STATES,
     MalformedBill,
+    bill_currency,
     bill_to_snapshot,
     check_deliverable,
     invoice_id_for,
@@ -43,6 +45,11 @@ __all__ = ["NOT_CONNECTED", "SyncResult", "Syncer", "parse_ts"]
 def _comparable(snapshot: InvoiceSnapshot) -> str:
     # etag and updated_at change on edits we do not show; publishing for them is noise.
     return snapshot.model_dump_json(exclude={"etag", "source_updated_at"})
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sync: a started sync failed", exc_info=task.exception())
 
 
 class Syncer:
@@ -106,7 +113,8 @@ class Syncer:
         task = self._tasks.get(firm_id)
         if self._lock(firm_id).locked() or (task is not None and not task.done()):
             return False
-        self._tasks[firm_id] = asyncio.create_task(self.sync_firm(firm_id))
+        task = self._tasks[firm_id] = asyncio.create_task(self.sync_firm(firm_id))
+        task.add_done_callback(_log_failure)
         return True
 
     async def join(self, firm_id: str) -> None:
@@ -244,7 +252,8 @@ class Syncer:
         """Mirror one bill and publish it when what a client sees changed; quarantine it when
         it cannot be shown or paid; remove it when Clio voided or deleted it.
 
-        `line_items` are the bill's freshly fetched lines; None keeps the lines already stored.
+        `line_items` are the bill's freshly fetched lines; None takes them from the stored
+        line items (clio_lines), else keeps those of the published snapshot.
         """
         source_id = str(bill.get("id")) if isinstance(bill, dict) else "?"
         row = await s.scalar(
@@ -252,6 +261,11 @@ class Syncer:
                 Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id_for(source_id)
             )
         )
+        if line_items is None:
+            # The lines the last listing stored, when it has any (a bill new to the mirror).
+            raw = await line_store.raw_lines(s, firm_id, [source_id])
+            if raw.get(source_id):
+                line_items = line_store.mapped(raw[source_id], bill_currency(bill))
         await self.apply_listed(
             s, firm_id, bill, contacts, result, line_items=line_items, row=row, quarantined=True
         )

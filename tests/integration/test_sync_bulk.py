@@ -298,3 +298,19 @@ async def test_quarantine_rows_keep_the_raw_bill(world: World) -> None:
     async with world.service.sessionmaker() as s:
         row = await s.scalar(select(Quarantined).where(Quarantined.source_id == "9100001"))
     assert row is not None and json.loads(row.raw)["number"] == "X"
+
+
+async def test_apply_bill_alone_takes_the_stored_lines(world: World) -> None:
+    """One changed bill (as the webhook intake applies it): its lines come from the store."""
+    await world.syncer.sync_firm(FIRM_ID)
+    published = await world.published()
+    bill_id = next(b.id for b in world.sandbox.world.bills.values() if b.state == "paid")
+    bill = {**await world.clio_bill(bill_id), "subject": "Changed by hand", "etag": '"new"'}
+    result = SyncResult()
+    async with world.service.sessionmaker() as s, s.begin():
+        contacts = await world.syncer.contacts_map(s, FIRM_ID)
+        await world.syncer.apply_bill(s, FIRM_ID, bill, contacts, result)
+    assert result.changed == 1
+    snap = (await world.published())[str(bill_id)]
+    assert snap.subject == "Changed by hand"
+    assert snap.line_items == published[str(bill_id)].line_items != []
