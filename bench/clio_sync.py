@@ -93,7 +93,7 @@ def serve_sandbox(port: int, bills: int, lines: int, clients: int, rate: int) ->
             ]
             spec = NewBill(client_id=rng.choice(ids), line_items=items, issued_at=issued)
         create_bill(world, spec, start + timedelta(minutes=3 * (clients + n)))
-    print("ready", len(world.bills), len(world.line_items), flush=True)
+    print("ready", len(world.bills), len(world.line_items), len(world.contacts), flush=True)
     uvicorn.run(create_app(state), host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -106,13 +106,13 @@ class Sandbox:
         cmd += ["--clients", str(args.clients), "--rate", str(rate)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
-    def wait(self) -> tuple[int, int]:
+    def wait(self) -> tuple[int, int, int]:
         assert self.proc.stdout is not None
         ready = self.proc.stdout.readline().split()
         for _ in range(600):
             try:
                 if httpx.post(f"{self.url}/sandbox/tokens").status_code == 200:
-                    return int(ready[1]), int(ready[2])
+                    return int(ready[1]), int(ready[2]), int(ready[3])
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError("the sandbox did not start")
@@ -240,8 +240,8 @@ def main() -> None:
     log(f"sandbox: {args.clients} clients, {args.bills} bills, {args.lines_per_bill} lines each")
     sandbox = Sandbox(args, RATE_OFF)
     try:
-        n_bills, n_lines = sandbox.wait()
-        log(f"sandbox ready: {n_bills} bills, {n_lines} line items")
+        n_bills, n_lines, n_contacts = sandbox.wait()
+        log(f"sandbox ready: {n_bills} bills, {n_lines} line items, {n_contacts} contacts")
         base = child("baseline", sandbox.url, sandbox.token(), [])
         log(f"baseline: {base['requests']} requests in {base['seconds']:.1f}s")
         db = work / "sync.sqlite"
@@ -266,7 +266,7 @@ def main() -> None:
     base_rate = base["bills"] / base["seconds"]
     sync_rate = first["bills"] / first["seconds"]
     print()
-    print(f"Clio sync: {n_bills} bills, {n_lines} line items, {args.clients} contacts")
+    print(f"Clio sync: {n_bills} bills, {n_lines} line items, {n_contacts} contacts")
     print(f"{'run':<28}{'requests':>10}{'seconds':>10}{'bills/s':>10}{'peak MB':>10}")
     rows = [
         ("baseline (httpx paging)", base["requests"], base["seconds"], base_rate, base["peak_mb"]),
@@ -277,7 +277,7 @@ def main() -> None:
         rate_s = f"{rate:10.0f}" if rate is not None else f"{'':>10}"
         mb_s = f"{mb:10.1f}" if mb is not None else f"{'':>10}"
         print(f"{name:<28}{req:>10}{sec:>10.1f}{rate_s}{mb_s}")
-    ideal = sum(-(-n // 200) for n in (args.clients, n_lines, n_bills))
+    ideal = sum(-(-n // 200) for n in (n_contacts, n_lines, n_bills))
     print(f"sync / baseline bills per second: {sync_rate / base_rate:.2f} (target >= 0.80)")
     print(f"requests of the first sync: {first['requests']} (contacts+lines+bills / 200: {ideal})")
     print(f"published {first['changed']}, quarantined {first['quarantined']}")

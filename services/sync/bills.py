@@ -99,14 +99,18 @@ async def sync_bills(
         listed.update(ids)
         async with syncer.service.sessionmaker() as s:
             raw = await line_store.raw_lines(s, firm_id, ids)
-            known = await mirrored(syncer, s, firm_id, ids)
-        refetch = refetch_wanted(page, raw, known, contacts, incremental=incremental)
+            etags = {
+                sid: InvoiceSnapshot.model_validate_json(row.snapshot).etag
+                for sid, row in (await mirrored(syncer, s, firm_id, ids)).items()
+            }
+        refetch = refetch_wanted(page, raw, etags, contacts, incremental=incremental)
         for bill_id in refetch:
             await bill_lines(syncer, client, firm_id, bill_id)
         if refetch:
             async with syncer.service.sessionmaker() as s:
                 raw.update(await line_store.raw_lines(s, firm_id, refetch))
         async with syncer.service.sessionmaker() as s, s.begin():
+            known = await mirrored(syncer, s, firm_id, ids)  # in the session that writes them
             quarantined = set(
                 await s.scalars(
                     select(Quarantined.source_id).where(
@@ -149,7 +153,7 @@ async def mirrored(
 def refetch_wanted(
     page: list[Any],
     raw: dict[str, list[Any]],
-    known: dict[str, Invoice],
+    etags: dict[str, str | None],
     contacts: dict[str, dict[str, Any]],
     *,
     incremental: bool,
@@ -178,11 +182,7 @@ def refetch_wanted(
             if snap.total_minor != 0:
                 wanted.append(snap.source_id)
             continue
-        row = known.get(snap.source_id)
-        stored_etag = (
-            InvoiceSnapshot.model_validate_json(row.snapshot).etag if row is not None else None
-        )
-        changed = row is None or stored_etag != snap.etag
+        changed = snap.source_id not in etags or etags[snap.source_id] != snap.etag
         if incremental and changed and sum(i.total_minor for i in items) != snap.total_minor:
             wanted.append(snap.source_id)
     return wanted

@@ -136,6 +136,10 @@ async def test_line_items_are_listed_across_bills_never_per_bill(world: World) -
     newest = (await world.published())[-1]
     assert newest.source_id == str(target.id) and newest.subject == "Revised"
     assert newest.line_items == published[str(target.id)].line_items
+    # The mirror holds what was published: the next round publishes nothing more.
+    count = len(await world.published())
+    await world.syncer.sync_firm(FIRM_ID)
+    assert len(await world.published()) == count
 
 
 async def test_a_line_removed_from_a_bill_does_not_linger(world: World) -> None:
