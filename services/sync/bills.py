@@ -29,7 +29,8 @@ from services.sync.mapping import (
 )
 from services.sync.models import ClioConnection, Invoice, Quarantined
 from services.sync.progress import RunState
-from shared.events import InvoiceSnapshot, InvoiceUpdated
+from shared.events import Event, InvoiceSnapshot, InvoiceUpdated, LineItem
+from shared.outbox import add_events
 
 if TYPE_CHECKING:
     from services.sync.syncer import Syncer
@@ -103,12 +104,15 @@ async def sync_bills(
                 sid: InvoiceSnapshot.model_validate_json(row.snapshot).etag
                 for sid, row in (await mirrored(syncer, s, firm_id, ids)).items()
             }
-        refetch = refetch_wanted(page, raw, etags, contacts, incremental=incremental)
+        items = _page_lines(page, raw)
+        refetch = refetch_wanted(page, items, etags, contacts, incremental=incremental)
         for bill_id in refetch:
             await bill_lines(syncer, client, firm_id, bill_id)
         if refetch:
             async with syncer.service.sessionmaker() as s:
                 raw.update(await line_store.raw_lines(s, firm_id, refetch))
+            items = _page_lines(page, raw)
+        staged: list[Event] = []  # the page's invoice.updated, staged in one statement
         async with syncer.service.sessionmaker() as s, s.begin():
             known = await mirrored(syncer, s, firm_id, ids)  # in the session that writes them
             quarantined = set(
@@ -123,19 +127,20 @@ async def sync_bills(
             for bill in page:
                 run.fetched += 1
                 sid = str(bill.get("id")) if isinstance(bill, dict) else "?"
-                items = line_store.mapped(raw.get(sid), bill_currency(bill))
                 await syncer.apply_listed(
                     s,
                     firm_id,
                     bill,
                     contacts,
                     run,
-                    line_items=items,
+                    line_items=items.get(sid, []),
                     row=known.get(sid),
                     quarantined=sid in quarantined or sid == "?",
+                    staged=staged,
                 )
                 if isinstance(bill, dict):
                     newest = _newer(newest, parse_ts(bill.get("updated_at")))
+            await add_events(s, syncer.service.outbox, [(ev, None) for ev in staged])
         run.requests = client.requests
     return newest, listed
 
@@ -150,9 +155,18 @@ async def mirrored(
     return {row.invoice_id.removeprefix("clio:"): row for row in rows}
 
 
+def _page_lines(page: list[Any], raw: dict[str, list[Any]]) -> dict[str, list[LineItem]]:
+    """The page's bills' stored lines, mapped, by Clio bill id."""
+    return {
+        str(bill["id"]): line_store.mapped(raw.get(str(bill["id"])), bill_currency(bill))
+        for bill in page
+        if isinstance(bill, dict) and bill.get("id") is not None
+    }
+
+
 def refetch_wanted(
     page: list[Any],
-    raw: dict[str, list[Any]],
+    items: dict[str, list[LineItem]],
     etags: dict[str, str | None],
     contacts: dict[str, dict[str, Any]],
     *,
@@ -173,17 +187,19 @@ def refetch_wanted(
     for bill in page:
         if not isinstance(bill, dict) or bill.get("state") in REMOVED_STATES:
             continue
+        if not incremental and items.get(str(bill.get("id"))):
+            continue
         try:
             snap = bill_to_snapshot(bill, contacts)
         except MalformedBill:
             continue
-        items = line_store.mapped(raw.get(snap.source_id), snap.currency)
-        if not items:
+        lines = items.get(snap.source_id, [])
+        if not lines:
             if snap.total_minor != 0:
                 wanted.append(snap.source_id)
             continue
         changed = snap.source_id not in etags or etags[snap.source_id] != snap.etag
-        if incremental and changed and sum(i.total_minor for i in items) != snap.total_minor:
+        if incremental and changed and sum(i.total_minor for i in lines) != snap.total_minor:
             wanted.append(snap.source_id)
     return wanted
 

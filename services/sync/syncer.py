@@ -33,7 +33,14 @@ from services.sync.models import ClioConnection, Contact, Invoice, Quarantined, 
 from services.sync.progress import RunState, SyncResult, finished, running
 from services.sync.settings import SyncSettings
 from shared.api.sync import SyncProgress
-from shared.events import InvoiceRemoved, InvoiceSnapshot, InvoiceState, InvoiceUpdated, LineItem
+from shared.events import (
+    Event,
+    InvoiceRemoved,
+    InvoiceSnapshot,
+    InvoiceState,
+    InvoiceUpdated,
+    LineItem,
+)
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -281,9 +288,11 @@ class Syncer:
         line_items: list[LineItem] | None,
         row: Invoice | None,
         quarantined: bool,
+        staged: list[Event] | None = None,
     ) -> None:
         """apply_bill with the mirror row already read; `quarantined` False when the bill is
-        known not to be in quarantine (nothing to clear)."""
+        known not to be in quarantine (nothing to clear); `staged` collects invoice.updated
+        for the caller to stage in one statement, instead of one insert each."""
         source_id = str(bill.get("id")) if isinstance(bill, dict) else "?"
         state = bill.get("state") if isinstance(bill, dict) else None
         if state in REMOVED_STATES and source_id not in ("?", "None", ""):
@@ -321,7 +330,11 @@ class Syncer:
         row.client_id = snap.client_id
         row.snapshot = snap.model_dump_json()
         row.updated_at = datetime.now(UTC)
-        await self.service.publish(s, InvoiceUpdated(firm_id=firm_id, invoice=snap))
+        event = InvoiceUpdated(firm_id=firm_id, invoice=snap)
+        if staged is None:
+            await self.service.publish(s, event)
+        else:
+            staged.append(event)
         result.changed += 1
 
     async def _quarantine(
