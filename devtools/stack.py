@@ -156,6 +156,8 @@ class Stack:
                 **base,
                 "CLIO_SANDBOX_PORT": str(p.clio),
                 "CLIO_SANDBOX_PUBLIC_URL": f"http://127.0.0.1:{p.clio}",
+                # Clio's 50 a minute would throttle the stack's tests; keep the old default.
+                "CLIO_SANDBOX_RATE_LIMIT": base.get("CLIO_SANDBOX_RATE_LIMIT", "600"),
             },
         )
         self._spawn(

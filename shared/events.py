@@ -412,6 +412,17 @@ class PaymentRefunded(PaymentEvent):
     refunded_minor: int
 
 
+class PaymentRecorded(Event):
+    """Payments made here that are now recorded at the source (Clio's synced figures show
+    them, or a firm user marked them recorded): the bill's balance there counts them, so
+    nothing may subtract them from it again. `how` is synced or marked."""
+
+    routing_key: ClassVar[str] = "payment.recorded"
+    payment_id: str
+    allocations: list[Allocation]
+    how: str = "synced"
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     FirmUpdated,
     InvoiceUpdated,
@@ -425,4 +436,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     PaymentSucceeded,
     PaymentFailed,
     PaymentRefunded,
+    PaymentRecorded,
 )

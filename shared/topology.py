@@ -16,10 +16,12 @@ from shared.events import (
     EnvelopeSendRequested,
     Event,
     FirmUpdated,
+    InvoiceRemoved,
     InvoiceUpdated,
     PayLinkIssued,
     PaymentFailed,
     PaymentProcessing,
+    PaymentRecorded,
     PaymentRefunded,
     PaymentSucceeded,
 )
@@ -28,6 +30,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
     "envelope": (
         FirmUpdated,
         InvoiceUpdated,
+        InvoiceRemoved,
         EnvelopeSendRequested,
         EmailSent,
         EmailFailed,
@@ -40,7 +43,10 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         PaymentSucceeded,
         PaymentFailed,
         PaymentRefunded,
+        PaymentRecorded,
     ),
     "mailer": (EmailRequested,),
-    "payments": (FirmUpdated, InvoiceUpdated, PayLinkIssued),
+    "payments": (FirmUpdated, InvoiceUpdated, InvoiceRemoved, PayLinkIssued),
+    # What was paid online on LEDES-imported invoices, which have no source system to say so.
+    "sync": (PaymentSucceeded, PaymentFailed, PaymentRefunded),
 }

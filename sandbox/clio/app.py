@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
+from starlette._utils import get_route_path
 from starlette.responses import Response
 
-from sandbox.clio import api, hooks, oauth
+from sandbox.clio import api, hooks, oauth, webhook_api
 from sandbox.clio.errors import ClioError, error_response, handle_clio_error
+from sandbox.clio.regions import RegionPrefix, region_of
 from sandbox.clio.state import LoggedRequest, SandboxState
 
 # The minor versions Clio's OpenAPI document lists; 4.0.9 is its default.
@@ -30,19 +32,23 @@ def create_app(state: SandboxState | None = None) -> FastAPI:
     app.state.sandbox = state if state is not None else SandboxState()
     app.include_router(oauth.router)
     app.include_router(api.router)
+    app.include_router(webhook_api.router)
     app.include_router(hooks.router)
     app.add_exception_handler(ClioError, handle_clio_error)
     app.middleware("http")(_gate)
+    # Added last, so outermost: the gate and the routes already see the region.
+    app.add_middleware(RegionPrefix)
     return app
 
 
 async def _gate(request: Request, call_next: CallNext) -> Response:
     """Token check, rate limit and version header for the API; a log of API and OAuth calls."""
     path = request.url.path
+    route = get_route_path(request.scope)
     state: SandboxState = request.app.state.sandbox
-    if path.startswith(api.API_PREFIX + "/"):
+    if route.startswith(api.API_PREFIX + "/"):
         response, authorized = await _api_call(request, call_next, state)
-    elif path.startswith("/oauth/"):
+    elif route.startswith("/oauth/"):
         response, authorized = await call_next(request), False
     else:
         return await call_next(request)
@@ -55,6 +61,7 @@ async def _gate(request: Request, call_next: CallNext) -> Response:
             params={key: request.query_params.getlist(key) for key in request.query_params},
             status=response.status_code,
             authorized=authorized,
+            region=region_of(request),
         )
     )
     return response
@@ -66,6 +73,9 @@ async def _api_call(
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     grant = state.oauth.authenticate(token) if token else None
+    if grant is not None and grant.region != region_of(request):
+        # A token works only at the host of the region that issued it.
+        grant = None
     # Clio counts per access token; callers without a valid one share a bucket.
     decision = state.limiter.hit(token if grant is not None else ANONYMOUS_BUCKET)
     version = request.headers.get("x-api-version", DEFAULT_API_VERSION)

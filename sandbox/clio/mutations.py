@@ -23,6 +23,7 @@ from sandbox.clio.records import (
     LineItem,
     LineItemKind,
     LineItemType,
+    Matter,
     Money,
     RawBill,
     World,
@@ -32,8 +33,6 @@ from sandbox.clio.seed import (
     FIRM_TZ,
     NET_DAYS_REVENUE,
     NET_DAYS_TRUST,
-    OPERATING_ACCOUNT_ID,
-    TRUST_ACCOUNT_ID,
     bill_number,
 )
 
@@ -171,7 +170,7 @@ def create_bill(world: World, spec: NewBill, now: datetime) -> Bill:
         client_id=client.id,
         matter_ids=[matter.id for matter in billed],
         user_id=world.user.id,
-        destination_account_id=TRUST_ACCOUNT_ID if trust else OPERATING_ACCOUNT_ID,
+        destination_account_id=world.account_of_type("Trust" if trust else "Operating"),
         type=bill_type,
         kind=spec.kind,
         state=spec.state,
@@ -277,3 +276,62 @@ def patch_contact(world: World, contact_id: int, changes: dict[str, Any], now: d
         updated["updated_at"] = now.astimezone(FIRM_TZ)
     world.contacts[contact_id] = Contact.model_validate(updated)
     return world.contacts[contact_id]
+
+
+def delete_bill(world: World, bill_id: int, now: datetime) -> Bill:
+    """Clio's DELETE: draft or pending approval becomes deleted, unpaid without payments void."""
+    bill = world.bills.get(bill_id)
+    if bill is None:
+        raise HookError(f"no bill with id {bill_id}", missing=True)
+    if bill.paid > ZERO or bill.pending > ZERO:
+        raise HookError("Bill has payments applied; it cannot be deleted or voided")
+    if bill.state in ("draft", "awaiting_approval"):
+        return patch_bill(world, bill_id, {"state": "deleted"}, now)
+    if bill.state == "awaiting_payment":
+        return patch_bill(world, bill_id, {"state": "void"}, now)
+    raise HookError(f"A bill in state {bill.state} cannot be deleted")
+
+
+class NewPayment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Money
+    date: Day | None = None
+
+    @model_validator(mode="after")
+    def _positive(self) -> Self:
+        if self.amount <= ZERO:
+            raise ValueError("amount must be positive")
+        return self
+
+
+def record_payment(world: World, bill_id: int, payment: NewPayment, now: datetime) -> Bill:
+    """What a firm user's Record Payment does: paid grows, the balance shrinks, paid in full
+    at zero."""
+    bill = world.bills.get(bill_id)
+    if bill is None:
+        raise HookError(f"no bill with id {bill_id}", missing=True)
+    if bill.state != "awaiting_payment":
+        raise HookError(f"a bill in state {bill.state} takes no payments")
+    if payment.amount > bill.balance:
+        raise HookError(f"amount {payment.amount} exceeds the balance {bill.balance}")
+    changes: dict[str, Any] = {"paid": bill.paid + payment.amount}
+    if payment.amount == bill.balance:
+        when = now.astimezone(FIRM_TZ)
+        if payment.date is not None:
+            when = datetime.combine(payment.date, when.timetz())
+        changes.update(state="paid", paid_at=when)
+    return patch_bill(world, bill_id, changes, now)
+
+
+def patch_matter(world: World, matter_id: int, changes: dict[str, Any], now: datetime) -> Matter:
+    matter = world.matters.get(matter_id)
+    if matter is None:
+        raise HookError(f"no matter with id {matter_id}", missing=True)
+    if "id" in changes:
+        raise HookError("cannot change id")
+    updated = {**matter.model_dump(), **changes}
+    if "updated_at" not in changes:
+        updated["updated_at"] = now.astimezone(FIRM_TZ)
+    world.matters[matter_id] = Matter.model_validate(updated)
+    return world.matters[matter_id]

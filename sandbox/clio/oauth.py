@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from sandbox.clio.errors import ClioError, error_response
 from sandbox.clio.jsonenc import ClioJSONResponse
-from sandbox.clio.seed import FIRM_NAME
+from sandbox.clio.regions import prefix_of, region_of
 from sandbox.clio.state import OAuthError, SandboxState
 
 router = APIRouter(prefix="/oauth")
@@ -85,7 +85,8 @@ async def authorize_page(request: Request, state: StateDep) -> Response:
     )
     if problem is not None:
         return _error_page(problem)
-    user = state.world.user
+    world = state.world_of(request)
+    user = world.user
     hidden = "".join(
         f'<input type="hidden" name="{name}" value="{escape(params[name])}">'
         for name in ("response_type", "client_id", "redirect_uri", "state")
@@ -94,9 +95,9 @@ async def authorize_page(request: Request, state: StateDep) -> Response:
     body = (
         f"<h1>Authorize {escape(state.settings.client_id)}</h1>"
         f"<p>The application <strong>{escape(state.settings.client_id)}</strong> is asking "
-        f"to access the Clio account of <strong>{escape(FIRM_NAME)}</strong> as "
+        f"to access the Clio account of <strong>{escape(world.account.name)}</strong> as "
         f"{escape(user.first_name)} {escape(user.last_name)} ({escape(user.email)}).</p>"
-        f'<form method="post" action="/oauth/authorize">{hidden}'
+        f'<form method="post" action="{escape(prefix_of(request))}/oauth/authorize">{hidden}'
         '<button class="allow" type="submit" name="decision" value="allow">Allow access</button>'
         '<button type="submit" name="decision" value="deny">Deny</button>'
         "</form>"
@@ -116,7 +117,7 @@ async def authorize_decision(request: Request, state: StateDep) -> Response:
     if _field(form, "decision") != "allow":
         target = _with_params(redirect_uri, {"error": "access_denied", "state": client_state})
         return RedirectResponse(target, status_code=302)
-    code = state.oauth.issue_code(client_id, redirect_uri)
+    code = state.oauth.issue_code(client_id, redirect_uri, region_of(request))
     target = _with_params(redirect_uri, {"code": code, "state": client_state})
     return RedirectResponse(target, status_code=302)
 
@@ -162,12 +163,12 @@ async def token(request: Request, state: StateDep) -> Response:
             code, redirect_uri = _field(form, "code"), _field(form, "redirect_uri")
             if not code or not redirect_uri:
                 raise OAuthError("invalid_request", "code and redirect_uri are required.")
-            pair = state.oauth.redeem_code(code, client_id, redirect_uri)
+            pair = state.oauth.redeem_code(code, client_id, redirect_uri, region_of(request))
         elif grant_type == "refresh_token":
             refresh_token = _field(form, "refresh_token")
             if not refresh_token:
                 raise OAuthError("invalid_request", "refresh_token is required.")
-            pair = state.oauth.refresh(refresh_token, client_id)
+            pair = state.oauth.refresh(refresh_token, client_id, region_of(request))
         elif grant_type is None:
             raise OAuthError("invalid_request", "grant_type is required.")
         else:
@@ -183,6 +184,6 @@ async def deauthorize(request: Request, state: StateDep) -> Response:
     presented = header[7:].strip() if header.lower().startswith("bearer ") else None
     if presented is None:
         presented = _field(await request.form(), "token")
-    if not presented or not state.oauth.revoke(presented):
+    if not presented or not state.oauth.revoke(presented, region_of(request)):
         return error_response(ClioError(401, "Unauthorized", "Invalid or already revoked token."))
     return ClioJSONResponse({})

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import islice
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 CENT = Decimal("0.01")
 # `LineItem.date` would shadow the type inside the class body.
@@ -202,6 +203,33 @@ class World(BaseModel):
     line_items: dict[int, LineItem]
     raw_bills: dict[int, RawBill] = Field(default_factory=dict)
     next_ids: dict[str, int] = Field(default_factory=dict)
+    # Line item ids by bill. The sandbox only ever adds line items (a change replaces the
+    # record under the same key), so the index catches up on the keys added since.
+    _items_by_bill: dict[int, list[int]] = PrivateAttr(default_factory=dict)
+    _indexed: int = PrivateAttr(default=0)
+
+    def items_of(self, bill_id: int) -> list[LineItem]:
+        """The bill's line items in id order, without scanning the others."""
+        # Straight to the private dict: pydantic's attribute lookup costs more than the rest.
+        private = self.__pydantic_private__
+        assert private is not None
+        items = self.line_items
+        index: dict[int, list[int]] = private["_items_by_bill"]
+        indexed: int = private["_indexed"]
+        if indexed != len(items):
+            if indexed > len(items):
+                index, indexed = {}, 0
+                private["_items_by_bill"] = index
+            for item in islice(items.values(), indexed, None):
+                ids = index.setdefault(item.bill_id, [])
+                ids.append(item.id)
+                if len(ids) > 1 and ids[-2] > item.id:
+                    ids.sort()
+            private["_indexed"] = len(items)
+        return [items[i] for i in index.get(bill_id, ())]
+
+    def account_of_type(self, kind: Literal["Operating", "Trust"]) -> int:
+        return next(acc.id for acc in self.bank_accounts.values() if acc.type == kind)
 
     def allocate_id(self, kind: str) -> int:
         value = self.next_ids[kind]

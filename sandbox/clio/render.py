@@ -8,6 +8,7 @@ functions index their values by those tuples, so a catalog and its rendering can
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -248,6 +249,28 @@ OUTSTANDING_BALANCE_CATALOG: Catalog = {
     "currency": Nested(CURRENCY_FIELDS),
 }
 
+MATTER_CATALOG: Catalog = {
+    **_scalars(MATTER_BASE_FIELDS),
+    "client": Nested(CONTACT_BASE_FIELDS),
+}
+WEBHOOK_BASE_FIELDS = (
+    "id",
+    "etag",
+    "url",
+    "fields",
+    "shared_secret",
+    "model",
+    "status",
+    "events",
+    "expires_at",
+    "created_at",
+    "updated_at",
+)
+WEBHOOK_CATALOG: Catalog = {
+    **_scalars(WEBHOOK_BASE_FIELDS),
+    "user": Nested(USER_BASE_FIELDS),
+}
+
 # The schema each catalog follows, for checking the sandbox against Clio's OpenAPI document.
 SCHEMA_OF_CATALOG: dict[str, Catalog] = {
     "Bill": BILL_CATALOG,
@@ -386,6 +409,11 @@ def matter_base(matter: Matter) -> dict[str, Any]:
     return _pick(values, MATTER_BASE_FIELDS)
 
 
+def matter_full(world: World, matter: Matter) -> dict[str, Any]:
+    client = world.contacts.get(matter.client_id)
+    return {**matter_base(matter), "client": None if client is None else contact_base(client)}
+
+
 def bank_account_base(account: BankAccount) -> dict[str, Any]:
     values = {
         **account.model_dump(
@@ -443,10 +471,7 @@ def user_full(world: World) -> dict[str, Any]:
 
 
 def bill_line_items(world: World, bill_id: int) -> list[LineItem]:
-    return sorted(
-        (item for item in world.line_items.values() if item.bill_id == bill_id),
-        key=lambda item: item.id,
-    )
+    return world.items_of(bill_id)
 
 
 def bill_base(world: World, bill: Bill) -> dict[str, Any]:
@@ -503,25 +528,35 @@ def bill_base(world: World, bill: Bill) -> dict[str, Any]:
 
 
 def bill_full(world: World, bill: Bill) -> dict[str, Any]:
-    client = world.contacts.get(bill.client_id)
+    return bill_row(world, bill)
+
+
+def bill_row(world: World, bill: Bill, parts: Collection[str] | None = None) -> dict[str, Any]:
+    """The bill with every field, or (for a listing page) only the nested `parts` asked for."""
+    row = bill_base(world, bill)
+    if parts is None or "user" in parts:
+        row["user"] = user_base(world.user)
+    if parts is None or "client" in parts:
+        client = world.contacts.get(bill.client_id)
+        row["client"] = None if client is None else contact_base(client)
     matters = [world.matters[mid] for mid in bill.matter_ids if mid in world.matters]
-    if bill.type == "MatterBill" and len(matters) == 1:
-        balances = [{"id": matters[0].id, "type": "Matter"}]
-    else:
-        balances = [{"id": bill.client_id, "type": "Client"}]
-    account = world.bank_accounts.get(bill.destination_account_id)
-    return {
-        **bill_base(world, bill),
-        "user": user_base(world.user),
-        "client": None if client is None else contact_base(client),
-        "matters": [matter_base(matter) for matter in matters],
-        "currency": dict(USD),
-        "destination_account": None if account is None else bank_account_base(account),
-        "balances": [
+    if parts is None or "matters" in parts:
+        row["matters"] = [matter_base(matter) for matter in matters]
+    if parts is None or "currency" in parts:
+        row["currency"] = dict(USD)
+    if parts is None or "destination_account" in parts:
+        account = world.bank_accounts.get(bill.destination_account_id)
+        row["destination_account"] = None if account is None else bank_account_base(account)
+    if parts is None or "balances" in parts:
+        if bill.type == "MatterBill" and len(matters) == 1:
+            balances = [{"id": matters[0].id, "type": "Matter"}]
+        else:
+            balances = [{"id": bill.client_id, "type": "Client"}]
+        row["balances"] = [
             {**entry, "amount": bill.balance, "interest_amount": ZERO, "due": bill.due}
             for entry in balances
-        ],
-    }
+        ]
+    return row
 
 
 def line_item_base(item: LineItem) -> dict[str, Any]:
@@ -554,14 +589,32 @@ def line_item_base(item: LineItem) -> dict[str, Any]:
 
 
 def line_item_full(world: World, item: LineItem) -> dict[str, Any]:
-    bill = world.bills.get(item.bill_id)
-    matter = world.matters.get(item.matter_id) if item.matter_id is not None else None
-    return {
-        **line_item_base(item),
-        "bill": None if bill is None else bill_base(world, bill),
-        "matter": None if matter is None else matter_base(matter),
-        "user": user_base(world.user) if item.user_id == world.user.id else None,
-    }
+    return line_item_row(world, item)
+
+
+def line_item_row(
+    world: World,
+    item: LineItem,
+    parts: Collection[str] | None = None,
+    bills: dict[int, dict[str, Any] | None] | None = None,
+) -> dict[str, Any]:
+    """The line item with every field, or only the nested `parts` asked for.
+
+    `bills` memoizes the nested bill across one page, whose lines mostly share bills.
+    """
+    row = line_item_base(item)
+    if parts is None or "bill" in parts:
+        memo = {} if bills is None else bills
+        if item.bill_id not in memo:
+            bill = world.bills.get(item.bill_id)
+            memo[item.bill_id] = None if bill is None else bill_base(world, bill)
+        row["bill"] = memo[item.bill_id]
+    if parts is None or "matter" in parts:
+        matter = world.matters.get(item.matter_id) if item.matter_id is not None else None
+        row["matter"] = None if matter is None else matter_base(matter)
+    if parts is None or "user" in parts:
+        row["user"] = user_base(world.user) if item.user_id == world.user.id else None
+    return row
 
 
 def outstanding_balances(world: World) -> list[dict[str, Any]]:

@@ -260,20 +260,45 @@ HOURLY_RATES = (Decimal("275"), Decimal("325"), Decimal("375"), Decimal("425"))
 TRUST_AMOUNTS = (Decimal("1500"), Decimal("2500"), Decimal("5000"), Decimal("7500"))
 
 
+@dataclass(frozen=True, slots=True)
+class FirmSeed:
+    """One Clio account: its name, user, clients, and where its ids start (per region)."""
+
+    name: str
+    clients: tuple[ClientSeed, ...]
+    non_client: dict[str, object]
+    user: tuple[str, str, str]
+    """First name, last name, email of the account owner the tokens act for."""
+    bank: str = "First Demo Bank"
+    id_offset: int = 0
+
+
+DEMO_FIRM = FirmSeed(
+    name=FIRM_NAME,
+    clients=CLIENTS,
+    non_client=NON_CLIENT,
+    user=("Jordan", "Blake", "jordan.blake@example.com"),
+)
+
+
 def _at(today: date, days_ago: int, hour: int, minute: int = 0) -> datetime:
     return datetime.combine(today - timedelta(days=days_ago), time(hour, minute), FIRM_TZ)
 
 
-def build_world(today: date) -> World:
-    """The demo firm as it stands on `today` (a date in the firm's time zone)."""
+def build_world(today: date, firm: FirmSeed = DEMO_FIRM) -> World:
+    """The firm (the demo firm by default) as it stands on `today` (in the firm's zone)."""
     rng = random.Random(RNG_SEED)
     epoch = _at(today, 400, 9)
-    account = Account(id=ACCOUNT_ID, name=FIRM_NAME, created_at=epoch, updated_at=epoch)
+    off = firm.id_offset
+    account = Account(id=ACCOUNT_ID + off, name=firm.name, created_at=epoch, updated_at=epoch)
+    first_name, last_name, email = firm.user
+    user_id = USER_ID + off
+    operating_id, trust_id = OPERATING_ACCOUNT_ID + off, TRUST_ACCOUNT_ID + off
     user = User(
-        id=USER_ID,
-        first_name="Jordan",
-        last_name="Blake",
-        email="jordan.blake@example.com",
+        id=user_id,
+        first_name=first_name,
+        last_name=last_name,
+        email=email,
         phone_number="(555) 010-1000",
         rate=Decimal("375"),
         roles=["Administrator", "Billing"],
@@ -282,21 +307,21 @@ def build_world(today: date) -> World:
         updated_at=epoch,
     )
     bank_accounts = {
-        OPERATING_ACCOUNT_ID: BankAccount(
-            id=OPERATING_ACCOUNT_ID,
+        operating_id: BankAccount(
+            id=operating_id,
             name="Operating Account",
             type="Operating",
-            institution="First Demo Bank",
+            institution=firm.bank,
             account_number="****4821",
             default_account=True,
             created_at=epoch,
             updated_at=epoch,
         ),
-        TRUST_ACCOUNT_ID: BankAccount(
-            id=TRUST_ACCOUNT_ID,
+        trust_id: BankAccount(
+            id=trust_id,
             name="IOLTA Trust Account",
             type="Trust",
-            institution="First Demo Bank",
+            institution=firm.bank,
             account_number="****9034",
             default_account=False,
             created_at=epoch,
@@ -309,8 +334,9 @@ def build_world(today: date) -> World:
     client_matters: dict[int, list[Matter]] = {}
     pending: list[tuple[int, BillSeed]] = []
     matter_number = 8
-    for offset, seed in enumerate((*CLIENTS, ClientSeed(contact=NON_CLIENT, matters=(), bills=()))):
-        contact_id = FIRST_CONTACT_ID + offset
+    everyone = (*firm.clients, ClientSeed(contact=firm.non_client, matters=(), bills=()))
+    for offset, seed in enumerate(everyone):
+        contact_id = FIRST_CONTACT_ID + off + offset
         created = _at(today, 380 - offset * 17, 10, offset * 7)
         contact = Contact(
             id=contact_id,
@@ -323,7 +349,7 @@ def build_world(today: date) -> World:
         surname = (contact.last_name or contact.display_name.split()[0]).replace("'", "")
         client_matters[contact_id] = []
         for description in seed.matters:
-            matter_id = FIRST_MATTER_ID + len(matters)
+            matter_id = FIRST_MATTER_ID + off + len(matters)
             opened = created + timedelta(days=1)
             matter = Matter(
                 id=matter_id,
@@ -345,14 +371,15 @@ def build_world(today: date) -> World:
     bills: dict[int, Bill] = {}
     line_items: dict[int, LineItem] = {}
     for index, (contact_id, seed) in enumerate(pending):
-        bill_id = FIRST_BILL_ID + index
+        bill_id = FIRST_BILL_ID + off + index
         items = _line_items(
             rng,
             today,
             seed,
             bill_id,
-            FIRST_LINE_ITEM_ID + len(line_items),
+            FIRST_LINE_ITEM_ID + off + len(line_items),
             client_matters[contact_id],
+            user_id,
         )
         bills[bill_id] = _bill(
             rng,
@@ -363,6 +390,7 @@ def build_world(today: date) -> World:
             contact_id,
             client_matters[contact_id],
             items,
+            (user_id, operating_id, trust_id),
         )
         line_items.update((item.id, item) for item in items)
 
@@ -375,10 +403,10 @@ def build_world(today: date) -> World:
         bills=bills,
         line_items=line_items,
         next_ids={
-            "contact": FIRST_CONTACT_ID + len(contacts),
-            "matter": FIRST_MATTER_ID + len(matters),
-            "bill": FIRST_BILL_ID + len(bills),
-            "line_item": FIRST_LINE_ITEM_ID + len(line_items),
+            "contact": FIRST_CONTACT_ID + off + len(contacts),
+            "matter": FIRST_MATTER_ID + off + len(matters),
+            "bill": FIRST_BILL_ID + off + len(bills),
+            "line_item": FIRST_LINE_ITEM_ID + off + len(line_items),
             "bill_number": FIRST_BILL_NUMBER + len(bills),
         },
     )
@@ -391,6 +419,7 @@ def _line_items(
     bill_id: int,
     first_id: int,
     client_matters: list[Matter],
+    user_id: int = USER_ID,
 ) -> list[LineItem]:
     issued = today - timedelta(days=seed.age)
     created = _at(today, seed.age, 8, 30)
@@ -421,17 +450,17 @@ def _line_items(
         # One expense on bills of three or more lines, as most real invoices have.
         if seed.items >= 3 and position == seed.items - 1:
             description, price = rng.choice(EXPENSES)
-            kind, quantity, user_id = "Expense", Decimal("1"), None
+            kind, quantity, worker = "Expense", Decimal("1"), None
         else:
             description = rng.choice(SERVICES)
             hours = Decimal(rng.randint(2, 60)) / 10
-            kind, quantity, price, user_id = "Service", hours, rate, USER_ID
+            kind, quantity, price, worker = "Service", hours, rate, user_id
         items.append(
             LineItem(
                 id=first_id + position,
                 bill_id=bill_id,
                 matter_id=matter.id,
-                user_id=user_id,
+                user_id=worker,
                 type="ActivityLineItem",
                 kind=kind,
                 date=worked,
@@ -456,7 +485,9 @@ def _bill(
     client_id: int,
     client_matters: list[Matter],
     items: list[LineItem],
+    owners: tuple[int, int, int] = (USER_ID, OPERATING_ACCOUNT_ID, TRUST_ACCOUNT_ID),
 ) -> Bill:
+    user_id, operating_id, trust_id = owners
     issued = today - timedelta(days=seed.age)
     trust = seed.kind == "trust_kind"
     billed = client_matters if seed.matter is None else [client_matters[seed.matter]]
@@ -484,8 +515,8 @@ def _bill(
         number=number,
         client_id=client_id,
         matter_ids=[matter.id for matter in billed],
-        user_id=USER_ID,
-        destination_account_id=TRUST_ACCOUNT_ID if trust else OPERATING_ACCOUNT_ID,
+        user_id=user_id,
+        destination_account_id=trust_id if trust else operating_id,
         type="MatterBill" if seed.matter is not None else "ClientBill",
         kind=seed.kind,
         state=seed.state,

@@ -16,12 +16,15 @@ class SandboxSettings:
     port: int = 8090
     client_id: str = DEFAULT_CLIENT_ID
     client_secret: str = DEFAULT_CLIENT_SECRET
-    # Clio allows 50/min at peak; the default is generous so local runs are not throttled.
-    rate_limit: int = 600
+    # Clio allows 50 a minute per access token at peak; 0 turns the limit off (benchmarks).
+    rate_limit: int = 50
     # Empty means any redirect URI is accepted, which suits local runs on changing ports.
     redirect_uris: tuple[str, ...] = ()
     # Base for the absolute `meta.paging.next` URLs when the sandbox sits behind a proxy.
     public_url: str | None = None
+    # Seconds to wait before each retry of a failed webhook delivery (one try more than delays).
+    webhook_retry_delays: tuple[float, ...] = (1.0, 5.0, 25.0)
+    webhook_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxSettings:
@@ -36,4 +39,14 @@ class SandboxSettings:
             rate_limit=int(env.get("CLIO_SANDBOX_RATE_LIMIT", str(cls.rate_limit))),
             redirect_uris=redirect_uris,
             public_url=env.get("CLIO_SANDBOX_PUBLIC_URL") or None,
+            webhook_retry_delays=_delays(env.get("CLIO_SANDBOX_WEBHOOK_RETRY_DELAYS")),
+            webhook_timeout=float(
+                env.get("CLIO_SANDBOX_WEBHOOK_TIMEOUT", str(cls.webhook_timeout))
+            ),
         )
+
+
+def _delays(raw: str | None) -> tuple[float, ...]:
+    if raw is None:
+        return SandboxSettings.webhook_retry_delays
+    return tuple(float(part) for part in raw.split(",") if part.strip())

@@ -10,12 +10,17 @@ import math
 import secrets
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import httpx
+from starlette.requests import HTTPConnection
+
+from sandbox.clio.firms import firm_for
 from sandbox.clio.records import World
 from sandbox.clio.seed import build_world, firm_today
 from sandbox.clio.settings import SandboxSettings
+from sandbox.clio.webhooks import WebhookHub
 
 Clock = Callable[[], datetime]
 
@@ -24,6 +29,13 @@ ACCESS_TOKEN_TTL = timedelta(days=30)
 AUTH_CODE_TTL = timedelta(minutes=10)
 RATE_WINDOW_SECONDS = 60
 REQUEST_LOG_SIZE = 1000
+# With the limit off, the headers still come, with a limit no client will reach.
+UNLIMITED = 2_147_483_647
+
+# Clio's regions, each its own host; the sandbox serves them under path prefixes.
+REGIONS = ("us", "ca", "eu", "au")
+DEFAULT_REGION = "us"
+REGION_PREFIXES = {"us": "", "ca": "/ca", "eu": "/eu", "au": "/au"}
 
 
 def utc_now() -> datetime:
@@ -45,6 +57,7 @@ class AuthCode:
     client_id: str
     redirect_uri: str
     expires_at: datetime
+    region: str = DEFAULT_REGION
     used: bool = False
 
 
@@ -55,6 +68,7 @@ class Grant:
     id: int
     client_id: str
     refresh_token: str
+    region: str = DEFAULT_REGION
     revoked: bool = False
 
 
@@ -87,14 +101,18 @@ class OAuthStore:
         self._access: dict[str, AccessToken] = {}
         self._refresh: dict[str, int] = {}
 
-    def issue_code(self, client_id: str, redirect_uri: str) -> str:
+    def issue_code(self, client_id: str, redirect_uri: str, region: str = DEFAULT_REGION) -> str:
         code = secrets.token_urlsafe(24)
-        self._codes[code] = AuthCode(client_id, redirect_uri, self._clock() + AUTH_CODE_TTL)
+        expires = self._clock() + AUTH_CODE_TTL
+        self._codes[code] = AuthCode(client_id, redirect_uri, expires, region)
         return code
 
-    def redeem_code(self, code: str, client_id: str, redirect_uri: str) -> TokenPair:
+    def redeem_code(
+        self, code: str, client_id: str, redirect_uri: str, region: str = DEFAULT_REGION
+    ) -> TokenPair:
         entry = self._codes.get(code)
-        if entry is None or entry.used or entry.client_id != client_id:
+        # A code works only at the region's host that issued it.
+        if entry is None or entry.used or entry.client_id != client_id or entry.region != region:
             raise OAuthError("invalid_grant", "The authorization code is invalid or was used.")
         # Burn the code before any other check so a failed attempt cannot be retried.
         entry.used = True
@@ -102,18 +120,20 @@ class OAuthStore:
             raise OAuthError("invalid_grant", "The authorization code has expired.")
         if entry.redirect_uri != redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri does not match the authorization.")
-        return self.mint(client_id)
+        return self.mint(client_id, region)
 
-    def mint(self, client_id: str) -> TokenPair:
-        grant = Grant(len(self._grants) + 1, client_id, secrets.token_urlsafe(32))
+    def mint(self, client_id: str, region: str = DEFAULT_REGION) -> TokenPair:
+        grant = Grant(len(self._grants) + 1, client_id, secrets.token_urlsafe(32), region)
         self._grants[grant.id] = grant
         self._refresh[grant.refresh_token] = grant.id
         return self._access_token_for(grant)
 
-    def refresh(self, refresh_token: str, client_id: str) -> TokenPair:
+    def refresh(
+        self, refresh_token: str, client_id: str, region: str = DEFAULT_REGION
+    ) -> TokenPair:
         grant_id = self._refresh.get(refresh_token)
         grant = self._grants.get(grant_id) if grant_id is not None else None
-        if grant is None or grant.revoked or grant.client_id != client_id:
+        if grant is None or grant.revoked or grant.client_id != client_id or grant.region != region:
             raise OAuthError("invalid_grant", "The refresh token is invalid or was revoked.")
         # Clio's refresh tokens live until revoked, so the same one comes back.
         return self._access_token_for(grant)
@@ -125,11 +145,13 @@ class OAuthStore:
         grant = self._grants[entry.grant_id]
         return None if grant.revoked else grant
 
-    def revoke(self, token: str) -> bool:
-        """Revoke the whole grant behind an access or refresh token."""
+    def revoke(self, token: str, region: str | None = None) -> bool:
+        """Revoke the whole grant behind an access or refresh token (of `region`, if given)."""
         entry = self._access.get(token)
         grant_id = entry.grant_id if entry is not None else self._refresh.get(token)
         if grant_id is None or self._grants[grant_id].revoked:
+            return False
+        if region is not None and self._grants[grant_id].region != region:
             return False
         self._grants[grant_id].revoked = True
         return True
@@ -169,6 +191,9 @@ class RateLimiter:
 
     def hit(self, key: str) -> RateDecision:
         now = self._clock().timestamp()
+        if self.limit <= 0:
+            reset = math.ceil(now + RATE_WINDOW_SECONDS)
+            return RateDecision(True, UNLIMITED, UNLIMITED, reset, 0)
         started, count = self._windows.get(key, (now, 0))
         if now >= started + RATE_WINDOW_SECONDS:
             started, count = now, 0
@@ -198,6 +223,7 @@ class LoggedRequest:
     params: dict[str, list[str]]
     status: int
     authorized: bool
+    region: str = DEFAULT_REGION
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -208,26 +234,56 @@ class LoggedRequest:
             "params": self.params,
             "status": self.status,
             "authorized": self.authorized,
+            "region": self.region,
         }
 
 
-@dataclass
 class SandboxState:
-    settings: SandboxSettings = field(default_factory=SandboxSettings.from_env)
-    clock: Clock = utc_now
-    world: World = field(init=False)
-    oauth: OAuthStore = field(init=False)
-    limiter: RateLimiter = field(init=False)
-    requests: deque[LoggedRequest] = field(init=False)
+    """Every region's world, OAuth grants, rate windows, webhooks and the request log.
 
-    def __post_init__(self) -> None:
+    `clock` is the time source given (tests pass a fake); `state.clock()` adds the offset
+    the `/sandbox/clock` hook moves forward, and everything reads time through it.
+    """
+
+    def __init__(
+        self,
+        settings: SandboxSettings | None = None,
+        clock: Clock = utc_now,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else SandboxSettings.from_env()
+        self.base_clock = clock
+        self.clock_offset = timedelta(0)
         self.oauth = OAuthStore(self.clock)
         self.limiter = RateLimiter(self.settings.rate_limit, self.clock)
-        self.requests = deque(maxlen=REQUEST_LOG_SIZE)
-        self.world = build_world(firm_today(self.clock()))
+        self.requests: deque[LoggedRequest] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.worlds: dict[str, World] = self._seed()
+        self.webhooks = WebhookHub(self, transport=webhook_transport)
+
+    def clock(self) -> datetime:
+        return self.base_clock() + self.clock_offset
+
+    def _seed(self) -> dict[str, World]:
+        today = firm_today(self.clock())
+        return {region: build_world(today, firm_for(region)) for region in REGIONS}
+
+    def world_of(self, connection: HTTPConnection) -> World:
+        """The world of the region the request was addressed to."""
+        return self.worlds[connection.scope.get("clio_region", DEFAULT_REGION)]
+
+    @property
+    def world(self) -> World:
+        """The US region's world (the demo firm), which the root paths serve."""
+        return self.worlds[DEFAULT_REGION]
+
+    @world.setter
+    def world(self, value: World) -> None:
+        self.worlds[DEFAULT_REGION] = value
 
     def reset(self) -> None:
-        """Reseed the firm and forget traffic; OAuth grants survive so connected clients stay so."""
-        self.world = build_world(firm_today(self.clock()))
+        """Reseed the firms and forget traffic and webhooks; OAuth grants survive so
+        connected clients stay so."""
+        self.worlds = self._seed()
         self.requests.clear()
         self.limiter.clear()
+        self.webhooks.clear()

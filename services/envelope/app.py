@@ -34,10 +34,12 @@ from shared.events import (
     EmailViewed,
     EnvelopeSendRequested,
     FirmUpdated,
+    InvoiceRemoved,
     InvoiceUpdated,
     PaymentEvent,
     PaymentFailed,
     PaymentProcessing,
+    PaymentRecorded,
     PaymentRefunded,
     PaymentSucceeded,
 )
@@ -58,6 +60,8 @@ def create_app(settings: EnvelopeSettings | None = None, clock: Clock | None = N
 
     service.handles(FirmUpdated)(desk.projections.on_firm_updated)
     service.handles(InvoiceUpdated)(desk.projections.on_invoice_updated)
+    service.handles(InvoiceRemoved)(desk.projections.on_invoice_removed)
+    service.handles(PaymentRecorded)(desk.projections.on_payment_recorded)
 
     async def payment(s: AsyncSession, ev: PaymentEvent) -> None:
         await desk.projections.on_payment(s, ev)

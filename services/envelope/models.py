@@ -53,9 +53,13 @@ class Invoice(Base):
     payment_status: Mapped[str | None] = mapped_column(String(30))  # BillPayment
     # Sums kept from payment events (each applied once; they commute, so events of
     # different queues arriving in any order give the same result):
-    paid_online_minor: Mapped[int] = mapped_column(Integer, default=0)  # succeeded, net
+    # Succeeded, net of refunds, less what is recorded in Clio already (payment.recorded):
+    # what Clio's balance does not count yet.
+    paid_online_minor: Mapped[int] = mapped_column(Integer, default=0)
     processing_minor: Mapped[int] = mapped_column(Integer, default=0)  # ACH not settled
     refunded_minor: Mapped[int] = mapped_column(Integer, default=0)
+    # Paid here and recorded in Clio since (payment.recorded): Clio's balance counts it.
+    recorded_online_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # occurred_at of the invoice.updated applied last: an older event arriving late is skipped.
     event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -25,6 +25,10 @@ from shared.events import (
 # --- what may be sent --------------------------------------------------------------------
 
 
+# A bill voided or deleted at its source: on no unpaid list, in no email or reminder.
+REMOVED_STATES: frozenset[InvoiceState] = frozenset({InvoiceState.void, InvoiceState.deleted})
+
+
 def may_send(state: str) -> bool:
     """Whether a bill in this source state may go in an envelope."""
     return state in SENDABLE_STATES
@@ -187,6 +191,14 @@ def apply_payment(
         paid -= amount_minor
         refunded += amount_minor
     return PaymentSums(paid, processing, refunded)
+
+
+def unrecorded_sums(sums: PaymentSums, recorded: int) -> PaymentSums:
+    """The sums the firm sees once `recorded` of the money paid here is recorded at the
+    source (payment.recorded): Clio's balance counts that part, so it is not subtracted again.
+    `paid` can go below zero only while a recording arrives before the payment it records,
+    or when a refund follows a recording (money Clio counts but the client got back)."""
+    return PaymentSums(sums.paid - recorded, sums.processing, sums.refunded)
 
 
 def bill_payment(paid: int, processing: int, refunded: int) -> BillPayment | None:

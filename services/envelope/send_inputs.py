@@ -15,6 +15,7 @@ from services.envelope.compose import ComposedEmail
 from services.envelope.models import Envelope, Firm, Invoice
 from services.envelope.rendering import Renderer
 from services.envelope.rules import (
+    REMOVED_STATES,
     Refusal,
     bill_filename,
     carries_statement,
@@ -84,7 +85,12 @@ async def read_sends(
         if ev.send_id not in wanted:
             continue
         env, firm = envelopes[ev.envelope_id]
-        invoices = [bills[(ev.firm_id, i)] for i in wanted[ev.send_id] if (ev.firm_id, i) in bills]
+        # A bill voided or deleted in Clio since it was put in the envelope is left out.
+        invoices = [
+            bills[(ev.firm_id, i)]
+            for i in wanted[ev.send_id]
+            if (ev.firm_id, i) in bills and bills[(ev.firm_id, i)].state not in REMOVED_STATES
+        ]
         out[ev.send_id] = PreparedSend(env, firm, invoices, [])
     # Suppressed recipients (a hard bounce): one read per firm for all its sends.
     recipients: dict[str, set[str]] = {}

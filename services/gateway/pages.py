@@ -57,6 +57,8 @@ def field(item: Any, name: str) -> Any:
 def invoice_state(item: Any) -> tuple[str, str]:
     """(label, css class) for an invoice's state as the firm should read it."""
     state, payment = field(item, "state") or "", field(item, "payment_status")
+    if state in (InvoiceState.void, InvoiceState.deleted):
+        return STATE_LABELS[InvoiceState(state)], "void"  # removed in Clio: nothing else counts
     if payment == BillPayment.paid_online:
         return "Paid online", "paid"
     if payment == BillPayment.processing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -23,7 +24,7 @@ from services.gateway.deps import (
     show,
 )
 from services.gateway.web_reminders import invoice_page_context
-from services.gateway.web_timeline import email_label, firm_zone
+from services.gateway.web_timeline import email_label, firm_zone, when
 
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 
@@ -95,6 +96,7 @@ async def invoices(
         link=link,
         per_page_choices=PER_PAGE_CHOICES,
         clio=clio,
+        last_sync=when(clio.last_synced_at, zone if not isinstance(zone, BaseException) else UTC),
         firm_name=await firm_name(service, user.firm_id),
         # The firm's local date (Overdue) and the per-bill reminder switches.
         **await invoice_page_context(service, reminders, user.firm_id),
@@ -105,9 +107,10 @@ async def invoices(
 
 @router.post("/invoices/sync")
 async def sync_now(user: FormUser, sync: SyncClientDep) -> RedirectResponse:
+    """Start a sync and show its live progress (web_sync.py); not connected: Settings."""
     if not await sync.sync_now(user.firm_id):
         return RedirectResponse("/settings", status_code=303)
-    return RedirectResponse("/invoices?notice=synced", status_code=303)
+    return RedirectResponse("/sync", status_code=303)
 
 
 @router.get("/invoices/{invoice_id}/pdf")

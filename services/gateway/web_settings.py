@@ -1,15 +1,13 @@
 """Settings: the firm's profile and time zone, Settings > Invoices, Settings > Reminders, and the
-Clio connection."""
+Clio connection's card (its routes: web_sync.py)."""
 
 from __future__ import annotations
 
-import secrets
 import zoneinfo
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.gateway import auth
@@ -23,14 +21,15 @@ from services.gateway.deps import (
     FormUser,
     ServiceDep,
     SessionDep,
-    SettingsDep,
     SyncClientDep,
     show,
 )
 from services.gateway.firms import publish_firm
-from services.gateway.models import Firm, OAuthState
+from services.gateway.models import Firm
 from services.gateway.web_templates import set_default_template
+from services.gateway.web_timeline import firm_zone, when
 from shared.api.envelope import BuiltinOut
+from shared.api.sync import REGION_NAMES
 from shared.events import Delivery
 
 router = APIRouter()
@@ -96,12 +95,21 @@ async def settings_page(
         "settings.html",
         user,
         firm=firm,
-        clio=await sync.clio(user.firm_id),
-        quarantine=await sync.quarantine(user.firm_id),
+        **await clio_card(service, sync, user.firm_id),
         templates=await envelope.templates(user.firm_id),
         zones=zone_choices(),
         errors={},
     )
+
+
+async def clio_card(service: Any, sync: Any, firm_id: str) -> dict[str, Any]:
+    """The Clio card's context: the connection's health, the regions, times in the firm's zone."""
+    zone = await firm_zone(service, firm_id)
+    return {
+        "clio": await sync.clio(firm_id),
+        "regions": REGION_NAMES,
+        "at": lambda dt: when(dt, zone),
+    }
 
 
 @router.post("/settings", response_model=None)
@@ -133,8 +141,7 @@ async def save_settings(
         if errors:
             page: dict[str, Any] = dict(
                 firm=firm,
-                clio=await sync.clio(user.firm_id),
-                quarantine=[],
+                **await clio_card(service, sync, user.firm_id),
                 templates=await envelope.templates(user.firm_id),
                 zones=zone_choices(),
                 errors=errors,
@@ -151,54 +158,6 @@ async def save_settings(
             firm.time_zone = time_zone
         await publish_firm(service, s, firm)
     return RedirectResponse("/settings?notice=settings", status_code=303)
-
-
-@router.post("/settings/clio/connect")
-async def clio_connect(
-    user: FormUser, s: SessionDep, settings: SettingsDep, sync: SyncClientDep
-) -> RedirectResponse:
-    state = secrets.token_urlsafe(24)
-    async with s.begin():
-        s.add(
-            OAuthState(
-                state=state, firm_id=user.firm_id, user_id=user.id, created_at=datetime.now(UTC)
-            )
-        )
-    url = await sync.authorize_url(f"{settings.public_base_url}/clio/callback", state)
-    return RedirectResponse(url, status_code=303)
-
-
-@router.get("/clio/callback", response_model=None)
-async def clio_callback(
-    user: CurrentUser,
-    s: SessionDep,
-    settings: SettingsDep,
-    sync: SyncClientDep,
-    code: str = "",
-    state: str = "",
-    error: str = "",
-) -> Response:
-    async with s.begin():
-        row = await s.get(OAuthState, state) if state else None
-        if row is not None:
-            await s.delete(row)
-    if row is None or row.firm_id != user.firm_id:
-        raise HTTPException(
-            status_code=400,
-            detail="This Clio authorization was not started here. Connect again from Settings.",
-        )
-    if error or not code:
-        raise HTTPException(
-            status_code=400,
-            detail=f"Clio did not authorize the connection ({error or 'no code'}).",
-        )
-    try:
-        await sync.connect(user.firm_id, code, f"{settings.public_base_url}/clio/callback")
-    except Refused as refused:
-        raise HTTPException(
-            status_code=502, detail=f"Clio connection failed: {refused.detail}"
-        ) from refused
-    return RedirectResponse("/invoices?notice=clio", status_code=303)
 
 
 # --- Settings > Reminders --------------------------------------------------------------------

@@ -7,14 +7,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import mirror, routes
+from services.payments import api_record, mirror, routes
 from services.payments.ledger import Ledger
 from services.payments.models import Base
 from services.payments.processors import Processor
 from services.payments.refunds import refund_loop
 from services.payments.settings import PaymentsSettings
 from services.payments.testmode import TestMode, TestModeProcessor
-from shared.events import FirmUpdated, InvoiceUpdated, PayLinkIssued
+from shared.events import FirmUpdated, InvoiceRemoved, InvoiceUpdated, PayLinkIssued
 from shared.runtime import Service
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -45,6 +45,10 @@ def create_app(
     async def invoice_updated(s: AsyncSession, ev: InvoiceUpdated) -> None:
         await mirror.on_invoice_updated(s, ev)
 
+    @service.handles(InvoiceRemoved)
+    async def invoice_removed(s: AsyncSession, ev: InvoiceRemoved) -> None:
+        await mirror.on_invoice_removed(s, ev)
+
     # One per email, as the envelope service sends them: gathered for a fifth of a second
     # into batches (a link is in an email for longer than that before anyone can click it).
     @service.handles_batch(PayLinkIssued, wait_seconds=0.2)
@@ -63,6 +67,7 @@ def create_app(
     app = service.make_app()
     app.include_router(routes.router(service, ledger, testmode))
     app.include_router(routes.webhook_router(ledger))
+    app.include_router(api_record.router(service, ledger))
     app.state.ledger = ledger
     app.state.testmode = testmode
     return app

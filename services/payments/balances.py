@@ -32,6 +32,11 @@ class ItemStatus(StrEnum):
     unpaid = "unpaid"
     processing = "processing"  # an ACH debit for it has not settled
     paid = "paid"
+    removed = "removed"  # voided or deleted in Clio: no longer payable
+
+
+# A bill in these states left its source: nobody may pay it.
+REMOVED_STATES = frozenset({InvoiceState.void, InvoiceState.deleted})
 
 
 class LinkStatus(StrEnum):
@@ -108,7 +113,9 @@ def item_view(bill: Bill, held: dict[str, int]) -> ItemView:
     """A bill as the client sees it. Processing (an ACH debit not settled) wins over unpaid so
     that nobody pays twice while the bank works; never below zero."""
     balance = max(0, bill.source_balance_minor - sum(held.values()))
-    if held.get(PaymentStatus.processing):
+    if bill.state in REMOVED_STATES:
+        status, balance = ItemStatus.removed, 0
+    elif held.get(PaymentStatus.processing):
         status = ItemStatus.processing
     elif balance > 0 and bill.state == InvoiceState.awaiting_payment:
         status = ItemStatus.unpaid

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.balances import (
@@ -22,7 +23,7 @@ from services.payments.balances import (
     outstanding,
 )
 from services.payments.ledger import Ledger
-from services.payments.models import CheckoutSession, CheckoutStatus, PayLink, Payment
+from services.payments.models import Bill, CheckoutSession, CheckoutStatus, PayLink, Payment
 from services.payments.processors import CheckoutItem, CheckoutRequest, ProcessorError
 from shared.events import FirmProfile
 
@@ -88,6 +89,15 @@ async def create_checkout(
         if link is None or not link_usable(link):
             raise CheckoutError("This link has expired. Please contact the firm for a new one.")
         items = await _payable(s, link, invoice_ids, scope)
+        source = {
+            b.invoice_id: b
+            for b in await s.scalars(
+                select(Bill).where(
+                    Bill.firm_id == link.firm_id,
+                    Bill.invoice_id.in_([i.invoice_id for i in items]),
+                )
+            )
+        }
         firm = await firm_profile(s, link.firm_id)
         now = datetime.now(UTC)
         cs = CheckoutSession(
@@ -104,6 +114,9 @@ async def create_checkout(
                         "number": i.number,
                         "kind": i.kind,
                         "amount_minor": i.balance_minor,
+                        # Where Clio stood as the client chose to pay (To record in Clio).
+                        "source_balance_minor": source[i.invoice_id].source_balance_minor,
+                        "source_paid_minor": source[i.invoice_id].source_paid_minor,
                     }
                     for i in items
                 ]

@@ -25,7 +25,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import deposit_rules, deposits, refund_state, rules
+from services.payments import (
+    deposit_rules,
+    deposits,
+    record,
+    record_rules,
+    refund_state,
+    rules,
+)
 from services.payments.announcements import announce
 from services.payments.balances import aware
 from services.payments.models import (
@@ -238,7 +245,14 @@ class Ledger:
                     account=deposit_rules.account_for(kind),
                     amount_minor=item["amount_minor"],
                     refunded_minor=0,
-                    source_balance_at_payment=bill.source_balance_minor if bill else 0,
+                    # Where Clio stood when the client chose to pay (checkout), so that a
+                    # payment the firm records there before our event of it arrives counts.
+                    source_balance_at_payment=item.get(
+                        "source_balance_minor", bill.source_balance_minor if bill else 0
+                    ),
+                    source_paid_at_payment=item.get(
+                        "source_paid_minor", bill.source_paid_minor if bill else None
+                    ),
                     reconciled=False,
                 )
             )
@@ -304,6 +318,9 @@ class Ledger:
                 make_up_accounts=self.processor.name == "test",
             )
         await announce(self.service, s, payment, state, allocations, refunds, items)
+        if payment.status in record_rules.ARRIVED:
+            # Clio may show it already (the firm recorded it before our event came).
+            await record.reconcile(s, payment.firm_id, [a.invoice_id for a in allocations])
 
     def _apply_state(self, payment: Payment, state: rules.PaymentState) -> None:
         if not state.facts:

@@ -62,8 +62,14 @@ class Bill(Base):
     source_balance_minor: Mapped[int] = mapped_column(Integer)
     due_at: Mapped[date | None] = mapped_column(Date)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    # occurred_at of the invoice.updated applied last: an older event arriving late is skipped.
+    # occurred_at of the invoice.updated (or invoice.removed) applied last: an older event
+    # arriving late is skipped, so a stale snapshot never brings a removed bill back.
     event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The bill's id in its source (the link to it in Clio), what Clio shows as paid on it,
+    # and why it left the source (voided or deleted there), if it did.
+    source_id: Mapped[str | None] = mapped_column(String(100))
+    source_paid_minor: Mapped[int | None] = mapped_column(Integer)
+    removed_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class PayLink(Base):
@@ -166,7 +172,14 @@ class Allocation(Base):
     # The source's balance when this was paid: once a sync shows it lower by this amount,
     # the firm has recorded the payment in Clio and it no longer reduces the balance here.
     source_balance_at_payment: Mapped[int] = mapped_column(Integer)
+    # What Clio showed as paid on the bill then (None: not known; the balance decides).
+    source_paid_at_payment: Mapped[int | None] = mapped_column(Integer)
+    # Recorded in Clio: the synced balance shows it (`recorded_how` synced), or a firm user
+    # said so (marked, by `recorded_by`). Either way it leaves "To record in Clio".
     reconciled: Mapped[bool] = mapped_column(Boolean, default=False)
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str | None] = mapped_column(String(300))
+    recorded_how: Mapped[str | None] = mapped_column(String(10))
 
 
 class Deposit(Base):

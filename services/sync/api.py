@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import func, or_, select
 
-from services.sync.clio import ClioAuthError, ClioError, authorize_url
 from services.sync.models import ClioConnection, Contact, Quarantined
 from services.sync.syncer import NOT_CONNECTED, Syncer
 from shared.api.sync import (
-    ClioStatus,
-    ConnectRequest,
     ContactMatch,
     QuarantineItem,
     SyncProgress,
@@ -24,48 +20,6 @@ from shared.runtime import Service
 
 def router(service: Service, syncer: Syncer) -> APIRouter:
     r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
-    settings = syncer.settings
-
-    async def status(firm_id: str) -> ClioStatus:
-        async with service.sessionmaker() as s:
-            conn = await s.get(ClioConnection, firm_id)
-            count = await s.scalar(
-                select(func.count()).select_from(Quarantined).where(Quarantined.firm_id == firm_id)
-            )
-        if conn is None:
-            return ClioStatus(connected=False, quarantined=count or 0)
-        return ClioStatus(
-            connected=True,
-            account_name=conn.account_name,
-            connected_at=conn.connected_at,
-            last_synced_at=conn.last_synced_at,
-            last_error=conn.last_error,
-            quarantined=count or 0,
-        )
-
-    @r.get("/firms/{firm_id}/clio")
-    async def get_status(firm_id: str) -> ClioStatus:
-        return await status(firm_id)
-
-    @r.get("/clio/authorize-url")
-    async def get_authorize_url(redirect_uri: str, state: str) -> dict[str, str]:
-        return {
-            "url": authorize_url(
-                settings.clio_base_url, settings.clio_client_id, redirect_uri, state
-            )
-        }
-
-    @r.post("/firms/{firm_id}/clio/connect")
-    async def connect(firm_id: str, body: ConnectRequest) -> ClioStatus:
-        try:
-            await syncer.connections.connect(firm_id, body.code, body.redirect_uri)
-        except ClioAuthError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from exc
-        except ClioError as exc:
-            raise HTTPException(status_code=502, detail=str(exc)) from exc
-        # The first sync can take a while on a large firm: let it run behind the response.
-        asyncio.create_task(syncer.sync_firm(firm_id))
-        return await status(firm_id)
 
     @r.post("/firms/{firm_id}/sync", status_code=202)
     async def sync_now(firm_id: str) -> SyncProgress:
@@ -114,7 +68,8 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
     async def quarantine(firm_id: str) -> list[QuarantineItem]:
         async with service.sessionmaker() as s:
             conn = await s.get(ClioConnection, firm_id)
-            base = conn.base_url.rstrip("/") if conn is not None else None
+            # A Clio bill's page on the firm's region host (connection's base URL).
+            base = conn.base_url.rstrip("/") if conn else None
             rows = await s.scalars(
                 select(Quarantined)
                 .where(Quarantined.firm_id == firm_id)
@@ -126,11 +81,9 @@ def router(service: Service, syncer: Syncer) -> APIRouter:
                     source_id=q.source_id,
                     reason=q.reason,
                     received_at=q.received_at,
-                    source_url=(
-                        f"{base}/nc/#/bills/{quote(q.source_id, safe='')}"
-                        if base and q.source == "clio"
-                        else None
-                    ),
+                    source_url=f"{base}/nc/#/bills/{quote(q.source_id, safe='')}"
+                    if base and q.source == "clio"
+                    else None,
                 )
                 for q in rows
             ]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.sync import api
+from services.sync import api, api_connection, api_ledes
 from services.sync.models import Base
 from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
@@ -19,8 +19,16 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
     settings = settings or SyncSettings()
     service = Service(settings, Base.metadata, MIGRATIONS)
     syncer = Syncer(service, settings)
+    # Tokens under an older key (or stored before encryption) move to the first key.
+    service.background(syncer.connections.rekey)
     service.background(syncer.run_forever)
     app = service.make_app()
     app.include_router(api.router(service, syncer))
+
+    async def rate_limit(firm_id: str) -> dict[str, object]:
+        return {"rate_limit": syncer.connections.budgets.for_firm(firm_id).state()}
+
+    app.include_router(api_connection.router(service, syncer, extras=[rate_limit]))
+    api_ledes.install(app, service)
     app.state.syncer = syncer
     return app

@@ -110,3 +110,56 @@ class SyncRun(Base):
     # Bills Clio said this sync would read (meta.records), and the API requests it made.
     total: Mapped[int | None] = mapped_column(Integer)
     requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+# --- LEDES 1998B imports (services/sync/ledes_import.py) ---------------------------------
+
+
+class LedesClient(Base):
+    """A LEDES file's CLIENT_ID as this firm knows it: the name and email it lacks."""
+
+    __tablename__ = "ledes_clients"
+    __table_args__ = (UniqueConstraint("firm_id", "client_ref"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    client_ref: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(320))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LedesInvoice(Base):
+    """An imported invoice: the snapshot last built for it, published once its client has an
+    email, and what was paid here (LEDES has no source system to record payments in)."""
+
+    __tablename__ = "ledes_invoices"
+    # invoice_id is derived from (law_firm_id, client_ref, number): unique per firm with it.
+    __table_args__ = (UniqueConstraint("firm_id", "invoice_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    invoice_id: Mapped[str] = mapped_column(String(100))
+    law_firm_id: Mapped[str] = mapped_column(String(100))
+    client_ref: Mapped[str] = mapped_column(String(100))
+    number: Mapped[str] = mapped_column(String(100))
+    snapshot: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paid_minor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    import_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LedesImport(Base):
+    """One uploaded file and what became of it (the result page, kept as JSON)."""
+
+    __tablename__ = "ledes_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[str] = mapped_column(Text)

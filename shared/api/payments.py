@@ -18,7 +18,7 @@ class ItemOut(BaseModel):
     due_at: date | None
     currency: str
     balance_minor: int
-    status: str  # unpaid, processing, paid
+    status: str  # unpaid, processing, paid, removed (voided or deleted in Clio)
 
 
 class OutstandingOut(BaseModel):

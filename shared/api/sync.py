@@ -84,6 +84,15 @@ class AuthorizeUrl(BaseModel):
     url: str
 
 
+class DisconnectOutcome(BaseModel):
+    """Disconnect: the tokens are forgotten in any case; `revoked` says whether Clio confirmed
+    it revoked them, `problem` why not."""
+
+    was_connected: bool
+    revoked: bool
+    problem: str | None = None
+
+
 class SyncOutcome(BaseModel):
     fetched: int
     changed: int

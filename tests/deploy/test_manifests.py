@@ -70,7 +70,13 @@ SERVICE_ENV = {
         "SESSION_COOKIE_SECURE",
         "TRACKING_SECRET",
     },
-    "sync": {"CLIO_BASE_URL", "CLIO_CLIENT_ID", "CLIO_CLIENT_SECRET", "SYNC_INTERVAL_SECONDS"},
+    "sync": {
+        "CLIO_BASE_URL",
+        "CLIO_CLIENT_ID",
+        "CLIO_CLIENT_SECRET",
+        "CLIO_TOKEN_KEYS",
+        "SYNC_INTERVAL_SECONDS",
+    },
     # Refused at its development default outside development (services/envelope/settings.py).
     "envelope": {"LINK_SECRET"},
     "mailer": {
@@ -100,6 +106,7 @@ SECRET_ENV = {
     "SECRET_KEY",
     "LINK_SECRET",
     "CLIO_CLIENT_SECRET",
+    "CLIO_TOKEN_KEYS",
     "SMTP_PASSWORD",
     "STRIPE_API_KEY",
     "STRIPE_WEBHOOK_SECRET",

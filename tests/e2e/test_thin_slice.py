@@ -207,8 +207,8 @@ def test_malformed_bill_is_quarantined_with_its_reason(system: RunningSystem) ->
     c = system.client()
     csrf = login(c)
     assert c.post("/invoices/sync", data={"csrf_token": csrf}).status_code == 303
-    settings = c.get("/settings").text
-    assert "5199001" in settings and "total is not an amount" in settings
+    issues = c.get("/sync/issues").text
+    assert "5199001" in issues and "total is not an amount" in issues
     assert "could not be read" in c.get("/invoices").text
     assert "INV-BROKEN" not in c.get("/invoices", params={"state": "all", "q": "BROKEN"}).text
 

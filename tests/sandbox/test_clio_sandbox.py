@@ -539,7 +539,7 @@ async def test_rate_limit_answers_429_then_recovers(clock: FakeClock) -> None:
 
 async def test_default_rate_limit_and_version_headers(api: httpx.AsyncClient) -> None:
     response = await api.get("/api/v4/users/who_am_i.json")
-    assert response.headers["x-ratelimit-limit"] == "600"
+    assert response.headers["x-ratelimit-limit"] == "50"
     assert response.headers["x-api-version"] == "4.0.9"
     pinned = await api.get("/api/v4/bills.json", headers={"X-API-VERSION": "4.0.5"})
     assert pinned.headers["x-api-version"] == "4.0.5"

@@ -1,7 +1,7 @@
 """clio_lines: line items by id, for the bulk line-item listing
 
-Revision ID: c7d2a9e4f1b3
-Revises: b1c4e2f7a9d0
+Revision ID: e5a1c3d9b7f2
+Revises: c7d2a9e4f1b3
 Create Date: 2026-12-08 00:10:00
 """
 from collections.abc import Sequence
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "c7d2a9e4f1b3"
-down_revision: str | None = "b1c4e2f7a9d0"
+revision: str = "e5a1c3d9b7f2"
+down_revision: str | None = "c7d2a9e4f1b3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
