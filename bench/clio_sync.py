@@ -100,7 +100,7 @@ def serve_sandbox(port: int, bills: int, lines: int, clients: int, rate: int) ->
 
 
 def _memoize_bills() -> None:
-    """The sandbox renders every bill of the world for each page of `bills.json` (4 s a page
+    """The sandbox renders every bill of the world for each page of `bills.json` (seconds a page
     at 10,000 bills): keep each bill's rendering while the bill, its client, matters and
     lines are the same objects (the sandbox replaces a record's object when it changes it),
     so the listing, not the sandbox's rendering, is what both runs wait for. Same responses."""
