@@ -69,7 +69,7 @@ router = APIRouter()
 def clio_app_url(status: ClioStatus, settings: GatewaySettings) -> str | None:
     """Where the firm's bills are in Clio's web app: sync's own figure if it gives one, the
     sandbox outside production, else the connection's region host. None: not connected."""
-    given = getattr(status, "app_url", None) or getattr(status, "base_url", None)
+    given = status.app_url
     if given:
         return str(given).rstrip("/")
     if settings.environment != "production":
@@ -90,8 +90,8 @@ async def clio_base(sync: Any, firm_id: str, settings: GatewaySettings) -> str |
 
 
 def bill_link(base: str | None, item: RecordItemOut) -> str | None:
-    if not base or not item.source_id:
-        return None
+    if not base or not item.source_id or not item.invoice_id.startswith("clio:"):
+        return None  # a LEDES import has no bill in Clio
     return f"{base}/nc/#/bills/{quote(item.source_id, safe='')}"
 
 

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import func, or_, select
 
 from services.sync.models import ClioConnection, Contact, Quarantined
-from services.sync.syncer import Syncer
+from services.sync.syncer import NOT_CONNECTED, Syncer
 from shared.api.sync import (
     ContactMatch,
     QuarantineItem,
-    SyncOutcome,
+    SyncProgress,
 )
 from shared.runtime import Service
 
@@ -21,12 +21,21 @@ from shared.runtime import Service
 def router(service: Service, syncer: Syncer) -> APIRouter:
     r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
 
-    @r.post("/firms/{firm_id}/sync")
-    async def sync_now(firm_id: str) -> SyncOutcome:
-        result = await syncer.sync_firm(firm_id)
-        if result.error == "Clio is not connected":
-            raise HTTPException(status_code=409, detail=result.error)
-        return SyncOutcome(**result.__dict__)
+    @r.post("/firms/{firm_id}/sync", status_code=202)
+    async def sync_now(firm_id: str) -> SyncProgress:
+        """Start a sync behind the response (none when one is running for the firm); 409
+        when Clio is not connected. Follow it on /sync/progress."""
+        async with service.sessionmaker() as s:
+            if await s.get(ClioConnection, firm_id) is None:
+                raise HTTPException(status_code=409, detail=NOT_CONNECTED)
+        syncer.start(firm_id)
+        progress = await syncer.progress(firm_id)
+        progress.running = True
+        return progress
+
+    @r.get("/firms/{firm_id}/sync/progress")
+    async def sync_progress(firm_id: str) -> SyncProgress:
+        return await syncer.progress(firm_id)
 
     @r.get("/firms/{firm_id}/contacts")
     async def contacts(

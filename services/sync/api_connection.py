@@ -3,7 +3,6 @@ authorize URL of a region's host, the OAuth code exchange, and disconnecting."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
@@ -32,7 +31,6 @@ StatusExtra = Callable[[str], Awaitable[dict[str, Any]]]
 def router(service: Service, syncer: Syncer, extras: Sequence[StatusExtra] = ()) -> APIRouter:
     r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
     connections = syncer.connections
-    tasks: set[asyncio.Task[Any]] = set()
 
     async def status(firm_id: str) -> ClioStatus:
         async with service.sessionmaker() as s:
@@ -45,6 +43,7 @@ def router(service: Service, syncer: Syncer, extras: Sequence[StatusExtra] = ())
             fields |= {
                 "connected": True,
                 "region": conn.region if conn.region in ("us", "ca", "eu", "au") else None,
+                "app_url": conn.base_url,
                 "account_name": conn.account_name,
                 "connected_at": conn.connected_at,
                 "last_synced_at": conn.last_synced_at,
@@ -87,9 +86,7 @@ def router(service: Service, syncer: Syncer, extras: Sequence[StatusExtra] = ())
                 status_code=502, detail=f"Clio could not be reached ({type(exc).__name__})."
             ) from exc
         # The first sync can take a while on a large firm: let it run behind the response.
-        task = asyncio.create_task(syncer.sync_firm(firm_id))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        syncer.start(firm_id)
         return await status(firm_id)
 
     @r.post("/firms/{firm_id}/clio/disconnect")

@@ -25,11 +25,14 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
     app = service.make_app()
     app.include_router(api.router(service, syncer))
 
-    async def rate_limit(firm_id: str) -> dict[str, object]:
-        return {"rate_limit": syncer.connections.budgets.for_firm(firm_id).state()}
+    async def health(firm_id: str) -> dict[str, object]:
+        return {
+            "rate_limit": syncer.connections.budgets.for_firm(firm_id).state(),
+            "progress": await syncer.progress(firm_id),
+        }
 
     webhooks = api_webhooks.install(app, service, syncer)
-    extras = [rate_limit, webhooks.status_fields]
+    extras = [health, webhooks.status_fields]
     app.include_router(api_connection.router(service, syncer, extras=extras))
     api_ledes.install(app, service)
     app.state.syncer = syncer

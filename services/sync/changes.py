@@ -27,8 +27,9 @@ from services.sync.mapping import (
     line_items_from_clio,
 )
 from services.sync.models import ClioConnection, Contact, Invoice
+from services.sync.progress import SyncResult
 from services.sync.ratelimit import Priority
-from services.sync.syncer import Syncer, SyncResult
+from services.sync.syncer import Syncer
 from shared.events import InvoiceSnapshot, InvoiceState, InvoiceUpdated, LineItem
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -19,6 +19,24 @@ BILL_FIELDS = (
 CONTACT_FIELDS = "id,etag,name,primary_email_address,updated_at"
 # A bill's lines (`GET line_items.json?bill_id=`): every field here is in Clio's LineItem schema.
 LINE_ITEM_FIELDS = "id,type,kind,date,description,quantity,price,total,group_ordering"
+# The bulk listing across bills (`GET line_items.json?updated_since=`): each line says whose it
+# is, and its updated_at moves the line-item cursor.
+LINE_ITEM_BULK_FIELDS = f"{LINE_ITEM_FIELDS},updated_at,bill{{id}}"
+# States in which a bill leaves every list: it is removed (invoice.removed), not updated.
+REMOVED_STATES = frozenset({"void", "deleted"})
+# States in which nothing will be emailed, so a client without an email is no problem.
+_NO_MAIL_STATES = frozenset({"paid", "void", "deleted"})
+
+# ISO 4217 codes in use (funds, metals and test codes left out).
+ISO_4217 = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
+    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD
+    FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES
+    KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR
+    MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB
+    RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY
+    TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL""".split()
+)
 
 
 class MalformedBill(ValueError):
@@ -45,6 +63,14 @@ def _datetime(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def parse_ts(value: Any) -> datetime | None:
+    """A Clio timestamp, in UTC when it carries no offset; None when it does not parse."""
+    ts = _datetime(value)
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _amount(bill: dict[str, Any], field: str, currency: str, *, required: bool = True) -> int:
@@ -89,7 +115,7 @@ def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) 
     currency = (
         str(currency_obj.get("code") or "USD").upper() if isinstance(currency_obj, dict) else ""
     )
-    if len(currency) != 3 or not currency.isalpha():
+    if currency not in ISO_4217:
         raise MalformedBill(f"unknown currency {currency_obj!r}")
 
     total = _amount(bill, "total", currency)
@@ -133,6 +159,35 @@ def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) 
         paid_minor=paid,
         source_updated_at=_datetime(bill.get("updated_at")),
     )
+
+
+def check_deliverable(snap: InvoiceSnapshot) -> None:
+    """Refuse a mapped bill that could not reach its client: one still to be paid whose client
+    has no email address (fixed in Clio by adding one to the contact)."""
+    if snap.client_email is None and snap.state not in _NO_MAIL_STATES:
+        raise MalformedBill(f"the client {snap.client_name} has no email address")
+
+
+def bill_client_id(bill: Any) -> str | None:
+    """The Clio contact id of a bill's client, as text, when the bill names one."""
+    client = bill.get("client") if isinstance(bill, dict) else None
+    if isinstance(client, dict) and client.get("id") is not None:
+        return str(client["id"])
+    return None
+
+
+def bill_currency(bill: Any) -> str:
+    """The currency code a bill's amounts are in (USD when it names none), unchecked."""
+    cur = bill.get("currency") if isinstance(bill, dict) else None
+    return str(cur.get("code") or "USD").upper() if isinstance(cur, dict) else "USD"
+
+
+def line_bill_id(row: Any) -> str | None:
+    """Whose line a bulk-listed line item is (its `bill{id}`), as text."""
+    bill = row.get("bill") if isinstance(row, dict) else None
+    if isinstance(bill, dict) and bill.get("id") is not None:
+        return str(bill["id"])
+    return None
 
 
 # Clio's line item types: time and expense entries (ActivityLineItem, whose `kind` is Service or

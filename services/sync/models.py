@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, UniqueConstraint
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import ServiceBase, UTCDateTime
@@ -62,6 +62,23 @@ class Invoice(Base):
     client_id: Mapped[str] = mapped_column(String(64), index=True)
     snapshot: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClioLine(Base):
+    """A Clio line item as last listed (its LINE_ITEM_FIELDS, JSON), kept by line id so the
+    bulk listing (`updated_since`, across bills) can be merged into each bill's lines."""
+
+    __tablename__ = "clio_lines"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "line_id"),
+        Index("ix_clio_lines_firm_bill", "firm_id", "bill_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(64))
+    bill_id: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[str] = mapped_column(Text)
 
 
 class Quarantined(Base):

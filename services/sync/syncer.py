@@ -1,58 +1,62 @@
-"""Pulls a firm's bills and contacts from Clio into the mirror and publishes what changed."""
+"""Pulls a firm's bills, line items and contacts from Clio into the mirror and publishes what
+changed, in as few requests as Clio allows: every listing 200 a page with only the fields
+read, `updated_since` (less an overlap) after the first sync, and line items listed across
+bills rather than per bill. Each firm polls on its own task."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.sync.clio import ClioAuthError, ClioClient, ClioError
+from services.sync import bills
+from services.sync import lines as line_store
+from services.sync.clio import ClioClient, ClioError
 from services.sync.connection import Connections
+from services.sync.contacts import sync_contacts
 from services.sync.mapping import (
-    BILL_FIELDS,
-    CONTACT_FIELDS,
-    LINE_ITEM_FIELDS,
+    REMOVED_STATES,
     MalformedBill,
+    bill_currency,
     bill_to_snapshot,
+    check_deliverable,
     invoice_id_for,
-    line_items_from_clio,
+    parse_ts,
 )
 from services.sync.models import ClioConnection, Contact, Invoice, Quarantined, SyncRun
+from services.sync.progress import RunState, SyncResult, finished, running
 from services.sync.settings import SyncSettings
-from shared.events import InvoiceRemoved, InvoiceSnapshot, InvoiceState, InvoiceUpdated, LineItem
+from shared.api.sync import SyncProgress
+from shared.events import (
+    Event,
+    InvoiceRemoved,
+    InvoiceSnapshot,
+    InvoiceState,
+    InvoiceUpdated,
+    LineItem,
+)
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class SyncResult:
-    fetched: int = 0
-    changed: int = 0
-    quarantined: int = 0
-    error: str | None = None
-
-
-def _parse_ts(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+NOT_CONNECTED = "Clio is not connected"
+__all__ = ["NOT_CONNECTED", "SyncResult", "Syncer", "parse_ts"]
 
 
 def _comparable(snapshot: InvoiceSnapshot) -> str:
     # etag and updated_at change on edits we do not show; publishing for them is noise.
     return snapshot.model_dump_json(exclude={"etag", "source_updated_at"})
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sync: a started sync failed", exc_info=task.exception())
 
 
 class Syncer:
@@ -62,27 +66,92 @@ class Syncer:
         self.service = service
         self.settings = settings
         self.connections = connections or Connections(service, settings)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._runs: dict[str, RunState] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}  # Sync now, by firm
+        self._pollers: dict[str, asyncio.Task[Any]] = {}
 
     def client(self, conn: ClioConnection) -> ClioClient:
         return self.connections.client(conn)
 
-    async def sync_all(self) -> None:
+    def _lock(self, firm_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(firm_id, asyncio.Lock())
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    async def _firm_ids(self) -> list[str]:
         async with self.service.sessionmaker() as s:
-            firm_ids = list((await s.scalars(select(ClioConnection.firm_id))).all())
-        for firm_id in firm_ids:
+            return list((await s.scalars(select(ClioConnection.firm_id))).all())
+
+    async def sync_all(self) -> None:
+        """One round for every connected firm, one after the other (tests, scripts)."""
+        for firm_id in await self._firm_ids():
             await self.sync_firm(firm_id)
 
     async def run_forever(self) -> None:
+        """Keep one polling task per connected firm, so a firm's long first sync never holds
+        back another firm's poll; a firm connected later gets its task within an interval."""
+        try:
+            while True:
+                try:
+                    for firm_id in await self._firm_ids():
+                        task = self._pollers.get(firm_id)
+                        if task is None or task.done():
+                            self._pollers[firm_id] = asyncio.create_task(self._poll(firm_id))
+                except Exception:
+                    log.exception("sync: listing the connected firms failed")
+                await asyncio.sleep(self.settings.sync_interval_seconds)
+        finally:
+            for task in self._pollers.values():
+                task.cancel()
+
+    async def _poll(self, firm_id: str) -> None:
         while True:
             try:
-                await self.sync_all()
+                result = await self.sync_firm(firm_id)
+                if result.error == NOT_CONNECTED:
+                    return
             except Exception:
-                log.exception("sync: a sync round failed")
+                log.exception("sync: firm %s: a sync round failed", firm_id)
             await asyncio.sleep(self.settings.sync_interval_seconds)
 
+    def start(self, firm_id: str) -> bool:
+        """Start a sync of the firm behind the caller; False when one is running already."""
+        task = self._tasks.get(firm_id)
+        if self._lock(firm_id).locked() or (task is not None and not task.done()):
+            return False
+        task = self._tasks[firm_id] = asyncio.create_task(self.sync_firm(firm_id))
+        task.add_done_callback(_log_failure)
+        return True
+
+    async def join(self, firm_id: str) -> None:
+        """Wait for the sync `start` began for the firm, if any (tests, shutdown)."""
+        task = self._tasks.get(firm_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def progress(self, firm_id: str) -> SyncProgress:
+        """The running sync's counters, or the last finished one's."""
+        run = self._runs.get(firm_id)
+        if run is not None:
+            return running(run)
+        async with self.service.sessionmaker() as s:
+            row = await s.scalar(
+                select(SyncRun)
+                .where(SyncRun.firm_id == firm_id)
+                .order_by(SyncRun.started_at.desc(), SyncRun.id.desc())
+                .limit(1)
+            )
+        progress = finished(row)
+        task = self._tasks.get(firm_id)
+        if task is not None and not task.done():
+            progress.running = True  # started, not yet past its first step
+        return progress
+
+    # --- one round ------------------------------------------------------------------------
+
     async def sync_firm(self, firm_id: str) -> SyncResult:
-        async with self._locks[firm_id]:
+        async with self._lock(firm_id):
             return await self._sync_firm(firm_id)
 
     async def _sync_firm(self, firm_id: str) -> SyncResult:
@@ -90,183 +159,92 @@ class Syncer:
         async with sm() as s, s.begin():
             conn = await s.get(ClioConnection, firm_id)
             if conn is None:
-                return SyncResult(error="Clio is not connected")
-            run = SyncRun(firm_id=firm_id, started_at=datetime.now(UTC))
-            s.add(run)
-        result = SyncResult()
+                return SyncResult(error=NOT_CONNECTED)
+            run_row = SyncRun(firm_id=firm_id, started_at=datetime.now(UTC))
+            s.add(run_row)
+        run = self._runs[firm_id] = RunState(started_at=run_row.started_at)
         client = self.client(conn)
-        started = datetime.now(UTC)
         try:
-            contacts_cursor = await self._sync_contacts(client, conn, result)
-            bills_cursor = await self._sync_bills(client, conn, result)
+            contacts_cursor = await sync_contacts(self, client, conn, run)
+            lines_cursor, touched = await bills.sync_lines(self, client, conn, run)
+            bills_cursor, listed = await bills.sync_bills(
+                self, client, conn, run, incremental=conn.line_items_cursor is not None
+            )
+            await bills.relines(self, firm_id, touched - listed, run)
             async with sm() as s, s.begin():
                 row = await s.get(ClioConnection, firm_id)
-                assert row is not None
-                row.contacts_cursor = contacts_cursor or row.contacts_cursor
-                row.bills_cursor = bills_cursor or row.bills_cursor
-                row.last_synced_at = started
-                row.last_error = None
-        except (ClioError, ClioAuthError) as exc:
-            result.error = str(exc)
+                if row is not None:
+                    row.contacts_cursor = contacts_cursor or row.contacts_cursor
+                    row.bills_cursor = bills_cursor or row.bills_cursor
+                    row.line_items_cursor = lines_cursor or row.line_items_cursor
+                    row.last_synced_at = run.started_at
+                    row.last_success_at = datetime.now(UTC)
+                    row.last_error = None
+        except ClioError as exc:  # ClioAuthError too: the firm must connect again
+            run.error = str(exc)
             log.warning("sync: firm %s: %s", firm_id, exc)
             async with sm() as s, s.begin():
                 row = await s.get(ClioConnection, firm_id)
                 if row is not None:
                     row.last_error = str(exc)
+                    row.last_error_at = datetime.now(UTC)
         finally:
+            run.requests = client.requests
             await client.aclose()
             async with sm() as s, s.begin():
-                saved = await s.get(SyncRun, run.id)
+                saved = await s.get(SyncRun, run_row.id)
                 if saved is not None:
                     saved.finished_at = datetime.now(UTC)
-                    saved.fetched = result.fetched
-                    saved.changed = result.changed
-                    saved.quarantined = result.quarantined
-                    saved.error = result.error
+                    saved.fetched = run.fetched
+                    saved.changed = run.changed
+                    saved.quarantined = run.quarantined
+                    saved.total = run.total
+                    saved.requests = run.requests
+                    saved.error = run.error
+            self._runs.pop(firm_id, None)
         log.info(
-            "sync: firm %s fetched %d, changed %d, quarantined %d",
+            "sync: firm %s fetched %d, changed %d, quarantined %d in %d requests",
             firm_id,
-            result.fetched,
-            result.changed,
-            result.quarantined,
+            run.fetched,
+            run.changed,
+            run.quarantined,
+            run.requests,
         )
-        return result
+        return run.outcome()
 
-    def _since(self, cursor: datetime | None) -> dict[str, str]:
+    def since(self, cursor: datetime | None) -> dict[str, str]:
         if cursor is None:
             return {}
         since = cursor - timedelta(seconds=self.settings.sync_overlap_seconds)
         return {"updated_since": since.isoformat()}
 
-    async def _sync_contacts(
-        self, client: ClioClient, conn: ClioConnection, result: SyncResult
-    ) -> datetime | None:
-        newest: datetime | None = None
-        changed_clients: dict[str, str | None] = {}
-        params = {"fields": CONTACT_FIELDS, "order": "id(asc)", **self._since(conn.contacts_cursor)}
-        async for page in client.pages("contacts.json", params):
-            async with self.service.sessionmaker() as s, s.begin():
-                for c in page:
-                    if not isinstance(c, dict) or c.get("id") is None:
-                        continue
-                    cid = str(c["id"])
-                    email = c.get("primary_email_address") or None
-                    row = await s.scalar(
-                        select(Contact).where(
-                            Contact.firm_id == conn.firm_id, Contact.contact_id == cid
-                        )
-                    )
-                    if row is None:
-                        s.add(
-                            Contact(
-                                firm_id=conn.firm_id,
-                                contact_id=cid,
-                                name=str(c.get("name") or ""),
-                                email=email,
-                                etag=c.get("etag"),
-                            )
-                        )
-                    else:
-                        if row.email != email:
-                            changed_clients[cid] = email
-                        row.name = str(c.get("name") or row.name)
-                        row.email = email
-                        row.etag = c.get("etag")
-                    ts = _parse_ts(c.get("updated_at"))
-                    if ts and (newest is None or ts > newest):
-                        newest = ts
-        if changed_clients:
-            await self._republish_for_contacts(conn.firm_id, changed_clients, result)
-        return newest
+    async def listing(
+        self, client: ClioClient, path: str, params: dict[str, Any], run: RunState
+    ) -> AsyncIterator[tuple[list[Any], dict[str, Any]]]:
+        """Each page's data and meta, 200 a page; the first page's meta.records plans the
+        rest of the listing's requests for the progress estimate."""
+        body = await client.get(path, {"limit": 200, **params})
+        run.planned += 1
+        meta = body.get("meta") or {}
+        run.expect(meta.get("records"))
+        while True:
+            run.requests = client.requests
+            yield list(body.get("data") or []), meta
+            nxt = (meta.get("paging") or {}).get("next")
+            if not nxt:
+                return
+            body = await client.get(nxt)
+            meta = body.get("meta") or {}
 
-    async def _republish_for_contacts(
-        self, firm_id: str, emails: dict[str, str | None], result: SyncResult
-    ) -> None:
-        async with self.service.sessionmaker() as s, s.begin():
-            rows = await s.scalars(
-                select(Invoice).where(Invoice.firm_id == firm_id, Invoice.client_id.in_(emails))
+    async def contacts_map(self, s: AsyncSession, firm_id: str) -> dict[str, dict[str, Any]]:
+        rows = await s.execute(
+            select(Contact.contact_id, Contact.name, Contact.email).where(
+                Contact.firm_id == firm_id
             )
-            for row in rows:
-                snap = InvoiceSnapshot.model_validate_json(row.snapshot)
-                new = snap.model_copy(update={"client_email": emails[snap.client_id]})
-                row.snapshot = new.model_dump_json()
-                row.updated_at = datetime.now(UTC)
-                await self.service.publish(s, InvoiceUpdated(firm_id=firm_id, invoice=new))
-                result.changed += 1
+        )
+        return {cid: {"primary_email_address": email, "name": name} for cid, name, email in rows}
 
-    async def _contacts_map(self, s: AsyncSession, firm_id: str) -> dict[str, dict[str, Any]]:
-        rows = await s.scalars(select(Contact).where(Contact.firm_id == firm_id))
-        return {r.contact_id: {"primary_email_address": r.email, "name": r.name} for r in rows}
-
-    async def _sync_bills(
-        self, client: ClioClient, conn: ClioConnection, result: SyncResult
-    ) -> datetime | None:
-        newest: datetime | None = None
-        params = {"fields": BILL_FIELDS, "order": "id(asc)", **self._since(conn.bills_cursor)}
-        async with self.service.sessionmaker() as s:
-            contacts = await self._contacts_map(s, conn.firm_id)
-        async for page in client.pages("bills.json", params):
-            # Fetched before the page's transaction opens: no database lock waits on Clio.
-            lines = await self._line_items(client, conn.firm_id, page, contacts)
-            async with self.service.sessionmaker() as s, s.begin():
-                for bill in page:
-                    result.fetched += 1
-                    source_id = str(bill.get("id")) if isinstance(bill, dict) else ""
-                    await self.apply_bill(
-                        s, conn.firm_id, bill, contacts, result, line_items=lines.get(source_id)
-                    )
-                    ts = _parse_ts(bill.get("updated_at")) if isinstance(bill, dict) else None
-                    if ts and (newest is None or ts > newest):
-                        newest = ts
-        return newest
-
-    async def _line_items(
-        self,
-        client: ClioClient,
-        firm_id: str,
-        page: list[dict[str, Any]],
-        contacts: dict[str, dict[str, Any]],
-    ) -> dict[str, list[LineItem]]:
-        """The line items of each bill on `page` that is new or whose etag changed, by Clio id.
-
-        One request per such bill (more only past 200 lines); an unchanged bill costs nothing,
-        which keeps a sync round well inside Clio's rate limit.
-        """
-        wanted: dict[str, InvoiceSnapshot] = {}
-        for bill in page:
-            try:
-                snap = bill_to_snapshot(bill, contacts)
-            except MalformedBill:
-                continue  # quarantined by apply_bill; its lines would not be shown
-            wanted[snap.invoice_id] = snap
-        if not wanted:
-            return {}
-        async with self.service.sessionmaker() as s:
-            rows = await s.scalars(
-                select(Invoice).where(
-                    Invoice.firm_id == firm_id, Invoice.invoice_id.in_(list(wanted))
-                )
-            )
-            for row in rows:
-                stored = InvoiceSnapshot.model_validate_json(row.snapshot)
-                if stored.etag is not None and stored.etag == wanted[row.invoice_id].etag:
-                    del wanted[row.invoice_id]
-        found: dict[str, list[LineItem]] = {}
-        for snap in wanted.values():
-            params = {"bill_id": snap.source_id, "fields": LINE_ITEM_FIELDS, "display": "true"}
-            raw: list[Any] = []
-            async for items in client.pages("line_items.json", params):
-                raw.extend(items)
-            found[snap.source_id] = line_items_from_clio(raw, snap.currency)
-            if len(found[snap.source_id]) < len(raw):
-                log.warning(
-                    "sync: firm %s bill %s: %d of %d line items could not be read",
-                    firm_id,
-                    snap.source_id,
-                    len(raw) - len(found[snap.source_id]),
-                    len(raw),
-                )
-        return found
+    # --- one bill -------------------------------------------------------------------------
 
     async def apply_bill(
         self,
@@ -278,48 +256,70 @@ class Syncer:
         *,
         line_items: list[LineItem] | None = None,
     ) -> None:
-        """Mirror one bill and publish it when what a client sees changed.
+        """Mirror one bill and publish it when what a client sees changed; quarantine it when
+        it cannot be shown or paid; remove it when Clio voided or deleted it.
 
-        `line_items` are the bill's freshly fetched lines; None keeps the lines already stored
-        (the bill's etag did not change).
+        `line_items` are the bill's freshly fetched lines; None takes them from the stored
+        line items (clio_lines), else keeps those of the published snapshot.
         """
         source_id = str(bill.get("id")) if isinstance(bill, dict) else "?"
+        row = await s.scalar(
+            select(Invoice).where(
+                Invoice.firm_id == firm_id, Invoice.invoice_id == invoice_id_for(source_id)
+            )
+        )
+        if line_items is None:
+            # The lines the last listing stored, when it has any (a bill new to the mirror).
+            raw = await line_store.raw_lines(s, firm_id, [source_id])
+            if raw.get(source_id):
+                line_items = line_store.mapped(raw[source_id], bill_currency(bill))
+        await self.apply_listed(
+            s, firm_id, bill, contacts, result, line_items=line_items, row=row, quarantined=True
+        )
+
+    async def apply_listed(
+        self,
+        s: AsyncSession,
+        firm_id: str,
+        bill: Any,
+        contacts: dict[str, dict[str, Any]],
+        result: SyncResult,
+        *,
+        line_items: list[LineItem] | None,
+        row: Invoice | None,
+        quarantined: bool,
+        staged: list[Event] | None = None,
+    ) -> None:
+        """apply_bill with the mirror row already read; `quarantined` False when the bill is
+        known not to be in quarantine (nothing to clear); `staged` collects invoice.updated
+        for the caller to stage in one statement, instead of one insert each."""
+        source_id = str(bill.get("id")) if isinstance(bill, dict) else "?"
+        state = bill.get("state") if isinstance(bill, dict) else None
+        if state in REMOVED_STATES and source_id not in ("?", "None", ""):
+            if quarantined:
+                await self._unquarantine(s, firm_id, source_id)
+            # Never published: nothing to take back, and nothing to show.
+            if row is not None and await self.remove_bill(
+                s, firm_id, source_id, InvoiceState(state), f"{state} in Clio"
+            ):
+                result.changed += 1
+            return
         try:
             snap = bill_to_snapshot(bill, contacts)
+            check_deliverable(snap)
         except MalformedBill as exc:
             result.quarantined += 1
-            log.warning("sync: firm %s bill %s quarantined: %s", firm_id, source_id, exc)
-            row = await s.scalar(
-                select(Quarantined).where(
-                    Quarantined.firm_id == firm_id,
-                    Quarantined.source == "clio",
-                    Quarantined.source_id == source_id,
-                )
-            )
-            if row is None:
-                row = Quarantined(firm_id=firm_id, source="clio", source_id=source_id)
-                s.add(row)
-            row.reason = str(exc)
-            row.raw = json.dumps(bill, default=str)[:100_000]
-            row.received_at = datetime.now(UTC)
+            log.info("sync: firm %s bill %s quarantined: %s", firm_id, source_id, exc)
+            await self._quarantine(s, firm_id, source_id, bill, str(exc))
             return
-        await s.execute(
-            delete(Quarantined).where(
-                Quarantined.firm_id == firm_id,
-                Quarantined.source == "clio",
-                Quarantined.source_id == snap.source_id,
-            )
-        )
-        row = await s.scalar(
-            select(Invoice).where(Invoice.firm_id == firm_id, Invoice.invoice_id == snap.invoice_id)
-        )
+        if quarantined:
+            await self._unquarantine(s, firm_id, snap.source_id)
         stored = InvoiceSnapshot.model_validate_json(row.snapshot) if row is not None else None
         if line_items is None and stored is not None:
             line_items = stored.line_items
         snap = snap.model_copy(update={"line_items": list(line_items or [])})
         if row is not None and stored is not None and _comparable(stored) == _comparable(snap):
             if stored.etag != snap.etag:
-                # Nothing a client sees changed, but the next sync must not fetch lines again.
                 row.snapshot = snap.model_dump_json()
             return
         if row is None:
@@ -330,8 +330,38 @@ class Syncer:
         row.client_id = snap.client_id
         row.snapshot = snap.model_dump_json()
         row.updated_at = datetime.now(UTC)
-        await self.service.publish(s, InvoiceUpdated(firm_id=firm_id, invoice=snap))
+        event = InvoiceUpdated(firm_id=firm_id, invoice=snap)
+        if staged is None:
+            await self.service.publish(s, event)
+        else:
+            staged.append(event)
         result.changed += 1
+
+    async def _quarantine(
+        self, s: AsyncSession, firm_id: str, source_id: str, bill: Any, reason: str
+    ) -> None:
+        row = await s.scalar(
+            select(Quarantined).where(
+                Quarantined.firm_id == firm_id,
+                Quarantined.source == "clio",
+                Quarantined.source_id == source_id,
+            )
+        )
+        if row is None:
+            row = Quarantined(firm_id=firm_id, source="clio", source_id=source_id)
+            s.add(row)
+        row.reason = reason
+        row.raw = json.dumps(bill, default=str)[:100_000]
+        row.received_at = datetime.now(UTC)
+
+    async def _unquarantine(self, s: AsyncSession, firm_id: str, source_id: str) -> None:
+        await s.execute(
+            delete(Quarantined).where(
+                Quarantined.firm_id == firm_id,
+                Quarantined.source == "clio",
+                Quarantined.source_id == source_id,
+            )
+        )
 
     async def remove_bill(
         self, s: AsyncSession, firm_id: str, source_id: str, state: InvoiceState, reason: str

@@ -66,6 +66,8 @@ class WebhookState(BaseModel):
 class ClioStatus(BaseModel):
     connected: bool
     region: Region | None = None
+    # The connection's Clio host (its region's), for links to bills in Clio.
+    app_url: str | None = None
     account_name: str | None = None
     connected_at: datetime | None = None
     last_synced_at: datetime | None = None

@@ -1,5 +1,6 @@
-"""sync against the Clio sandbox (in-process): a bill's line items are fetched when the bill
-is new or its etag changed, never on every sync, and travel in the published snapshot."""
+"""sync against the Clio sandbox (in-process): line items are listed across bills (200 a page,
+then only those updated since the cursor), never one request per bill on a first sync; a line
+removed from a changed bill does not linger; the lines travel in the published snapshot."""
 
 from __future__ import annotations
 
@@ -83,17 +84,23 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         await service.engine.dispose()
 
 
-async def test_line_items_are_fetched_for_new_and_changed_bills_only(world: World) -> None:
+BULK_FIELDS = [
+    "id,type,kind,date,description,quantity,price,total,group_ordering,updated_at,bill{id}"
+]
+
+
+async def test_line_items_are_listed_across_bills_never_per_bill(world: World) -> None:
     first = await world.syncer.sync_firm(FIRM_ID)
     assert first.error is None and first.changed > 0
-    bills = {b.id: b for b in world.sandbox.world.bills.values()}
-    # One request per bill (none past 200 lines), each for that bill with the schema's fields.
+    # A bill void in Clio before it was ever published is not published at all.
+    bills = {b.id: b for b in world.sandbox.world.bills.values() if b.state != "void"}
+    assert len(bills) < len(world.sandbox.world.bills)
+    # One listing across bills, 200 a page, each line saying whose it is: no bill_id request.
     requests = world.line_item_requests()
-    assert sorted(int(p["bill_id"][0]) for p in requests) == sorted(bills)
-    assert all(
-        p["fields"] == ["id,type,kind,date,description,quantity,price,total,group_ordering"]
-        for p in requests
-    )
+    pages = -(-len(world.sandbox.world.line_items) // 200)
+    assert len(requests) == pages
+    assert all("bill_id" not in p and p["fields"] == BULK_FIELDS for p in requests)
+    assert all(p["limit"] == ["200"] and "updated_since" not in p for p in requests)
 
     published = {s.source_id: s for s in await world.published()}
     assert len(published) == len(bills)
@@ -103,29 +110,68 @@ async def test_line_items_are_fetched_for_new_and_changed_bills_only(world: Worl
         assert len(snap.line_items) == len(lines)
         assert sum(i.total_minor for i in snap.line_items) == snap.total_minor
         if bill.kind == "trust_kind":
+            assert snap.kind == "trust_request"
             assert {i.kind for i in snap.line_items} == {"other"}
+    assert any(b.kind == "trust_kind" for b in bills.values())
     fees = [i for s in published.values() for i in s.line_items if i.kind == "fee"]
     expenses = [i for s in published.values() for i in s.line_items if i.kind == "expense"]
     assert fees and expenses
     assert all(i.date is not None and i.rate_minor > 0 and i.description for i in fees)
 
-    # Nothing changed: a second sync asks for no line items and publishes nothing.
+    # Nothing changed: one listing of lines updated since the cursor, nothing published.
     world.sandbox.requests.clear()
     await world.syncer.sync_firm(FIRM_ID)
-    assert world.line_item_requests() == []
+    again = world.line_item_requests()
+    assert len(again) == 1 and "updated_since" in again[0] and "bill_id" not in again[0]
     assert len(await world.published()) == len(bills)
 
-    # One bill changes in Clio: only its lines are fetched again, and its snapshot republished
-    # keeps them.
+    # A bill changes in Clio but not its lines (they still add up): no request for its lines,
+    # and its snapshot, republished, keeps them.
     target = next(b for b in bills.values() if b.state == "awaiting_payment")
     changed = await world.http.patch(f"/sandbox/bills/{target.id}", json={"subject": "Revised"})
     assert changed.status_code == 200, changed.text
     world.sandbox.requests.clear()
     await world.syncer.sync_firm(FIRM_ID)
-    assert [p["bill_id"] for p in world.line_item_requests()] == [[str(target.id)]]
+    assert all("bill_id" not in p for p in world.line_item_requests())
     newest = (await world.published())[-1]
     assert newest.source_id == str(target.id) and newest.subject == "Revised"
     assert newest.line_items == published[str(target.id)].line_items
+    # The mirror holds what was published: the next round publishes nothing more.
+    count = len(await world.published())
+    await world.syncer.sync_firm(FIRM_ID)
+    assert len(await world.published()) == count
+
+
+async def test_a_line_removed_from_a_bill_does_not_linger(world: World) -> None:
+    await world.syncer.sync_firm(FIRM_ID)
+    sandbox = world.sandbox.world
+    target = next(
+        b
+        for b in sandbox.bills.values()
+        if b.state == "awaiting_payment"
+        and sum(1 for i in sandbox.line_items.values() if i.bill_id == b.id) >= 2
+    )
+    lines = sorted((i for i in sandbox.line_items.values() if i.bill_id == target.id), key=id)
+    gone = lines[-1]
+    # Clio takes the line off the bill and lowers the bill's total: the listing of lines
+    # updated since the cursor cannot say so.
+    del sandbox.line_items[gone.id]
+    total = str(target.total - gone.total)
+    changed = await world.http.patch(
+        f"/sandbox/bills/{target.id}", json={"total": total, "sub_total": total}
+    )
+    assert changed.status_code == 200, changed.text
+    world.sandbox.requests.clear()
+    await world.syncer.sync_firm(FIRM_ID)
+    per_bill = [p["bill_id"] for p in world.line_item_requests() if "bill_id" in p]
+    assert per_bill == [[str(target.id)]]
+    newest = (await world.published())[-1]
+    assert newest.source_id == str(target.id)
+    assert len(newest.line_items) == len(lines) - 1
+    assert gone.description not in [i.description for i in newest.line_items] or len(
+        {i.description for i in newest.line_items}
+    ) < len(lines)
+    assert sum(i.total_minor for i in newest.line_items) == newest.total_minor
 
 
 async def test_a_new_itemised_bill_arrives_with_its_lines(world: World) -> None:
@@ -144,7 +190,8 @@ async def test_a_new_itemised_bill_arrives_with_its_lines(world: World) -> None:
     assert made.status_code == 201, made.text
     world.sandbox.requests.clear()
     await world.syncer.sync_firm(FIRM_ID)
-    assert len(world.line_item_requests()) == 1
+    # Its lines come with the listing of lines updated since the cursor: nothing per bill.
+    assert [("bill_id" in p) for p in world.line_item_requests()] == [False]
     snap = (await world.published())[-1]
     assert snap.source_id == str(made.json()["data"]["id"])
     assert [

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from services.sync.mapping import MalformedBill, bill_to_snapshot, invoice_id_for
+from services.sync.mapping import (
+    MalformedBill,
+    bill_client_id,
+    bill_currency,
+    bill_to_snapshot,
+    check_deliverable,
+    invoice_id_for,
+    line_bill_id,
+)
 
 CONTACTS = {
     "77": {"id": 77, "name": "Dana Whitfield", "primary_email_address": "dana@whitfield.test"}
@@ -264,3 +272,32 @@ def test_line_item_amounts_follow_the_currency() -> None:
 
     (yen,) = line_items_from_clio([clio_line(price=12000, total=18000.0)], "JPY")
     assert (yen.rate_minor, yen.total_minor) == (12000, 18000)
+
+
+@pytest.mark.parametrize("code", ["XYZ", "US", "usd1", "EURO", "XXX"])
+def test_a_currency_outside_iso_4217_is_refused(code: str) -> None:
+    with pytest.raises(MalformedBill, match="unknown currency"):
+        bill_to_snapshot(clio_bill(currency={"code": code}), CONTACTS)
+
+
+@pytest.mark.parametrize("code", ["usd", "CAD", "EUR", "JPY", "KWD"])
+def test_iso_4217_currencies_map(code: str) -> None:
+    assert bill_to_snapshot(clio_bill(currency={"code": code}), CONTACTS).currency == code.upper()
+
+
+def test_a_bill_to_be_paid_needs_a_client_with_an_email() -> None:
+    unpaid = bill_to_snapshot(clio_bill(), {})
+    with pytest.raises(MalformedBill, match="Dana Whitfield has no email address"):
+        check_deliverable(unpaid)
+    check_deliverable(bill_to_snapshot(clio_bill(), CONTACTS))
+    # Nothing will be emailed for a paid bill: no email is no problem.
+    check_deliverable(bill_to_snapshot(clio_bill(state="paid", balance=0), {}))
+
+
+def test_line_items_say_whose_they_are() -> None:
+    assert line_bill_id({"id": 1, "bill": {"id": 4821}}) == "4821"
+    assert line_bill_id({"id": 1, "bill": None}) is None
+    assert bill_client_id(clio_bill()) == "77"
+    assert bill_client_id(clio_bill(client=None)) is None
+    assert bill_currency(clio_bill(currency={"code": "cad"})) == "CAD"
+    assert bill_currency(clio_bill(currency=_DROP)) == "USD"

@@ -1,7 +1,7 @@
 """clio webhooks
 
 Revision ID: e4b8d1f6a2c5
-Revises: c7d2a9e4f1b3
+Revises: e5a1c3d9b7f2
 Create Date: 2026-12-08 00:15:00
 """
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import shared.db
 
 revision: str = "e4b8d1f6a2c5"
-down_revision: str | None = "c7d2a9e4f1b3"
+down_revision: str | None = "e5a1c3d9b7f2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,88 @@
+"""The firm's Clio line items, kept by line id (clio_lines), and reading a bill's lines from them.
+
+Clio lists line items across bills (`GET line_items.json`, 200 a page, `updated_since`), so a
+first sync costs lines/200 requests instead of one per bill. A listing says which lines were
+added or changed, never which were removed: see `Syncer` for when a bill's lines are fetched
+by `bill_id` and replaced."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.sync.mapping import line_bill_id, line_items_from_clio, parse_ts
+from services.sync.models import ClioLine
+from shared.events import LineItem
+
+_CHUNK = 500  # ids per IN (...): well under SQLite's and PostgreSQL's parameter limits
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+async def store_page(
+    s: AsyncSession, firm_id: str, page: list[Any], *, bill_id: str | None = None
+) -> tuple[set[str], datetime | None]:
+    """Upsert one listed page of line items; the bills they belong to and the newest
+    updated_at among them. `bill_id` names the bill when the listing was for one bill."""
+    rows: dict[str, dict[str, Any]] = {}
+    newest: datetime | None = None
+    for item in page:
+        if not isinstance(item, dict) or item.get("id") is None:
+            continue
+        owner = line_bill_id(item) or bill_id
+        if owner is None:
+            continue
+        ts = parse_ts(item.get("updated_at"))
+        if ts and (newest is None or ts > newest):
+            newest = ts
+        raw = {k: v for k, v in item.items() if k not in ("bill", "updated_at")}
+        rows[str(item["id"])] = {
+            "firm_id": firm_id,
+            "line_id": str(item["id"]),
+            "bill_id": owner,
+            "raw": json.dumps(raw, separators=(",", ":"), default=str),
+        }
+    if rows:
+        await s.execute(
+            delete(ClioLine).where(ClioLine.firm_id == firm_id, ClioLine.line_id.in_(list(rows)))
+        )
+        await s.execute(insert(ClioLine), list(rows.values()))
+    return {r["bill_id"] for r in rows.values()}, newest
+
+
+async def forget_bill(s: AsyncSession, firm_id: str, bill_id: str) -> None:
+    await s.execute(
+        delete(ClioLine).where(ClioLine.firm_id == firm_id, ClioLine.bill_id == bill_id)
+    )
+
+
+async def raw_lines(s: AsyncSession, firm_id: str, bill_ids: list[str]) -> dict[str, list[Any]]:
+    """Each bill's stored line items (as Clio listed them), by Clio bill id."""
+    found: dict[str, list[Any]] = defaultdict(list)
+    for chunk in _chunks(bill_ids):
+        rows = await s.execute(
+            select(ClioLine.bill_id, ClioLine.line_id, ClioLine.raw).where(
+                ClioLine.firm_id == firm_id, ClioLine.bill_id.in_(chunk)
+            )
+        )
+        # In Clio's id order, the order the listing gives and mapping falls back to.
+        for bill_id, _, raw in sorted(rows, key=lambda r: (r[0], _as_int(r[1]))):
+            found[bill_id].append(json.loads(raw))
+    return found
+
+
+def _as_int(value: str) -> tuple[int, str]:
+    return (int(value), "") if value.isdigit() else (2**63, value)
+
+
+def mapped(raw: list[Any] | None, currency: str) -> list[LineItem]:
+    return line_items_from_clio(raw or [], currency)
