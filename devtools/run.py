@@ -18,6 +18,7 @@ from devtools.stack import (
     StackConfig,
     connect_clio,
     login,
+    wait_for_webhooks,
 )
 
 
@@ -53,12 +54,19 @@ def main() -> int:
             # stored tokens are unknown to it, so connect again (Settings > Connect Clio).
             print("Connecting the demo firm to the Clio sandbox...", flush=True)
             connect_clio(cfg, client, csrf)
+        hooks = wait_for_webhooks(cfg)
+        live = (
+            "webhooks (changes in the sandbox show at once)"
+            if hooks.get("mode") == "webhooks"
+            else f"polling every {cfg.sync_interval_seconds:.0f}s ({hooks.get('reason')})"
+        )
         print(
             "\n"
             f"  EnvelopePay is running: http://127.0.0.1:{cfg.ports.gateway}\n"
             f"  Log in as {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
             f"  Dev mail viewer:        http://127.0.0.1:{cfg.ports.mailview}\n"
             f"  Clio sandbox:           http://127.0.0.1:{cfg.ports.clio}\n"
+            f"  Clio changes arrive by: {live}\n"
             "  Bounces:                send to bounce@example.com (a DSN comes back) or\n"
             "                          soft-bounce@example.com (refused for now, retried)\n"
             f"  Logs:                   {os.path.relpath(cfg.var_dir / 'logs')}\n"

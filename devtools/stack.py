@@ -54,6 +54,9 @@ class StackConfig:
     # The mail sink answers NOTIFY=SUCCESS with a "delivered" DSN: `make run` turns it on;
     # off by default, so that the benchmarks' sinks measure sending alone.
     mailsink_success_dsn: bool = False
+    # Clio webhooks: sync registers them with the sandbox, which posts to the gateway's own
+    # URL (the public URL in dev), so a change in Clio shows without pressing Sync.
+    clio_webhooks: bool = True
 
     def database_url(self, service: str) -> str:
         if self.database_url_template:
@@ -85,6 +88,11 @@ def service_env(cfg: StackConfig, service: str) -> dict[str, str]:
         "SMTP_PORT": str(p.smtp),
         "OUTBOX_POLL_SECONDS": "0.5",
     }
+    if service == "sync" and cfg.clio_webhooks:
+        env["CLIO_WEBHOOK_URL"] = f"http://127.0.0.1:{p.gateway}"
+        env["CLIO_WEBHOOK_CHECK_SECONDS"] = "2"
+    elif service == "sync":
+        env.pop("CLIO_WEBHOOK_URL", None)
     if service == "mailer":
         env["BOUNCE_INTAKE"] = "smtp"
         env["BOUNCE_SMTP_HOST"] = "127.0.0.1"
@@ -323,6 +331,23 @@ def connect_clio(cfg: StackConfig, client: httpx.Client, csrf: str) -> None:
     done = client.get(path)
     if done.status_code != 303:
         raise RuntimeError(f"Clio connection failed: {done.status_code} {done.text[:300]}")
+
+
+def wait_for_webhooks(cfg: StackConfig, timeout: float = 15.0) -> dict[str, object]:
+    """The demo firm's Clio webhook state (sync's internal API) once its webhooks are active,
+    or as it is when `timeout` runs out (e.g. "polling" with the reason)."""
+    url = f"http://127.0.0.1:{cfg.ports.sync}/internal/firms/{DEMO_FIRM_ID}/clio/webhooks"
+    headers = {"X-Internal-Token": "dev-internal-token"}
+    deadline = time.monotonic() + timeout
+    state: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        resp = httpx.get(url, headers=headers, timeout=10)
+        if resp.status_code == 200:
+            state = resp.json()
+            if state.get("mode") == "webhooks" or not cfg.clio_webhooks:
+                return state
+        time.sleep(0.2)
+    return state
 
 
 def clio_connected(client: httpx.Client) -> bool:

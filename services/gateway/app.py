@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway import (
+    clio_webhooks,
     public,
     public_checkout,
     tracking,
@@ -93,6 +94,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         public_checkout,
         tracking,
         webhooks,
+        clio_webhooks,
     ):
         app.include_router(module.router)
 

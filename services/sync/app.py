@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.sync import api, api_connection, api_ledes
+from services.sync import api, api_connection, api_ledes, api_webhooks
 from services.sync.models import Base
 from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
@@ -31,7 +31,9 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
             "progress": await syncer.progress(firm_id),
         }
 
-    app.include_router(api_connection.router(service, syncer, extras=[health]))
+    webhooks = api_webhooks.install(app, service, syncer)
+    extras = [health, webhooks.status_fields]
+    app.include_router(api_connection.router(service, syncer, extras=extras))
     api_ledes.install(app, service)
     app.state.syncer = syncer
     return app

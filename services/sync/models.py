@@ -163,3 +163,27 @@ class LedesImport(Base):
     imported: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     report: Mapped[str] = mapped_column(Text)
+
+
+class ClioWebhook(Base):
+    """One of a firm's Clio webhooks (one per model: bill, contact, matter).
+
+    `hook_key` is the firm's unguessable part of the public URL Clio posts to; `shared_secret`
+    keys the HMAC of each delivery. `status`: registering (asked Clio, no answer yet), pending
+    (no handshake yet), enabled, or failed (`last_error` says why; polling carries on).
+    """
+
+    __tablename__ = "clio_webhooks"
+    __table_args__ = (UniqueConstraint("firm_id", "model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(String(20))
+    hook_key: Mapped[str] = mapped_column(String(100), index=True)
+    webhook_id: Mapped[str | None] = mapped_column(String(64))
+    shared_secret: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
