@@ -255,6 +255,7 @@ def main() -> None:
     p.add_argument("--token", default="", help=argparse.SUPPRESS)
     p.add_argument("--db", default="", help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--profile", default="", help="cProfile the sync child into this file")
     args = p.parse_args()
 
     if args.role == "sandbox":
@@ -264,7 +265,16 @@ def main() -> None:
         print(json.dumps(asyncio.run(baseline(args.url, args.token))))
         return
     if args.role == "sync":
-        print(json.dumps(asyncio.run(sync(args.url, args.token, Path(args.db), args.rounds))))
+        run = sync(args.url, args.token, Path(args.db), args.rounds)
+        if args.profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                out = asyncio.run(run)
+            prof.dump_stats(args.profile)
+        else:
+            out = asyncio.run(run)
+        print(json.dumps(out))
         return
 
     work = VAR_ROOT / "clio_sync"
@@ -281,7 +291,8 @@ def main() -> None:
         log(f"baseline: {base['requests']} requests in {base['seconds']:.1f}s")
         db = work / "sync.sqlite"
         db.unlink(missing_ok=True)
-        synced = child("sync", sandbox.url, sandbox.token(), ["--db", str(db)])
+        extra = ["--db", str(db)] + (["--profile", args.profile] if args.profile else [])
+        synced = child("sync", sandbox.url, sandbox.token(), extra)
     finally:
         sandbox.stop()
     first, second = synced["rounds"]

@@ -54,22 +54,28 @@ def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
 
 async def sync_lines(
     syncer: Syncer, client: ClioClient, conn: ClioConnection, run: RunState
-) -> tuple[datetime | None, set[str]]:
+) -> tuple[datetime | None, set[str], line_store.Held | None]:
     """List line items across bills (all on a first sync, then those updated since the
-    cursor less the overlap) into clio_lines; the bills they belong to."""
+    cursor less the overlap) into clio_lines; the bills they belong to, and on a first sync
+    into an empty clio_lines the lines themselves, by bill (see `line_store.Held`)."""
     params = {
         "fields": LINE_ITEM_BULK_FIELDS,
         "order": "id(asc)",
         **syncer.since(conn.line_items_cursor),
     }
+    held: line_store.Held | None = None
+    if conn.line_items_cursor is None:
+        async with syncer.service.sessionmaker() as s:
+            if not await line_store.has_lines(s, conn.firm_id):
+                held = line_store.Held()
     touched: set[str] = set()
     newest: datetime | None = None
     async for page, _ in ahead(syncer.listing(client, "line_items.json", params, run)):
         async with syncer.service.sessionmaker() as s, s.begin():
-            bills, ts = await line_store.store_page(s, conn.firm_id, page)
+            bills, ts = await line_store.store_page(s, conn.firm_id, page, held=held)
         touched |= bills
         newest = _newer(newest, ts)
-    return newest, touched
+    return newest, touched, held
 
 
 async def bill_lines(syncer: Syncer, client: ClioClient, firm_id: str, bill_id: str) -> None:
@@ -82,8 +88,16 @@ async def bill_lines(syncer: Syncer, client: ClioClient, firm_id: str, bill_id: 
 
 
 async def sync_bills(
-    syncer: Syncer, client: ClioClient, conn: ClioConnection, run: RunState, *, incremental: bool
+    syncer: Syncer,
+    client: ClioClient,
+    conn: ClioConnection,
+    run: RunState,
+    *,
+    incremental: bool,
+    held: line_store.Held | None = None,
 ) -> tuple[datetime | None, set[str]]:
+    """List bills (updated since the cursor less the overlap) and apply each with its lines:
+    from `held` when the line pass kept them (a first sync), else from clio_lines."""
     firm_id = conn.firm_id
     params = {"fields": BILL_FIELDS, "order": "id(asc)", **syncer.since(conn.bills_cursor)}
     async with syncer.service.sessionmaker() as s:
@@ -98,12 +112,17 @@ async def sync_bills(
             first = False
         ids = [str(b["id"]) for b in page if isinstance(b, dict) and b.get("id") is not None]
         listed.update(ids)
-        async with syncer.service.sessionmaker() as s:
-            raw = await line_store.raw_lines(s, firm_id, ids)
-            etags = {
-                sid: InvoiceSnapshot.model_validate_json(row.snapshot).etag
-                for sid, row in (await mirrored(syncer, s, firm_id, ids)).items()
-            }
+        etags: dict[str, str | None] = {}  # only an incremental round compares them
+        if held is not None:
+            raw = held.raw_lines(ids)
+        else:
+            async with syncer.service.sessionmaker() as s:
+                raw = await line_store.raw_lines(s, firm_id, ids)
+                if incremental:
+                    etags = {
+                        sid: InvoiceSnapshot.model_validate_json(row.snapshot).etag
+                        for sid, row in (await mirrored(syncer, s, firm_id, ids)).items()
+                    }
         items = _page_lines(page, raw)
         refetch = refetch_wanted(page, items, etags, contacts, incremental=incremental)
         for bill_id in refetch:

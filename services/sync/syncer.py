@@ -166,10 +166,16 @@ class Syncer:
         client = self.client(conn)
         try:
             contacts_cursor = await sync_contacts(self, client, conn, run)
-            lines_cursor, touched = await bills.sync_lines(self, client, conn, run)
+            lines_cursor, touched, held = await bills.sync_lines(self, client, conn, run)
             bills_cursor, listed = await bills.sync_bills(
-                self, client, conn, run, incremental=conn.line_items_cursor is not None
+                self,
+                client,
+                conn,
+                run,
+                incremental=conn.line_items_cursor is not None,
+                held=held,
             )
+            del held  # the first sync's lines, no longer wanted
             await bills.relines(self, firm_id, touched - listed, run)
             async with sm() as s, s.begin():
                 row = await s.get(ClioConnection, firm_id)
@@ -304,8 +310,11 @@ class Syncer:
             ):
                 result.changed += 1
             return
+        stored = InvoiceSnapshot.model_validate_json(row.snapshot) if row is not None else None
+        if line_items is None and stored is not None:
+            line_items = stored.line_items
         try:
-            snap = bill_to_snapshot(bill, contacts)
+            snap = bill_to_snapshot(bill, contacts, line_items=list(line_items or []))
             check_deliverable(snap)
         except MalformedBill as exc:
             result.quarantined += 1
@@ -314,10 +323,6 @@ class Syncer:
             return
         if quarantined:
             await self._unquarantine(s, firm_id, snap.source_id)
-        stored = InvoiceSnapshot.model_validate_json(row.snapshot) if row is not None else None
-        if line_items is None and stored is not None:
-            line_items = stored.line_items
-        snap = snap.model_copy(update={"line_items": list(line_items or [])})
         if row is not None and stored is not None and _comparable(stored) == _comparable(snap):
             if stored.etag != snap.etag:
                 row.snapshot = snap.model_dump_json()
