@@ -35,6 +35,9 @@ from shared.outbox import add_events
 if TYPE_CHECKING:
     from services.sync.syncer import Syncer
 
+# Mirror rows of bills new to it, a page's at once (executemany of one statement built once).
+INSERT_INVOICE = Invoice.__table__.insert()
+
 
 async def ahead(pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """The same pages, the next one requested while the caller stores this one."""
@@ -132,6 +135,7 @@ async def sync_bills(
                 raw.update(await line_store.raw_lines(s, firm_id, refetch))
             items = _page_lines(page, raw)
         staged: list[Event] = []  # the page's invoice.updated, staged in one statement
+        new_rows: list[dict[str, Any]] = []  # and its bills new to the mirror, in another
         async with syncer.service.sessionmaker() as s, s.begin():
             known = await mirrored(syncer, s, firm_id, ids)  # in the session that writes them
             quarantined = set(
@@ -156,9 +160,12 @@ async def sync_bills(
                     row=known.get(sid),
                     quarantined=sid in quarantined or sid == "?",
                     staged=staged,
+                    new_rows=new_rows,
                 )
                 if isinstance(bill, dict):
                     newest = _newer(newest, parse_ts(bill.get("updated_at")))
+            if new_rows:
+                await s.execute(INSERT_INVOICE, new_rows)
             await add_events(s, syncer.service.outbox, [(ev, None) for ev in staged])
         run.requests = client.requests
     return newest, listed

@@ -234,11 +234,19 @@ def _quantity_text(value: Any) -> str | None:
     return f"{number:f}"
 
 
+_LINE_DATES: dict[str, date | None] = {}  # a bill's lines share a few dates
+
+
 def _line_date(value: Any) -> date | None:
+    if type(value) is str and value in _LINE_DATES:
+        return _LINE_DATES[value]
     try:
-        return _date(value, "date")
+        when = _date(value, "date")
     except MalformedBill:
-        return None
+        when = None
+    if type(value) is str and len(_LINE_DATES) < 4096:
+        _LINE_DATES[value] = when
+    return when
 
 
 def line_items_from_clio(rows: list[Any], currency: str) -> list[LineItem]:
@@ -282,14 +290,16 @@ def line_items_from_clio(rows: list[Any], currency: str) -> list[LineItem]:
             when or date.min,
             position,
         )
-        # Built here from checked values: LineItem's validation would only repeat it.
-        item = LineItem.model_construct(
-            kind=kind,
-            date=when,
-            description=str(row.get("description") or "").strip(),
-            quantity=quantity,
-            rate_minor=rate,
-            total_minor=total,
+        # From a dict: pydantic-core validates it without the keyword call's overhead.
+        item = LineItem.model_validate(
+            {
+                "kind": kind,
+                "date": when,
+                "description": str(row.get("description") or "").strip(),
+                "quantity": quantity,
+                "rate_minor": rate,
+                "total_minor": total,
+            }
         )
         keyed.append((sort_key, item))
     keyed.sort(key=lambda pair: pair[0])

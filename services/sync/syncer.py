@@ -295,10 +295,13 @@ class Syncer:
         row: Invoice | None,
         quarantined: bool,
         staged: list[Event] | None = None,
+        new_rows: list[dict[str, Any]] | None = None,
     ) -> None:
         """apply_bill with the mirror row already read; `quarantined` False when the bill is
         known not to be in quarantine (nothing to clear); `staged` collects invoice.updated
-        for the caller to stage in one statement, instead of one insert each."""
+        for the caller to stage in one statement, instead of one insert each; `new_rows`
+        collects the mirror rows of bills new to it, for the caller to insert in one
+        statement (bills.INSERT_INVOICE), instead of through the session."""
         source_id = str(bill.get("id")) if isinstance(bill, dict) else "?"
         state = bill.get("state") if isinstance(bill, dict) else None
         if state in REMOVED_STATES and source_id not in ("?", "None", ""):
@@ -327,14 +330,27 @@ class Syncer:
             if stored.etag != snap.etag:
                 row.snapshot = snap.model_dump_json()
             return
-        if row is None:
-            row = Invoice(
-                firm_id=firm_id, invoice_id=invoice_id_for(snap.source_id), client_id=snap.client_id
+        if row is None and new_rows is not None:
+            new_rows.append(
+                {
+                    "firm_id": firm_id,
+                    "invoice_id": invoice_id_for(snap.source_id),
+                    "client_id": snap.client_id,
+                    "snapshot": snap.model_dump_json(),
+                    "updated_at": datetime.now(UTC),
+                }
             )
-            s.add(row)
-        row.client_id = snap.client_id
-        row.snapshot = snap.model_dump_json()
-        row.updated_at = datetime.now(UTC)
+        else:
+            if row is None:
+                row = Invoice(
+                    firm_id=firm_id,
+                    invoice_id=invoice_id_for(snap.source_id),
+                    client_id=snap.client_id,
+                )
+                s.add(row)
+            row.client_id = snap.client_id
+            row.snapshot = snap.model_dump_json()
+            row.updated_at = datetime.now(UTC)
         event = InvoiceUpdated(firm_id=firm_id, invoice=snap)
         if staged is None:
             await self.service.publish(s, event)
