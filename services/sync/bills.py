@@ -35,6 +35,8 @@ from shared.outbox import add_events
 if TYPE_CHECKING:
     from services.sync.syncer import Syncer
 
+# Lines a transaction on a first sync (a page's on later ones): fewer commits.
+_FIRST_SYNC_BATCH = 1000
 # Mirror rows of bills new to it, a page's at once (executemany of one statement built once).
 INSERT_INVOICE = Invoice.__table__.insert()
 
@@ -73,11 +75,22 @@ async def sync_lines(
                 held = line_store.Held()
     touched: set[str] = set()
     newest: datetime | None = None
-    async for page, _ in ahead(syncer.listing(client, "line_items.json", params, run)):
+    batch: list[Any] = []  # a first sync stores several pages a transaction
+
+    async def store() -> None:
+        nonlocal newest
         async with syncer.service.sessionmaker() as s, s.begin():
-            bills, ts = await line_store.store_page(s, conn.firm_id, page, held=held)
-        touched |= bills
+            bills, ts = await line_store.store_page(s, conn.firm_id, batch, held=held)
+        touched.update(bills)
         newest = _newer(newest, ts)
+        batch.clear()
+
+    async for page, _ in ahead(syncer.listing(client, "line_items.json", params, run)):
+        batch.extend(page)
+        if held is None or len(batch) >= _FIRST_SYNC_BATCH:
+            await store()
+    if batch:
+        await store()
     return newest, touched, held
 
 

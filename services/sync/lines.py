@@ -21,6 +21,8 @@ from services.sync.models import ClioLine
 from shared.events import LineItem
 
 _CHUNK = 500  # ids per IN (...): well under SQLite's and PostgreSQL's parameter limits
+# One encoder for every line (json.dumps with options builds a new one each call).
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 # One statement, built once (its compiled form is cached): a page's rows go in as executemany.
 _INSERT = ClioLine.__table__.insert()
 
@@ -90,7 +92,7 @@ async def store_page(
             "firm_id": firm_id,
             "line_id": line_id,
             "bill_id": owner,
-            "raw": json.dumps(raw, separators=(",", ":"), default=str),
+            "raw": _dumps(raw),
         }
         if held is not None:
             kept[line_id] = (owner, raw)
