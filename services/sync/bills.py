@@ -41,16 +41,32 @@ _FIRST_SYNC_BATCH = 1000
 INSERT_INVOICE = Invoice.__table__.insert()
 
 
-async def ahead(pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The same pages, the next one requested while the caller stores this one."""
-    nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(pages, None))
+async def ahead(pages: AsyncIterator[Any], depth: int = 4) -> AsyncIterator[Any]:
+    """The same pages, requested one after the other by a task of their own while the caller
+    stores earlier ones, up to `depth` pages ahead: Clio is never kept waiting for a slow
+    page's storing, nor the storing for a slow request, beyond that."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(maxsize=depth)
+
+    async def fetch() -> None:
+        try:
+            async for page in pages:
+                await queue.put((False, page))
+        except Exception as exc:
+            await queue.put((True, exc))
+        else:
+            await queue.put((True, None))
+
+    task = asyncio.create_task(fetch())
     try:
-        while (page := await nxt) is not None:
-            nxt = asyncio.ensure_future(anext(pages, None))
-            yield page
+        while True:
+            last, item = await queue.get()
+            if last:
+                if item is not None:
+                    raise item
+                return
+            yield item
     finally:
-        if not nxt.done():
-            nxt.cancel()
+        task.cancel()
 
 
 def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
