@@ -164,6 +164,12 @@ def _peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def _cpu_s() -> float:
+    """The process's CPU seconds so far (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def baseline(url: str, token: str) -> dict[str, Any]:
     from services.sync.mapping import BILL_FIELDS, CONTACT_FIELDS, LINE_ITEM_BULK_FIELDS
 
@@ -173,6 +179,7 @@ async def baseline(url: str, token: str) -> dict[str, Any]:
         ("bills.json", BILL_FIELDS),
     ]
     requests, bills = 0, 0
+    cpu = _cpu_s()
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {token}"}) as http:
         for path, fields in listings:
@@ -187,7 +194,14 @@ async def baseline(url: str, token: str) -> dict[str, Any]:
                     bills += len(body["data"])
                 nxt, params = body["meta"]["paging"].get("next"), None
     seconds = time.perf_counter() - started
-    return {"requests": requests, "seconds": seconds, "bills": bills, "peak_mb": _peak_mb()}
+    cpu = _cpu_s() - cpu
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "cpu": cpu,
+        "bills": bills,
+        "peak_mb": _peak_mb(),
+    }
 
 
 async def sync(url: str, token: str, db: Path, rounds: int) -> dict[str, Any]:
@@ -213,13 +227,16 @@ async def sync(url: str, token: str, db: Path, rounds: int) -> dict[str, Any]:
     syncer = Syncer(service, settings)
     out: list[dict[str, Any]] = []
     for _ in range(rounds):
+        cpu = _cpu_s()
         started = time.perf_counter()
         result = await syncer.sync_firm(FIRM_ID)
         seconds = time.perf_counter() - started
+        cpu = _cpu_s() - cpu
         progress = await syncer.progress(FIRM_ID)
         out.append(
             {
                 "seconds": seconds,
+                "cpu": cpu,
                 "requests": progress.requests,
                 "bills": result.fetched,
                 "changed": result.changed,
@@ -255,6 +272,7 @@ def main() -> None:
     p.add_argument("--token", default="", help=argparse.SUPPRESS)
     p.add_argument("--db", default="", help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--profile", default="", help="cProfile the sync child into this file")
     args = p.parse_args()
 
     if args.role == "sandbox":
@@ -264,7 +282,16 @@ def main() -> None:
         print(json.dumps(asyncio.run(baseline(args.url, args.token))))
         return
     if args.role == "sync":
-        print(json.dumps(asyncio.run(sync(args.url, args.token, Path(args.db), args.rounds))))
+        run = sync(args.url, args.token, Path(args.db), args.rounds)
+        if args.profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                out = asyncio.run(run)
+            prof.dump_stats(args.profile)
+        else:
+            out = asyncio.run(run)
+        print(json.dumps(out))
         return
 
     work = VAR_ROOT / "clio_sync"
@@ -281,7 +308,8 @@ def main() -> None:
         log(f"baseline: {base['requests']} requests in {base['seconds']:.1f}s")
         db = work / "sync.sqlite"
         db.unlink(missing_ok=True)
-        synced = child("sync", sandbox.url, sandbox.token(), ["--db", str(db)])
+        extra = ["--db", str(db)] + (["--profile", args.profile] if args.profile else [])
+        synced = child("sync", sandbox.url, sandbox.token(), extra)
     finally:
         sandbox.stop()
     first, second = synced["rounds"]
@@ -302,16 +330,18 @@ def main() -> None:
     sync_rate = first["bills"] / first["seconds"]
     print()
     print(f"Clio sync: {n_bills} bills, {n_lines} line items, {n_contacts} contacts")
-    print(f"{'run':<28}{'requests':>10}{'seconds':>10}{'bills/s':>10}{'peak MB':>10}")
+    head = f"{'requests':>10}{'seconds':>10}{'CPU s':>8}{'bills/s':>10}{'peak MB':>10}"
+    print(f"{'run':<28}{head}")
     rows = [
-        ("baseline (httpx paging)", base["requests"], base["seconds"], base_rate, base["peak_mb"]),
-        ("sync, first", first["requests"], first["seconds"], sync_rate, synced["peak_mb"]),
-        ("sync, nothing changed", second["requests"], second["seconds"], None, None),
+        ("baseline (httpx paging)", base, base_rate, base["peak_mb"]),
+        ("sync, first", first, sync_rate, synced["peak_mb"]),
+        ("sync, nothing changed", second, None, None),
     ]
-    for name, req, sec, rate, mb in rows:
+    for name, run, rate, mb in rows:
         rate_s = f"{rate:10.0f}" if rate is not None else f"{'':>10}"
         mb_s = f"{mb:10.1f}" if mb is not None else f"{'':>10}"
-        print(f"{name:<28}{req:>10}{sec:>10.1f}{rate_s}{mb_s}")
+        req, sec, cpu = run["requests"], run["seconds"], run["cpu"]
+        print(f"{name:<28}{req:>10}{sec:>10.1f}{cpu:>8.1f}{rate_s}{mb_s}")
     ideal = sum(-(-n // 200) for n in (n_contacts, n_lines, n_bills))
     print(f"sync / baseline bills per second: {sync_rate / base_rate:.2f} (target >= 0.80)")
     print(f"requests of the first sync: {first['requests']} (contacts+lines+bills / 200: {ideal})")

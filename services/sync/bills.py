@@ -35,17 +35,38 @@ from shared.outbox import add_events
 if TYPE_CHECKING:
     from services.sync.syncer import Syncer
 
+# Lines a transaction on a first sync (a page's on later ones): fewer commits.
+_FIRST_SYNC_BATCH = 1000
+# Mirror rows of bills new to it, a page's at once (executemany of one statement built once).
+INSERT_INVOICE = Invoice.__table__.insert()
 
-async def ahead(pages: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """The same pages, the next one requested while the caller stores this one."""
-    nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(pages, None))
+
+async def ahead(pages: AsyncIterator[Any], depth: int = 4) -> AsyncIterator[Any]:
+    """The same pages, requested one after the other by a task of their own while the caller
+    stores earlier ones, up to `depth` pages ahead: Clio is never kept waiting for a slow
+    page's storing, nor the storing for a slow request, beyond that."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(maxsize=depth)
+
+    async def fetch() -> None:
+        try:
+            async for page in pages:
+                await queue.put((False, page))
+        except Exception as exc:
+            await queue.put((True, exc))
+        else:
+            await queue.put((True, None))
+
+    task = asyncio.create_task(fetch())
     try:
-        while (page := await nxt) is not None:
-            nxt = asyncio.ensure_future(anext(pages, None))
-            yield page
+        while True:
+            last, item = await queue.get()
+            if last:
+                if item is not None:
+                    raise item
+                return
+            yield item
     finally:
-        if not nxt.done():
-            nxt.cancel()
+        task.cancel()
 
 
 def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -54,22 +75,39 @@ def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
 
 async def sync_lines(
     syncer: Syncer, client: ClioClient, conn: ClioConnection, run: RunState
-) -> tuple[datetime | None, set[str]]:
+) -> tuple[datetime | None, set[str], line_store.Held | None]:
     """List line items across bills (all on a first sync, then those updated since the
-    cursor less the overlap) into clio_lines; the bills they belong to."""
+    cursor less the overlap) into clio_lines; the bills they belong to, and on a first sync
+    into an empty clio_lines the lines themselves, by bill (see `line_store.Held`)."""
     params = {
         "fields": LINE_ITEM_BULK_FIELDS,
         "order": "id(asc)",
         **syncer.since(conn.line_items_cursor),
     }
+    held: line_store.Held | None = None
+    if conn.line_items_cursor is None:
+        async with syncer.service.sessionmaker() as s:
+            if not await line_store.has_lines(s, conn.firm_id):
+                held = line_store.Held()
     touched: set[str] = set()
     newest: datetime | None = None
-    async for page, _ in ahead(syncer.listing(client, "line_items.json", params, run)):
+    batch: list[Any] = []  # a first sync stores several pages a transaction
+
+    async def store() -> None:
+        nonlocal newest
         async with syncer.service.sessionmaker() as s, s.begin():
-            bills, ts = await line_store.store_page(s, conn.firm_id, page)
-        touched |= bills
+            bills, ts = await line_store.store_page(s, conn.firm_id, batch, held=held)
+        touched.update(bills)
         newest = _newer(newest, ts)
-    return newest, touched
+        batch.clear()
+
+    async for page, _ in ahead(syncer.listing(client, "line_items.json", params, run)):
+        batch.extend(page)
+        if held is None or len(batch) >= _FIRST_SYNC_BATCH:
+            await store()
+    if batch:
+        await store()
+    return newest, touched, held
 
 
 async def bill_lines(syncer: Syncer, client: ClioClient, firm_id: str, bill_id: str) -> None:
@@ -82,8 +120,16 @@ async def bill_lines(syncer: Syncer, client: ClioClient, firm_id: str, bill_id: 
 
 
 async def sync_bills(
-    syncer: Syncer, client: ClioClient, conn: ClioConnection, run: RunState, *, incremental: bool
+    syncer: Syncer,
+    client: ClioClient,
+    conn: ClioConnection,
+    run: RunState,
+    *,
+    incremental: bool,
+    held: line_store.Held | None = None,
 ) -> tuple[datetime | None, set[str]]:
+    """List bills (updated since the cursor less the overlap) and apply each with its lines:
+    from `held` when the line pass kept them (a first sync), else from clio_lines."""
     firm_id = conn.firm_id
     params = {"fields": BILL_FIELDS, "order": "id(asc)", **syncer.since(conn.bills_cursor)}
     async with syncer.service.sessionmaker() as s:
@@ -98,12 +144,17 @@ async def sync_bills(
             first = False
         ids = [str(b["id"]) for b in page if isinstance(b, dict) and b.get("id") is not None]
         listed.update(ids)
-        async with syncer.service.sessionmaker() as s:
-            raw = await line_store.raw_lines(s, firm_id, ids)
-            etags = {
-                sid: InvoiceSnapshot.model_validate_json(row.snapshot).etag
-                for sid, row in (await mirrored(syncer, s, firm_id, ids)).items()
-            }
+        etags: dict[str, str | None] = {}  # only an incremental round compares them
+        if held is not None:
+            raw = held.raw_lines(ids)
+        else:
+            async with syncer.service.sessionmaker() as s:
+                raw = await line_store.raw_lines(s, firm_id, ids)
+                if incremental:
+                    etags = {
+                        sid: InvoiceSnapshot.model_validate_json(row.snapshot).etag
+                        for sid, row in (await mirrored(syncer, s, firm_id, ids)).items()
+                    }
         items = _page_lines(page, raw)
         refetch = refetch_wanted(page, items, etags, contacts, incremental=incremental)
         for bill_id in refetch:
@@ -113,6 +164,7 @@ async def sync_bills(
                 raw.update(await line_store.raw_lines(s, firm_id, refetch))
             items = _page_lines(page, raw)
         staged: list[Event] = []  # the page's invoice.updated, staged in one statement
+        new_rows: list[dict[str, Any]] = []  # and its bills new to the mirror, in another
         async with syncer.service.sessionmaker() as s, s.begin():
             known = await mirrored(syncer, s, firm_id, ids)  # in the session that writes them
             quarantined = set(
@@ -137,9 +189,12 @@ async def sync_bills(
                     row=known.get(sid),
                     quarantined=sid in quarantined or sid == "?",
                     staged=staged,
+                    new_rows=new_rows,
                 )
                 if isinstance(bill, dict):
                     newest = _newer(newest, parse_ts(bill.get("updated_at")))
+            if new_rows:
+                await s.execute(INSERT_INVOICE, new_rows)
             await add_events(s, syncer.service.outbox, [(ev, None) for ev in staged])
         run.requests = client.requests
     return newest, listed

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from services.sync import lines as line_store
+from services.sync.bills import ahead
 from services.sync.clio import ClioClient
 from services.sync.mapping import CONTACT_FIELDS, bill_client_id, bill_currency, parse_ts
 from services.sync.models import ClioConnection, Contact, Invoice, Quarantined
@@ -32,7 +33,7 @@ async def sync_contacts(
     newest: datetime | None = None
     changed: dict[str, str | None] = {}  # client id -> its email, for contacts new or changed
     params = {"fields": CONTACT_FIELDS, "order": "id(asc)", **syncer.since(conn.contacts_cursor)}
-    async for page, _ in syncer.listing(client, "contacts.json", params, run):
+    async for page, _ in ahead(syncer.listing(client, "contacts.json", params, run)):
         listed = {str(c["id"]): c for c in page if isinstance(c, dict) and c.get("id") is not None}
         if not listed:
             continue

@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shared.events import InvoiceSnapshot, LineItem
-from shared.money import to_minor
+from shared.money import to_minor_fast as to_minor
 
 CLIO_STATES = {"draft", "awaiting_approval", "awaiting_payment", "paid", "void", "deleted"}
 
@@ -88,8 +88,14 @@ def _amount(bill: dict[str, Any], field: str, currency: str, *, required: bool =
     return minor
 
 
-def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) -> InvoiceSnapshot:
-    """Map one Clio bill (as fetched with BILL_FIELDS) to an InvoiceSnapshot.
+def bill_to_snapshot(
+    bill: dict[str, Any],
+    contacts: dict[str, dict[str, Any]],
+    *,
+    line_items: list[LineItem] | None = None,
+) -> InvoiceSnapshot:
+    """Map one Clio bill (as fetched with BILL_FIELDS) to an InvoiceSnapshot, with
+    `line_items` (its mapped lines) when given.
 
     `contacts` maps a Clio contact id (as text) to the contact, for the client's email.
     Raises MalformedBill with a reason a firm user can act on.
@@ -158,6 +164,7 @@ def bill_to_snapshot(bill: dict[str, Any], contacts: dict[str, dict[str, Any]]) 
         balance_minor=balance,
         paid_minor=paid,
         source_updated_at=_datetime(bill.get("updated_at")),
+        **({"line_items": line_items} if line_items is not None else {}),
     )
 
 
@@ -196,8 +203,24 @@ def line_bill_id(row: Any) -> str | None:
 _QUANTITY_PLACES = Decimal("0.000001")
 
 
+_QUANTITIES: dict[tuple[type, Any], str | None] = {}  # a few hundred values in practice
+
+
 def _quantity(value: Any) -> str | None:
     """Hours or units as decimal text (Clio sends a JSON number): `1.5`, `0.25`, `3`."""
+    kind = type(value)
+    if kind is float or kind is int or kind is str:
+        key = (kind, repr(value) if kind is float else value)  # -0.0 is not 0.0 here
+        if key in _QUANTITIES:
+            return _QUANTITIES[key]
+        text = _quantity_text(value)
+        if len(_QUANTITIES) < 4096:
+            _QUANTITIES[key] = text
+        return text
+    return _quantity_text(value)
+
+
+def _quantity_text(value: Any) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -211,11 +234,19 @@ def _quantity(value: Any) -> str | None:
     return f"{number:f}"
 
 
+_LINE_DATES: dict[str, date | None] = {}  # a bill's lines share a few dates
+
+
 def _line_date(value: Any) -> date | None:
+    if type(value) is str and value in _LINE_DATES:
+        return _LINE_DATES[value]
     try:
-        return _date(value, "date")
+        when = _date(value, "date")
     except MalformedBill:
-        return None
+        when = None
+    if type(value) is str and len(_LINE_DATES) < 4096:
+        _LINE_DATES[value] = when
+    return when
 
 
 def line_items_from_clio(rows: list[Any], currency: str) -> list[LineItem]:
@@ -259,13 +290,16 @@ def line_items_from_clio(rows: list[Any], currency: str) -> list[LineItem]:
             when or date.min,
             position,
         )
-        item = LineItem(
-            kind=kind,
-            date=when,
-            description=str(row.get("description") or "").strip(),
-            quantity=quantity,
-            rate_minor=rate,
-            total_minor=total,
+        # From a dict: pydantic-core validates it without the keyword call's overhead.
+        item = LineItem.model_validate(
+            {
+                "kind": kind,
+                "date": when,
+                "description": str(row.get("description") or "").strip(),
+                "quantity": quantity,
+                "rate_minor": rate,
+                "total_minor": total,
+            }
         )
         keyed.append((sort_key, item))
     keyed.sort(key=lambda pair: pair[0])

@@ -166,10 +166,16 @@ class Syncer:
         client = self.client(conn)
         try:
             contacts_cursor = await sync_contacts(self, client, conn, run)
-            lines_cursor, touched = await bills.sync_lines(self, client, conn, run)
+            lines_cursor, touched, held = await bills.sync_lines(self, client, conn, run)
             bills_cursor, listed = await bills.sync_bills(
-                self, client, conn, run, incremental=conn.line_items_cursor is not None
+                self,
+                client,
+                conn,
+                run,
+                incremental=conn.line_items_cursor is not None,
+                held=held,
             )
+            del held  # the first sync's lines, no longer wanted
             await bills.relines(self, firm_id, touched - listed, run)
             async with sm() as s, s.begin():
                 row = await s.get(ClioConnection, firm_id)
@@ -289,10 +295,13 @@ class Syncer:
         row: Invoice | None,
         quarantined: bool,
         staged: list[Event] | None = None,
+        new_rows: list[dict[str, Any]] | None = None,
     ) -> None:
         """apply_bill with the mirror row already read; `quarantined` False when the bill is
         known not to be in quarantine (nothing to clear); `staged` collects invoice.updated
-        for the caller to stage in one statement, instead of one insert each."""
+        for the caller to stage in one statement, instead of one insert each; `new_rows`
+        collects the mirror rows of bills new to it, for the caller to insert in one
+        statement (bills.INSERT_INVOICE), instead of through the session."""
         source_id = str(bill.get("id")) if isinstance(bill, dict) else "?"
         state = bill.get("state") if isinstance(bill, dict) else None
         if state in REMOVED_STATES and source_id not in ("?", "None", ""):
@@ -304,8 +313,11 @@ class Syncer:
             ):
                 result.changed += 1
             return
+        stored = InvoiceSnapshot.model_validate_json(row.snapshot) if row is not None else None
+        if line_items is None and stored is not None:
+            line_items = stored.line_items
         try:
-            snap = bill_to_snapshot(bill, contacts)
+            snap = bill_to_snapshot(bill, contacts, line_items=list(line_items or []))
             check_deliverable(snap)
         except MalformedBill as exc:
             result.quarantined += 1
@@ -314,22 +326,31 @@ class Syncer:
             return
         if quarantined:
             await self._unquarantine(s, firm_id, snap.source_id)
-        stored = InvoiceSnapshot.model_validate_json(row.snapshot) if row is not None else None
-        if line_items is None and stored is not None:
-            line_items = stored.line_items
-        snap = snap.model_copy(update={"line_items": list(line_items or [])})
         if row is not None and stored is not None and _comparable(stored) == _comparable(snap):
             if stored.etag != snap.etag:
                 row.snapshot = snap.model_dump_json()
             return
-        if row is None:
-            row = Invoice(
-                firm_id=firm_id, invoice_id=invoice_id_for(snap.source_id), client_id=snap.client_id
+        if row is None and new_rows is not None:
+            new_rows.append(
+                {
+                    "firm_id": firm_id,
+                    "invoice_id": invoice_id_for(snap.source_id),
+                    "client_id": snap.client_id,
+                    "snapshot": snap.model_dump_json(),
+                    "updated_at": datetime.now(UTC),
+                }
             )
-            s.add(row)
-        row.client_id = snap.client_id
-        row.snapshot = snap.model_dump_json()
-        row.updated_at = datetime.now(UTC)
+        else:
+            if row is None:
+                row = Invoice(
+                    firm_id=firm_id,
+                    invoice_id=invoice_id_for(snap.source_id),
+                    client_id=snap.client_id,
+                )
+                s.add(row)
+            row.client_id = snap.client_id
+            row.snapshot = snap.model_dump_json()
+            row.updated_at = datetime.now(UTC)
         event = InvoiceUpdated(firm_id=firm_id, invoice=snap)
         if staged is None:
             await self.service.publish(s, event)
