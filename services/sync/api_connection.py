@@ -3,6 +3,7 @@ authorize URL of a region's host, the OAuth code exchange, and disconnecting."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
@@ -28,7 +29,19 @@ log = logging.getLogger(__name__)
 StatusExtra = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-def router(service: Service, syncer: Syncer, extras: Sequence[StatusExtra] = ()) -> APIRouter:
+# What else happens for a firm when it connects (after the tokens are saved) and before it
+# disconnects (while its token still works): its webhooks registered, then deleted at Clio.
+FirmHook = Callable[[str], Awaitable[None]]
+
+
+def router(
+    service: Service,
+    syncer: Syncer,
+    extras: Sequence[StatusExtra] = (),
+    *,
+    on_connected: Sequence[FirmHook] = (),
+    before_disconnect: Sequence[FirmHook] = (),
+) -> APIRouter:
     r = APIRouter(prefix="/internal", dependencies=[Depends(service.require_internal())])
     connections = syncer.connections
 
@@ -87,13 +100,37 @@ def router(service: Service, syncer: Syncer, extras: Sequence[StatusExtra] = ())
             ) from exc
         # The first sync can take a while on a large firm: let it run behind the response.
         syncer.start(firm_id)
+        for hook in on_connected:
+            background(hook(firm_id), f"after connecting firm {firm_id}")
         return await status(firm_id)
 
     @r.post("/firms/{firm_id}/clio/disconnect")
     async def disconnect(firm_id: str) -> DisconnectOutcome:
+        for hook in before_disconnect:
+            try:
+                await hook(firm_id)
+            except Exception:  # best effort: the tokens are forgotten whatever happens
+                log.exception("sync: before disconnecting firm %s", firm_id)
         done = await connections.disconnect(firm_id)
         return DisconnectOutcome(
             was_connected=done.was_connected, revoked=done.revoked, problem=done.problem
         )
 
     return r
+
+
+_running: set[asyncio.Task[None]] = set()
+
+
+def background(work: Awaitable[None], what: str) -> None:
+    """Run `work` behind the response, keeping a reference until it ends; log a failure."""
+
+    async def run() -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("sync: %s failed", what)
+
+    task = asyncio.create_task(run())
+    _running.add(task)
+    task.add_done_callback(_running.discard)

@@ -33,7 +33,15 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 
     webhooks = api_webhooks.install(app, service, syncer)
     extras = [health, webhooks.status_fields]
-    app.include_router(api_connection.router(service, syncer, extras=extras))
+    app.include_router(
+        api_connection.router(
+            service,
+            syncer,
+            extras=extras,
+            on_connected=[webhooks.ensure_firm],
+            before_disconnect=[webhooks.forget_firm],
+        )
+    )
     api_ledes.install(app, service)
     app.state.syncer = syncer
     return app
