@@ -23,6 +23,9 @@ from devtools.stack import (
 
 
 def main() -> int:
+    # The demo's Clio sandbox counts requests as Clio does (50 a minute per token); the
+    # sync paces itself within that. The test stack keeps a higher limit unless told.
+    os.environ.setdefault("CLIO_SANDBOX_RATE_LIMIT", "50")
     cfg = StackConfig(
         var_dir=Path(os.environ.get("VAR_DIR", ROOT / "var")),
         amqp_url=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),

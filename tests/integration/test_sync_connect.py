@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
 from sandbox.clio import SandboxState, create_app
+from sandbox.clio.settings import SandboxSettings
 from services.sync import api, api_connection
 from services.sync.app import MIGRATIONS
 from services.sync.clio import ClioAuthError
@@ -68,7 +69,8 @@ class World:
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     await upgrade_async(MIGRATIONS, database_url)
-    sandbox = SandboxState()
+    # Not a rate-limit test: the sandbox counts nothing (test_clio_ratelimit.py does).
+    sandbox = SandboxState(settings=SandboxSettings(rate_limit=0))
     transport = OnlyHost("ca.clio.test", create_app(sandbox))
     http = httpx.AsyncClient(transport=transport)
     settings = SyncSettings(

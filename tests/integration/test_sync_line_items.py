@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from sandbox.clio import SandboxState, create_app
+from sandbox.clio.settings import SandboxSettings
 from services.sync.app import MIGRATIONS
 from services.sync.clio import ClioClient, Tokens
 from services.sync.models import Base, ClioConnection
@@ -51,7 +52,8 @@ class World:
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     await upgrade_async(MIGRATIONS, database_url)
-    sandbox = SandboxState()
+    # Not a rate-limit test: the sandbox counts nothing (test_clio_ratelimit.py does).
+    sandbox = SandboxState(settings=SandboxSettings(rate_limit=0))
     http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(sandbox)), base_url=BASE_URL
     )
