@@ -42,9 +42,22 @@ class Connections:
         # One HTTP client for every Clio call (tests pass one on the sandbox); None: each
         # client opens its own.
         self.http = http
+        self._http: httpx.AsyncClient | None = None
         # One request budget per firm (one token per firm), shared by every client of it in
         # this process: the poll, the Sync button and the webhook fetches together.
         self.budgets = Budgets()
+
+    def _shared_http(self) -> httpx.AsyncClient:
+        """One pooled client for every Clio call of this process: a webhook's fetch reuses
+        the poll's connection (and TLS setup) instead of opening its own."""
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient(timeout=30)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     def base_url(self, region: str) -> str:
         return self.settings.base_url_for(region)
@@ -88,7 +101,7 @@ class Connections:
             self.settings.clio_client_secret,
             tokens=tokens,
             on_tokens=save,
-            http=self.http,
+            http=self.http or self._shared_http(),
             budget=self.budgets.for_firm(firm_id),
         )
 
