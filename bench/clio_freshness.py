@@ -96,7 +96,12 @@ def run(args: argparse.Namespace, template: str | None) -> dict[str, object]:
         log(f"webhooks active: {state}")
         contact = httpx.post(
             f"{clio}/sandbox/contacts",
-            json={"type": "Company", "name": "Freshness Bench LLC"},
+            # With an email: a bill whose client has none is held back (Sync issues).
+            json={
+                "type": "Company",
+                "name": "Freshness Bench LLC",
+                "primary_email_address": "billing@freshness.example",
+            },
             timeout=10,
         ).json()["data"]
         number = "FRESH-1"
