@@ -20,22 +20,17 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from sandbox.clio import SandboxState, create_app
-from sandbox.clio.settings import SandboxSettings
+from sandbox.clio import SandboxState
 from services.sync import api
-from services.sync.app import MIGRATIONS
-from services.sync.clio import ClioClient, Tokens
 from services.sync.mapping import BILL_FIELDS
-from services.sync.models import Base, ClioConnection, Quarantined, SyncRun
+from services.sync.models import ClioConnection, Quarantined, SyncRun
 from services.sync.progress import SyncResult
-from services.sync.settings import SyncSettings
 from services.sync.syncer import Syncer
 from shared.events import InvoiceSnapshot
-from shared.migrations import upgrade_async
 from shared.runtime import Service
+from tests.integration.sync_world import BASE_URL, connected
 
 FIRM_ID = "firm-bulk"
-BASE_URL = "http://clio.test"
 INTERNAL = {"X-Internal-Token": "dev-internal-token"}
 
 
@@ -84,34 +79,8 @@ class World:
 
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    await upgrade_async(MIGRATIONS, database_url)
-    # Not a rate-limit test: the sandbox counts nothing (test_clio_ratelimit.py does).
-    sandbox = SandboxState(settings=SandboxSettings(rate_limit=0))
-    http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(sandbox)), base_url=BASE_URL
-    )
-    settings = SyncSettings(
-        database_url=database_url, environment="test", var_dir=tmp_path, clio_base_url=BASE_URL
-    )
-    service = Service(settings, Base.metadata, MIGRATIONS)
-    syncer = Syncer(service, settings)
-
-    def client(conn: ClioConnection | None = None) -> ClioClient:
-        tokens = Tokens(conn.access_token, conn.refresh_token, None) if conn else None
-        return ClioClient(BASE_URL, "sandbox-client", "sandbox-secret", tokens=tokens, http=http)
-
-    syncer.client = client  # type: ignore[method-assign]
-    minted = (await http.post("/sandbox/tokens")).json()
-    async with service.sessionmaker() as s, s.begin():
-        s.add(
-            ClioConnection(
-                firm_id=FIRM_ID,
-                base_url=BASE_URL,
-                access_token=minted["access_token"],
-                refresh_token=minted.get("refresh_token"),
-                connected_at=datetime.now(UTC),
-            )
-        )
+    c = await connected(database_url, tmp_path, FIRM_ID)
+    sandbox, http, service, syncer = c.sandbox, c.http, c.service, c.syncer
     app = FastAPI()
     app.include_router(api.router(service, syncer))
     internal = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sync")
@@ -119,8 +88,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         yield World(sandbox, http, service, syncer, internal)
     finally:
         await internal.aclose()
-        await http.aclose()
-        await service.engine.dispose()
+        await c.aclose()
 
 
 async def test_a_first_sync_costs_a_request_per_200_records(world: World) -> None:

@@ -7,26 +7,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from sandbox.clio import SandboxState, create_app
-from sandbox.clio.settings import SandboxSettings
-from services.sync.app import MIGRATIONS
-from services.sync.clio import ClioClient, Tokens
-from services.sync.models import Base, ClioConnection
-from services.sync.settings import SyncSettings
+from sandbox.clio import SandboxState
 from services.sync.syncer import Syncer
 from shared.events import InvoiceSnapshot
-from shared.migrations import upgrade_async
 from shared.runtime import Service
+from tests.integration.sync_world import connected
 
 FIRM_ID = "firm-lines"
-BASE_URL = "http://clio.test"
 
 
 @dataclass
@@ -51,39 +44,12 @@ class World:
 
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    await upgrade_async(MIGRATIONS, database_url)
-    # Not a rate-limit test: the sandbox counts nothing (test_clio_ratelimit.py does).
-    sandbox = SandboxState(settings=SandboxSettings(rate_limit=0))
-    http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(sandbox)), base_url=BASE_URL
-    )
-    settings = SyncSettings(
-        database_url=database_url, environment="test", var_dir=tmp_path, clio_base_url=BASE_URL
-    )
-    service = Service(settings, Base.metadata, MIGRATIONS)
-    syncer = Syncer(service, settings)
-
-    def client(conn: ClioConnection | None = None) -> ClioClient:
-        tokens = Tokens(conn.access_token, conn.refresh_token, None) if conn else None
-        return ClioClient(BASE_URL, "sandbox-client", "sandbox-secret", tokens=tokens, http=http)
-
-    syncer.client = client  # type: ignore[method-assign]
-    minted = (await http.post("/sandbox/tokens")).json()
-    async with service.sessionmaker() as s, s.begin():
-        s.add(
-            ClioConnection(
-                firm_id=FIRM_ID,
-                base_url=BASE_URL,
-                access_token=minted["access_token"],
-                refresh_token=minted.get("refresh_token"),
-                connected_at=datetime.now(UTC),
-            )
-        )
+    c = await connected(database_url, tmp_path, FIRM_ID)
+    sandbox, http, service, syncer = c.sandbox, c.http, c.service, c.syncer
     try:
         yield World(sandbox, http, service, syncer)
     finally:
-        await http.aclose()
-        await service.engine.dispose()
+        await c.aclose()
 
 
 BULK_FIELDS = [
