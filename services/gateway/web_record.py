@@ -34,13 +34,6 @@ from shared.api.sync import ClioStatus
 from shared.money import to_decimal
 
 # Clio's web app per region; outside production the Clio sandbox stands in for it.
-CLIO_APP_HOSTS = {
-    "us": "https://app.clio.com",
-    "ca": "https://ca.app.clio.com",
-    "eu": "https://eu.app.clio.com",
-    "au": "https://au.app.clio.com",
-}
-SANDBOX_APP_URL = "http://127.0.0.1:8090"
 ID_RE = re.compile(r"^[1-9]\d{0,8}$")
 CSV_HEADER = (
     "paid_at",
@@ -66,27 +59,20 @@ RecordClientDep = Annotated[RecordClient, Depends(record_client)]
 router = APIRouter()
 
 
-def clio_app_url(status: ClioStatus, settings: GatewaySettings) -> str | None:
-    """Where the firm's bills are in Clio's web app: sync's own figure if it gives one, the
-    sandbox outside production, else the connection's region host. None: not connected."""
-    given = status.app_url
-    if given:
-        return str(given).rstrip("/")
-    if settings.environment != "production":
-        return SANDBOX_APP_URL
-    if not status.connected:
-        return None
-    return CLIO_APP_HOSTS.get(status.region or "us", CLIO_APP_HOSTS["us"])
+def clio_app_url(status: ClioStatus) -> str | None:
+    """Where the firm's bills are in Clio's web app: its connection's region host, as sync
+    reports it. None: not connected (no links)."""
+    return status.app_url.rstrip("/") if status.connected and status.app_url else None
 
 
-async def clio_base(sync: Any, firm_id: str, settings: GatewaySettings) -> str | None:
+async def clio_base(sync: Any, firm_id: str) -> str | None:
     """`clio_app_url` of the firm's connection; a sync that does not answer leaves the
     links out (production) rather than the page."""
     try:
         status = await sync.clio(firm_id)
     except ServiceUnavailable:
         status = ClioStatus(connected=False)
-    return clio_app_url(status, settings)
+    return clio_app_url(status)
 
 
 def bill_link(base: str | None, item: RecordItemOut) -> str | None:
@@ -166,7 +152,7 @@ async def page(
     error: str | None = None,
 ) -> HTMLResponse:
     data = await record.items(user.firm_id)
-    base = await clio_base(sync, user.firm_id, settings)
+    base = await clio_base(sync, user.firm_id)
     marked = request.query_params.get("marked", "")
     return show(
         request,
@@ -200,7 +186,7 @@ async def record_csv(
     user: CurrentUser, record: RecordClientDep, sync: SyncClientDep, settings: SettingsDep
 ) -> Response:
     data = await record.items(user.firm_id)
-    base = await clio_base(sync, user.firm_id, settings)
+    base = await clio_base(sync, user.firm_id)
     filename = f"to-record-in-clio-{datetime.now(UTC):%Y-%m-%d}.csv"
     return Response(
         csv_text(data.pending, base),

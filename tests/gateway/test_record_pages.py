@@ -55,8 +55,21 @@ RECORDED = [
 ]
 
 
-async def open_page(gw: Gateway, pending: list[dict[str, Any]] | None = None) -> str:
+def clio_connected(gw: Gateway) -> None:
+    """sync says the firm is connected, on the sandbox's host."""
+    gw.sync.on(
+        "GET",
+        f"/internal/firms/{FIRM_ID}/clio",
+        body={"connected": True, "region": "us", "app_url": "http://127.0.0.1:8090"},
+    )
+
+
+async def open_page(
+    gw: Gateway, pending: list[dict[str, Any]] | None = None, *, clio: bool = True
+) -> str:
     await gw.login()
+    if clio:
+        clio_connected(gw)
     gw.payments.on(
         "GET", LIST, body={"pending": PENDING if pending is None else pending, "recorded": RECORDED}
     )
@@ -79,17 +92,21 @@ async def test_the_list_links_each_bill_in_clio_with_what_to_enter(gateway: Gate
     assert "Marked recorded by Sam Staff" in done
 
 
-async def test_production_links_to_the_firms_clio_region(gateway: Gateway) -> None:
-    assert gateway.app is not None
-    gateway.app.state.service.settings.environment = "production"
-    try:
-        gateway.sync.on(
-            "GET", f"/internal/firms/{FIRM_ID}/clio", body={"connected": True, "region": "eu"}
-        )
-        page = await open_page(gateway)
-    finally:
-        gateway.app.state.service.settings.environment = "test"
+async def test_the_links_go_to_the_firms_clio_region_host(gateway: Gateway) -> None:
+    gateway.sync.on(
+        "GET",
+        f"/internal/firms/{FIRM_ID}/clio",
+        body={"connected": True, "region": "eu", "app_url": "https://eu.app.clio.com/"},
+    )
+    page = await open_page(gateway, clio=False)
     assert 'href="https://eu.app.clio.com/nc/#/bills/11"' in page
+
+
+async def test_no_link_into_clio_without_a_connection(gateway: Gateway) -> None:
+    gateway.sync.on("GET", f"/internal/firms/{FIRM_ID}/clio", body={"connected": False})
+    page = await open_page(gateway, clio=False)
+    assert "/nc/#/bills/" not in page
+    assert "INV-11" in page  # the item is still listed, without its link
 
 
 async def test_mark_one_and_a_selection_with_who(gateway: Gateway) -> None:
